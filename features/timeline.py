@@ -1,0 +1,123 @@
+"""The time model: who is active at a cutoff, what their label is, which cutoffs train and test.
+
+Features for cutoff ``T`` see only records with timestamp ``< T``. The label is "churned within
+``(T, T + horizon]``", either by an explicit churn date or by inactivity (no event or
+transaction in ``(T, T + inactivity_days]``). Training uses several cutoffs and is validated
+and tested out of time on the latest ones, with label windows that never reach into a later split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from churn.config import LabelConfig
+from churn.errors import DataError
+from features.contract import Tables
+
+log = logging.getLogger(__name__)
+DAY = pd.Timedelta(days=1)
+
+
+def _activity_times(tables: Tables) -> list[pd.DataFrame]:
+    return [t[["_code", "timestamp"]] for n in ("events", "transactions") if (t := tables.child(n)) is not None]
+
+
+def last_activity_before(tables: Tables, as_of: pd.Timestamp) -> np.ndarray:
+    """Per customer (row order of ``customers``): latest event or transaction strictly before ``as_of`` (NaT if none)."""
+    n = len(tables.customers)
+    last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    for t in _activity_times(tables):
+        stop = t["timestamp"].searchsorted(as_of, side="left")
+        if stop:
+            np.maximum.at(last, t["_code"].to_numpy()[:stop], t["timestamp"].to_numpy()[:stop].astype(np.int64))
+    out = last.astype("datetime64[ns]")
+    out[last == np.iinfo(np.int64).min] = np.datetime64("NaT")
+    return out
+
+
+def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
+    """Customers who are still customers at ``as_of`` (row order of ``customers``).
+
+    churn_date: signed up before T and not churned by T. inactivity: signed up before T and
+    active within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
+    """
+    c = tables.customers
+    signed = (c["signup_date"] < as_of).to_numpy()
+    if label.definition == "churn_date":
+        churn = c["churn_date"].to_numpy()
+        return signed & ~(churn <= np.datetime64(as_of))  # NaT compares False -> still active
+    horizon_start = np.datetime64(as_of - label.inactivity_days * DAY)
+    last = last_activity_before(tables, as_of)
+    recent = last >= horizon_start
+    young = c["signup_date"].to_numpy() >= horizon_start
+    return signed & (recent | young)
+
+
+def labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
+    """0/1 label per customer (row order of ``customers``): churned within ``(T, T + horizon]``."""
+    c = tables.customers
+    if label.definition == "churn_date":
+        churn = c["churn_date"].to_numpy()
+        end = np.datetime64(as_of + label.horizon_days * DAY)
+        return ((churn > np.datetime64(as_of)) & (churn <= end)).astype(np.int8)
+    end = as_of + label.inactivity_days * DAY
+    seen = np.zeros(len(c), dtype=bool)
+    for t in _activity_times(tables):
+        ts = t["timestamp"]
+        lo = ts.searchsorted(as_of, side="right")  # strictly after T
+        hi = ts.searchsorted(end, side="right")  # up to and including T + N
+        seen[t["_code"].to_numpy()[lo:hi]] = True
+    return (~seen).astype(np.int8)
+
+
+def label_window_days(label: LabelConfig) -> int:
+    return label.horizon_days if label.definition == "churn_date" else label.inactivity_days
+
+
+def training_cutoffs(tables: Tables, label: LabelConfig, n_cutoffs: int, freq: str = "MS") -> list[pd.Timestamp]:
+    """The latest ``n_cutoffs`` cutoffs (month starts by default) whose whole label window is observed."""
+    window = label_window_days(label) * DAY
+    last_ok = tables.data_end - window
+    first = tables.data_start + pd.Timedelta(days=90)  # leave some history for the first features
+    grid = pd.date_range(first.normalize(), last_ok, freq=freq)
+    grid = [t for t in grid if t + window <= tables.data_end]
+    if len(grid) < 3:
+        raise DataError(
+            "customers", None,
+            f"history too short for training: need at least 3 cutoffs ({freq}) between {first.date()} "
+            f"and {last_ok.date()} (data ends {tables.data_end.date()}, label window {window.days} days)",
+        )
+    return list(grid[-n_cutoffs:])
+
+
+@dataclass(frozen=True)
+class CutoffSplit:
+    train: list[pd.Timestamp]
+    valid: list[pd.Timestamp]
+    test: list[pd.Timestamp]
+
+
+def split_cutoffs(cutoffs: list[pd.Timestamp], n_valid: int, n_test: int, window_days: int) -> CutoffSplit:
+    """Out-of-time split: test = latest cutoffs, valid = the ones before, train = the rest.
+
+    Earlier cutoffs whose label window ``(T, T + window]`` reaches past the next split's first
+    cutoff are dropped, so no label of an earlier split is observed inside a later split's window.
+    """
+    cutoffs = sorted(cutoffs)
+    if len(cutoffs) < n_valid + n_test + 1:
+        raise ValueError(f"need more than {n_valid + n_test} cutoffs, got {len(cutoffs)}")
+    test = cutoffs[-n_test:]
+    valid = [t for t in cutoffs[-(n_test + n_valid) : -n_test] if t + window_days * DAY <= test[0]]
+    rest = cutoffs[: -(n_test + n_valid)]
+    bound = valid[0] if valid else test[0]
+    train = [t for t in rest if t + window_days * DAY <= bound]
+    if not valid or not train:
+        raise ValueError("cutoffs too close together for a non-overlapping out-of-time split")
+    dropped = len(cutoffs) - len(train) - len(valid) - len(test)
+    if dropped:
+        log.info("dropped %d cutoff(s) whose label window overlapped the next split", dropped)
+    return CutoffSplit(train=train, valid=valid, test=test)

@@ -1,0 +1,130 @@
+"""Value features: RFM with 1-5 scores, spend levels and trends, customer lifetime value, value tier.
+
+Future value matters more than past value, so the value tier ranks customers by expected lifetime
+value (contractual: revenue x segment retention; non-contractual: BG/NBD + Gamma-Gamma), not by spend.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from churn.config import FeatureConfig
+from features.behavioral import days_since, last_time_before
+from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change, window_slice
+
+log = logging.getLogger(__name__)
+DAY = pd.Timedelta(days=1)
+
+
+def quintile_score(values: np.ndarray, population: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """1-5 score by quintile among the population (NaN counts as worst); outside the population: NaN."""
+    out = np.full(len(values), np.nan)
+    v = pd.Series(values[population])
+    worst = -np.inf if higher_is_better else np.inf
+    v = v.fillna(worst)
+    pct = v.rank(method="average", pct=True, ascending=higher_is_better)
+    out[population] = np.clip(np.ceil(pct.to_numpy() * 5), 1, 5)
+    return out
+
+
+def value_tiers(clv: np.ndarray, population: np.ndarray, tiers: list[tuple[str, float]]) -> pd.Categorical:
+    """Customer pyramid: rank by CLV (ties broken by row order) and cut at cumulative shares."""
+    names = [t[0] for t in tiers]
+    out = np.full(len(clv), names[-1], dtype=object)
+    idx = np.flatnonzero(population)
+    if len(idx):
+        order = idx[np.lexsort((idx, -np.nan_to_num(clv[idx], nan=-np.inf)))]
+        share = (np.arange(len(order)) + 1) / len(order)
+        assigned = np.full(len(order), names[-1], dtype=object)
+        for name, top in reversed(tiers):
+            assigned[share <= top + 1e-12] = name
+        out[order] = assigned
+    return pd.Categorical(out, categories=names)
+
+
+def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, population: np.ndarray,
+                   as_of: pd.Timestamp, cfg: FeatureConfig) -> FeatureBlock:
+    """Per-customer value features as of ``as_of`` (index: row code); scores and tiers rank the population."""
+    from features.clv import contractual_clv, noncontractual_clv, rfm_summary, segment_monthly_retention
+
+    n = len(customers)
+    ts = transactions["timestamp"]
+    codes = transactions["_code"].to_numpy()
+    amount = transactions["amount"].to_numpy(dtype=np.float64)
+    cols: dict[str, np.ndarray] = {}
+    specs: list[FeatureSpec] = []
+
+    def add(spec: FeatureSpec, values: np.ndarray) -> None:
+        cols[spec.name] = values
+        specs.append(spec)
+
+    hist = window_slice(ts, pd.Timestamp.min, as_of)
+    recency = days_since(last_time_before(codes[hist], ts.to_numpy()[hist], n), as_of)
+    add(FeatureSpec("days_since_last_purchase", "value", "purchases", "Days since last purchase or payment", "days",
+                    reason="No purchase or payment for {value} days (typical customer: {typical})", risk_direction=1), recency)
+    sums = {}
+    counts = {}
+    for w in (30, 90, 365):
+        sl = window_slice(ts, as_of - w * DAY, as_of)
+        sums[w] = count_by(codes[sl], n, amount[sl])
+        counts[w] = count_by(codes[sl], n)
+    add(FeatureSpec("purchases_90d", "value", "purchases", "Purchases and payments in the last 90 days", "count", 90,
+                    reason="{value} purchases or payments in the last 90 days (typical customer: {typical})",
+                    risk_direction=-1), counts[90])
+    add(FeatureSpec("spend_30d", "value", "spend", "Spend in the last 30 days", "currency", 30,
+                    reason="Spent {value} in the last 30 days (typical customer: {typical})", risk_direction=-1), sums[30])
+    add(FeatureSpec("spend_365d", "value", "spend", "Spend in the last 365 days", "currency", 365,
+                    reason="Spent {value} in the last year (typical customer: {typical})", risk_direction=-1), sums[365])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aov = np.where(counts[365] > 0, sums[365] / counts[365], np.nan)
+    add(FeatureSpec("avg_order_value_365d", "value", "spend", "Average purchase or payment, last 365 days", "currency", 365,
+                    reason="Average payment {value} (typical customer: {typical})", risk_direction=0), aov)
+    recent = window_slice(ts, as_of - 30 * DAY, as_of)
+    base = window_slice(ts, as_of - 90 * DAY, as_of - 30 * DAY)
+    s_r, s_b = count_by(codes[recent], n, amount[recent]), count_by(codes[base], n, amount[base])
+    add(FeatureSpec("spend_trend_30_60", "value", "spend", "Change in daily spend, last 30 days vs previous 60", "rate_change",
+                    30, reason="Spend {change} {abs_pct}% in the last 30 days compared with the previous 60", risk_direction=-1),
+        rate_change(s_r, 30, s_b, 60))
+    p_r, p_b = count_by(codes[recent], n), count_by(codes[base], n)
+    add(FeatureSpec("purchase_trend_30_60", "value", "purchases", "Change in purchase frequency, last 30 days vs previous 60",
+                    "rate_change", 30,
+                    reason="Purchase frequency {change} {abs_pct}% in the last 30 days compared with the previous 60",
+                    risk_direction=-1), rate_change(p_r, 30, p_b, 60))
+
+    add(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
+                    reason="RFM recency score {value} of 5", risk_direction=-1),
+        quintile_score(-recency, population, higher_is_better=True))
+    add(FeatureSpec("rfm_frequency_score", "value", "rfm", "RFM frequency score (5 = most frequent)", "score", 365,
+                    reason="RFM frequency score {value} of 5", risk_direction=-1), quintile_score(counts[365], population))
+    add(FeatureSpec("rfm_monetary_score", "value", "rfm", "RFM monetary score (5 = highest spend)", "score", 365,
+                    reason="RFM monetary score {value} of 5", risk_direction=-1), quintile_score(sums[365], population))
+
+    clv_cfg = cfg.clv
+    months = clv_cfg.revenue_months
+    sl = window_slice(ts, as_of - months * 30 * DAY, as_of)
+    monthly = count_by(codes[sl], n, amount[sl]) / months
+    add(FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months", "currency",
+                    months * 30, reason="Pays {value} a month (typical customer: {typical})", risk_direction=0), monthly)
+    if clv_cfg.method == "contractual":
+        retention = segment_monthly_retention(customers, as_of, list(clv_cfg.segment_columns))
+        ids = pd.Index(customers["customer_id"])
+        clv = contractual_clv(pd.Series(monthly, index=ids),
+                              pd.Series(retention.reindex(ids).fillna(retention.mean()).to_numpy(), index=ids),
+                              horizon_months=clv_cfg.horizon_months, discount_rate_annual=clv_cfg.discount_rate_annual,
+                              margin=clv_cfg.margin).to_numpy(dtype=np.float64)
+    else:
+        tx = transactions.iloc[hist]
+        summary = rfm_summary(tx[["customer_id", "timestamp", "amount"]], as_of,
+                              customers=pd.Index(customers["customer_id"]))
+        res = noncontractual_clv(summary, horizon_days=clv_cfg.horizon_months * 30.44,
+                                 discount_rate_annual=clv_cfg.discount_rate_annual, margin=clv_cfg.margin)
+        clv = res["clv"].reindex(customers["customer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
+    add(FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
+                    reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0), clv)
+    tiers = [(t.name, t.top_share) for t in cfg.value_tiers]
+    add(FeatureSpec("value_tier", "value", "lifetime_value", "Value tier", "category",
+                    reason="Value tier: {label}", categorical=True), value_tiers(clv, population, tiers))
+    return FeatureBlock(pd.DataFrame(cols), specs)

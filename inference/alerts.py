@@ -1,0 +1,98 @@
+"""Risk tiers, value at risk, budget-constrained selection and the stable alert schema.
+
+Retention money goes first where it saves the most value: each alert's expected net value is
+P(churn) x acceptance x (lifetime value - incentive) - contact cost, under the playbook chosen for
+it; with a budget, alerts are chosen greedily by net value per unit cost (the LP-optimal order),
+globally across all customers. Control-group customers are marked, never contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import numpy as np
+import pandas as pd
+
+from churn.config import Economics, RiskTiers
+
+RISK_ORDER = {"low": 0, "medium": 1, "high": 2}
+
+ALERT_COLUMNS: dict[str, str] = {
+    # column -> description (the documented, stable schema; README "Alert schema")
+    "rank": "1 = act first; alerts ordered by expected net value of contacting",
+    "customer_id": "customer id (pseudonymised if scoring.pseudonymize_key is set)",
+    "cutoff": "scoring cutoff: features use data strictly before it",
+    "churn_probability": "calibrated P(churn within the horizon)",
+    "risk_tier": "high | medium | low (scoring.risk_tiers thresholds)",
+    "value_tier": "customer pyramid tier by lifetime value",
+    "lifecycle_stage": "new | active | at_risk | dormant | lapsed",
+    "lifetime_value": "expected lifetime value (features.clv)",
+    "value_at_risk": "churn_probability x lifetime_value",
+    "expected_net_value": "P x acceptance x (lifetime value - incentive) - contact cost, under the chosen playbook",
+    "reason_1": "strongest risk-raising reason (sentence)",
+    "reason_2": "second reason",
+    "reason_3": "third reason",
+    "protective_reason": "strongest risk-lowering reason",
+    "reasons": "structured reasons: list of {group, family, feature, text, impact, value, direction}",
+    "playbook_id": "primary retention playbook",
+    "playbook_name": "playbook name",
+    "playbook_action": "what to do",
+    "playbook_channel": "channel",
+    "playbook_owner": "owning team",
+    "playbook_sla_hours": "service-level time to act, hours",
+    "playbook_cost": "cost per contact",
+    "playbook_rule": "id of the rule that chose the playbook (or 'default')",
+    "selected": "chosen for contact under the budget",
+    "control_group": "held out at random for measurement: do NOT contact",
+    "model_name": "registered model name",
+    "model_version": "registered model version",
+    "input_hash": "sha256 of the input tables",
+}
+
+
+def risk_tier(p: np.ndarray, tiers: RiskTiers) -> np.ndarray:
+    out = np.full(len(p), "low", dtype=object)
+    out[p >= tiers.medium] = "medium"
+    out[p >= tiers.high] = "high"
+    return out
+
+
+def expected_net_value(p: np.ndarray, clv: np.ndarray, acceptance: np.ndarray, cost: np.ndarray,
+                       econ: Economics) -> np.ndarray:
+    """Expected value saved by contacting minus its cost (incentive paid only when accepted)."""
+    saved = p * acceptance * (np.maximum(clv, 0.0) - econ.incentive_cost)
+    return saved - cost
+
+
+def select_under_budget(net: np.ndarray, cost: np.ndarray, budget: float | None) -> np.ndarray:
+    """Pick contacts with positive net value, best value per unit cost first, until the budget is spent.
+
+    Deterministic: ties keep input order. Zero-cost positive actions are always selected.
+    """
+    chosen = net > 0
+    if budget is None:
+        return chosen
+    idx = np.flatnonzero(chosen)
+    ratio = net[idx] / np.maximum(cost[idx], 1e-9)
+    order = idx[np.argsort(-ratio, kind="stable")]
+    spent = np.cumsum(cost[order])
+    keep = order[spent <= budget + 1e-9]
+    out = np.zeros(len(net), dtype=bool)
+    out[keep] = True
+    return out
+
+
+def pseudonymize(ids: pd.Series, key: str) -> pd.Series:
+    """Keyed hash (HMAC-SHA256, 16 hex chars) so outputs can be shared without raw ids."""
+    k = key.encode()
+    return ids.astype(str).map(lambda s: hmac.new(k, s.encode(), hashlib.sha256).hexdigest()[:16])
+
+
+def order_alerts(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Rank: selected-and-treated first, then by expected net value, value at risk, customer id."""
+    a = alerts.assign(_sel=(alerts["selected"]).astype(int))
+    a = a.sort_values(["_sel", "expected_net_value", "value_at_risk", "customer_id"],
+                      ascending=[False, False, False, True], kind="stable").drop(columns="_sel")
+    a.insert(0, "rank", np.arange(1, len(a) + 1))
+    return a.reset_index(drop=True)

@@ -1,0 +1,133 @@
+"""MLflow set-up and the model registry: register versions, move aliases, keep champion history.
+
+Aliases, not the deprecated stages: every new version becomes ``challenger``; the first version
+also becomes ``champion``. Promotions and rollbacks are recorded as tags, so the registry itself
+answers "which version was champion when".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from churn.config import MlflowConfig
+from churn.errors import InputNotFoundError
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"
+
+
+def setup_mlflow(cfg: MlflowConfig) -> str:
+    """Point MLflow at the configured store (creating ``mlruns/`` and the experiment) and return the URI."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    uri = cfg.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(cfg.experiment) is None:
+        art = Path(cfg.artifact_location).resolve()
+        art.mkdir(parents=True, exist_ok=True)
+        client.create_experiment(cfg.experiment, artifact_location=art.as_uri())
+    mlflow.set_experiment(cfg.experiment)
+    return uri
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def get_alias_version(name: str, alias: str) -> str | None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def champion_history(name: str) -> list[dict[str, Any]]:
+    import mlflow
+
+    rm = mlflow.MlflowClient().get_registered_model(name)
+    return json.loads(rm.tags.get(HISTORY_TAG, "[]"))
+
+
+def set_champion(name: str, version: str, reason: str) -> None:
+    """Move the champion alias to ``version`` and append the change to the history tag."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    previous = get_alias_version(name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = champion_history(name)
+    history.append({"version": str(version), "previous": previous, "at": _now(), "reason": reason})
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    client.set_model_version_tag(name, version, "champion_since", history[-1]["at"])
+    log.info("model '%s': champion is now version %s (was %s): %s", name, version, previous, reason)
+
+
+def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
+    """Register the logged model, alias it challenger, and champion too if there is none yet."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    mv = mlflow.register_model(model_uri, name, tags={**tags, "run_id": run_id})
+    version = str(mv.version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    aliases = [CHALLENGER]
+    if get_alias_version(name, CHAMPION) is None:
+        set_champion(name, version, "first registered version")
+        aliases.append(CHAMPION)
+    return {"model_name": name, "model_version": version, "aliases": aliases,
+            "model_uri": f"models:/{name}/{version}"}
+
+
+def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str | None]:
+    """The URI to load (``--model`` or ``models:/<name>@<alias>``) and its registry version if known."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    if uri is None:
+        version = get_alias_version(name, alias)
+        if version is None:
+            raise InputNotFoundError(
+                f"no model '{name}' with alias '{alias}' in the registry: run `churn train` first or pass --model URI")
+        return f"models:/{name}@{alias}", version
+    if uri.startswith("models:/"):
+        ref = uri.removeprefix("models:/")
+        try:
+            if "@" in ref:
+                n, a = ref.split("@", 1)
+                return uri, str(client.get_model_version_by_alias(n, a).version)
+            n, v = ref.split("/", 1)
+            client.get_model_version(n, v)
+            return uri, v
+        except MlflowException as exc:
+            raise InputNotFoundError(f"model {uri} not found in the registry: {exc.message}") from exc
+    return uri, None
+
+
+def load_churn_model(uri: str) -> Any:
+    """Load a registered pyfunc and return the underlying :class:`~training.model.ChurnModel`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise InputNotFoundError(f"cannot load model {uri}: {exc}") from exc
+    return pyfunc.unwrap_python_model().model
