@@ -3,7 +3,7 @@
 Every command loads the config once, validates inputs before writing anything, writes outputs
 atomically, and ends with a machine-readable ``summary.json`` in ``--out`` where it has one.
 Expected failures (bad data, bad config, missing model) print a clear message and exit with a
-``sysexits`` code: 65 bad data, 66 missing input, 78 bad config.
+``sysexits`` code: 65 bad data, 66 missing input, 75 horizon not over yet (retry later), 78 bad config.
 """
 
 from __future__ import annotations
@@ -300,6 +300,50 @@ def rollback(reason: str, config_path: str | None) -> None:
 
     cfg = load_config(config_path)
     click.echo(run_rollback(cfg, reason=reason)["message"])
+
+
+# --------------------------------------------------------------------------- monitor
+def _fmt(x: object, spec: str = ".3f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "n/a"
+
+
+@main.command()
+@click.option("--scores", "scores_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder of a past `churn score` run (scores.parquet, alerts.parquet, summary.json).")
+@click.option("--data", "data_dir", type=click.Path(), required=True,
+              help="Data folder that now covers the run's cutoff + label horizon.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--level", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+              help="Confidence level of the uplift intervals.")
+@CONFIG_OPTION
+@handle_errors
+def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path: str | None) -> None:
+    """Evaluate past alerts once their horizon is over: realized accuracy, alert precision, playbook uplift.
+
+    Compares churn of treated and held-out (control) customers per playbook with a confidence interval.
+    Outputs in --out: monitor.json, treatment_effect.csv, summary.json. Exit 75 if the horizon is not over yet.
+    """
+    from churn.config import load_config
+    from features.contract import load_tables
+    from inference.monitor import evaluate_alerts, write_monitor_report
+
+    cfg = load_config(config_path)
+    tables = load_tables(data_dir, cfg.data)
+    res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key, level=level)
+    paths = write_monitor_report(res, out)
+    _summary(Path(out), {"command": "monitor", "scores_dir": scores_dir, "data_dir": data_dir, "config": cfg.source,
+                         "input_hash": tables.input_hash, "cutoff": res["cutoff"], "horizon_days": res["horizon_days"],
+                         "model_version": res["model_version"], "n_scored": res["n_scored"],
+                         "realized_churn_rate": res["realized_churn_rate"],
+                         "metrics": {"roc_auc": (res["metrics"] or {}).get("roc_auc"),
+                                     "roc_auc_untreated": (res["metrics_untreated"] or {}).get("roc_auc")},
+                         "outputs": [str(p) for p in paths]})
+    all_row = res["treatment_effect"][-1] if res["treatment_effect"] else {}
+    click.echo(f"cutoff {res['cutoff']} (+{res['horizon_days']}d): {res['n_scored']:,} scored, realized churn "
+               f"{_fmt(res['realized_churn_rate'], '.1%')}, ROC-AUC {_fmt((res['metrics'] or {}).get('roc_auc'))}, "
+               f"alert precision {_fmt((res['alert_precision'] or {}).get('precision'))}; uplift ALL "
+               f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
+               f"-> {out}/monitor.json")
 
 
 if __name__ == "__main__":  # pragma: no cover

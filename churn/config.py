@@ -6,6 +6,7 @@ below. Unknown keys are rejected so a typo never silently falls back to a defaul
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,13 +24,120 @@ class _Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------- data contract
+class LookupConfig(_Strict):
+    """Replace the codes in one column by names read from a small lookup file (e.g. event_type_id -> name).
+
+    ``file`` is found like a table (exact name or stem + known suffix) in the data folder.
+    ``on_missing``: a code absent from the lookup is an error, is kept as the code itself, or becomes missing.
+    """
+
+    file: str
+    key: str
+    value: str
+    on_missing: Literal["error", "keep", "missing"] = "error"
+
+
+class JoinConfig(_Strict):
+    """Another file whose columns are added to the customers table (a many-to-one left join).
+
+    ``key``: key column(s) present in the table assembled so far; ``right_key``: their names in the joined
+    file when they differ. (Not ``on``: YAML reads a bare ``on`` as ``true``.) Keys are matched as text,
+    so 90001 (int) matches "90001". ``columns``: the columns to take (default: all but the key); a column
+    the assembled table already has is kept from the earlier file. Every row must find a match unless
+    ``allow_missing`` (then its new columns are missing).
+    """
+
+    file: str
+    key: str | list[str]
+    right_key: str | list[str] | None = None
+    columns: list[str] | None = None
+    allow_missing: bool = False
+
+    @property
+    def left_keys(self) -> list[str]:
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+    @property
+    def right_keys(self) -> list[str]:
+        if self.right_key is None:
+            return self.left_keys
+        return [self.right_key] if isinstance(self.right_key, str) else list(self.right_key)
+
+    @model_validator(mode="after")
+    def _check(self) -> JoinConfig:
+        if not self.left_keys or len(self.left_keys) != len(self.right_keys):
+            raise ValueError("join: 'key' and 'right_key' need the same, non-zero number of key columns")
+        return self
+
+
+class DerivedColumn(_Strict):
+    """A numeric customer attribute computed from a date column, e.g. age from a date of birth.
+
+    Exactly one of ``years_since`` / ``days_since`` names the date column; ``as_of`` is a date or
+    ``data_start`` / ``data_end`` (of the loaded tables). Years are whole years (like an age). The value is
+    static, so it is computed once; a date at ``as_of`` keeps features point-in-time.
+    """
+
+    years_since: str | None = None
+    days_since: str | None = None
+    as_of: date | Literal["data_start", "data_end"] = "data_start"
+
+    @property
+    def source(self) -> str:
+        return self.years_since or self.days_since or ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DerivedColumn:
+        if (self.years_since is None) == (self.days_since is None):
+            raise ValueError("derived column: give exactly one of 'years_since' or 'days_since'")
+        return self
+
+
+class SubscriptionDerive(_Strict):
+    """What the loader derives from the ``subscriptions`` table.
+
+    Each flag: ``null`` (default) = derive only when the data lacks it (no signup_date / churn_date
+    column in customers, no transactions table); ``true`` = always derive (replacing the data's);
+    ``false`` = never. Rows whose start is within ``renewal_grace_days`` of the end of the customer's
+    earlier rows continue one subscription run (a renewal, not a churn).
+    """
+
+    signup_date: bool | None = None  # first start_date
+    churn_date: bool | None = None  # end of the final run, if it ends before the data's end
+    transactions: bool | None = None  # one payment of `amount` at every start_date
+    renewal_grace_days: int = Field(30, ge=0)
+
+
 class TableConfig(_Strict):
     """Where one table lives and how the user's column names map onto the contract's roles."""
 
     file: str
     columns: dict[str, str] = Field(default_factory=dict)
-    attributes: list[str] = Field(default_factory=list)  # customers only: static columns used as features
+    # customers only: static columns used as features; "auto" = every column that is not a role column,
+    # the snapshot label, excluded, a derived column's source, constant, or identifier-like text
+    attributes: list[str] | Literal["auto"] = Field(default_factory=list)
     required: bool = False
+    date_format: str | None = None  # this table's strftime format (default: data.date_format)
+    lookups: dict[str, LookupConfig] = Field(default_factory=dict)  # raw column -> code lookup
+    joins: list[JoinConfig] = Field(default_factory=list)  # customers only: files joined onto it, in order
+    exclude: list[str] = Field(default_factory=list)  # raw columns dropped on load (leaks, identifiers)
+    derived: dict[str, DerivedColumn] = Field(default_factory=dict)  # customers only: new numeric attributes
+    derive: SubscriptionDerive | None = None  # subscriptions only: derive signup/churn dates, transactions
+
+    @property
+    def auto_attributes(self) -> bool:
+        return self.attributes == "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> TableConfig:
+        if not self.auto_attributes:
+            both = sorted(set(self.attributes) & set(self.exclude))
+            if both:
+                raise ValueError(f"column(s) {both} are both attributes and excluded")
+            clash = sorted(set(self.attributes) & set(self.derived))
+            if clash:
+                raise ValueError(f"derived column(s) {clash} clash with attributes of the same name")
+        return self
 
 
 CANONICAL_COLUMNS: dict[str, dict[str, bool]] = {
@@ -44,13 +152,21 @@ CANONICAL_COLUMNS: dict[str, dict[str, bool]] = {
         "text": False,
         "rating": False,
         "category": False,
+        "response_hours": False,  # hours to first response (non-negative)
+        "resolution_hours": False,  # hours to resolution (non-negative)
     },
+    # one row per billing period (or contract); end_date may be empty for an open-ended subscription
+    "subscriptions": {"customer_id": True, "start_date": True, "end_date": True, "amount": False},
 }
 
 
 class DataConfig(_Strict):
     tables: dict[str, TableConfig]
     date_format: str | None = None  # strftime format for all date columns; None = ISO / inferred
+    # the moment up to which the data is complete (e.g. a simulation's end, an export date): overrides
+    # the latest record as Tables.data_end (so training cutoffs keep T + horizon <= it), and subscriptions
+    # ending at or after it are censored (no churn date)
+    observed_until: date | None = None
 
     @field_validator("tables")
     @classmethod
@@ -66,15 +182,38 @@ class DataConfig(_Strict):
                 raise ValueError(
                     f"table '{role}': unknown column role(s) {sorted(bad)}; known: {sorted(CANONICAL_COLUMNS[role])}"
                 )
+            if role != "customers":
+                for key in ("joins", "derived"):
+                    if getattr(tc, key):
+                        raise ValueError(f"table '{role}': '{key}' is only supported on the customers table")
+                if tc.auto_attributes:
+                    raise ValueError(f"table '{role}': 'attributes: auto' is only supported on the customers table")
+            if tc.derive is not None and role != "subscriptions":
+                raise ValueError(f"table '{role}': 'derive' is only supported on the subscriptions table")
         return v
 
 
 class LabelConfig(_Strict):
-    """Churned within (T, T + horizon]: by an explicit churn date, or by inactivity."""
+    """Churned within (T, T + horizon]: by an explicit churn date, or by inactivity.
 
-    definition: Literal["churn_date", "inactivity"] = "churn_date"
+    ``snapshot``: the data carries its own 0/1 label (``column``, a customers column, after joins) and
+    has no time axis: no cutoffs, no out-of-time split (see ``training.snapshot``). Text labels count as
+    churn when they are in ``positive_values`` (default: yes / true / 1 / churned, any case).
+    """
+
+    definition: Literal["churn_date", "inactivity", "snapshot"] = "churn_date"
     horizon_days: int = Field(30, ge=1)
     inactivity_days: int = Field(60, ge=1)
+    column: str | None = None  # snapshot only: the label column
+    positive_values: list[str] | None = None  # snapshot only: text values meaning "churned"
+
+    @model_validator(mode="after")
+    def _snapshot(self) -> LabelConfig:
+        if self.definition == "snapshot" and not self.column:
+            raise ValueError("label.definition 'snapshot' needs label.column (the 0/1 churn column)")
+        if self.definition != "snapshot" and (self.column is not None or self.positive_values is not None):
+            raise ValueError("label.column / label.positive_values are only used with definition 'snapshot'")
+        return self
 
 
 # --------------------------------------------------------------------------- features
@@ -174,6 +313,7 @@ class TrainingConfig(_Strict):
     tuning: TuningConfig = TuningConfig()
     economics: Economics = Economics()
     segment_columns: list[str] = Field(default_factory=lambda: ["value_tier", "lifecycle_stage"])
+    backtest_windows: int = Field(3, ge=0)  # rolling-origin test windows (0: off)
     exclude_features: list[str] = Field(default_factory=list)
 
 

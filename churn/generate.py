@@ -74,7 +74,7 @@ _CHANNEL_HAZARD = np.array([0.0, -0.1, 0.35, -0.15])
 _REGION_P = np.array([0.28, 0.22, 0.25, 0.15, 0.10])
 _REGION_HAZARD = np.array([0.0, 0.0, -0.05, 0.05, 0.15])
 _REGION_PRICE = np.array([1.0, 1.0, 1.0, 0.9, 0.8])
-_REGION_ZH = np.array([0.01, 0.01, 0.01, 0.5, 0.01])  # share of customers writing in Chinese
+_REGION_ZH = np.array([0.01, 0.01, 0.01, 0.55, 0.01])  # share of customers writing in Chinese
 
 _SAT_RHO = 0.8
 # Month-of-year effects (index 0 = January): churn peaks in January and summer; engagement dips in summer.
@@ -85,9 +85,9 @@ _HOUR_PROFILE = np.array([0.25, 0.15, 0.10, 0.08, 0.08, 0.12, 0.30, 0.60, 0.80, 
 _DOW_PROFILE = np.array([0.95, 0.95, 0.97, 1.0, 1.05, 1.15, 1.10])  # Monday first
 
 # Interaction tone thresholds on the noisy satisfaction signal (angry < annoyed < neutral < positive).
-_TONE_CUTS = np.array([-1.1, -0.35, 0.55])
+_TONE_CUTS = np.array([-1.6, -0.75, 0.2])
 _TONE_CATEGORY = np.array([  # P(category | tone), categories as in demo_texts.CATEGORIES
-    [0.30, 0.30, 0.28, 0.07, 0.00, 0.05],
+    [0.35, 0.35, 0.18, 0.07, 0.00, 0.05],
     [0.28, 0.32, 0.10, 0.18, 0.00, 0.12],
     [0.22, 0.24, 0.06, 0.20, 0.03, 0.25],
     [0.05, 0.07, 0.00, 0.28, 0.55, 0.05],
@@ -251,10 +251,10 @@ def _simulate_customers(n: int, cal: dict, rng: np.random.Generator) -> dict[str
         "frailty": rng.normal(0.0, 0.5, n).astype(np.float32),
         "chronic": rng.random(n) < 0.04,  # complain a lot, churn no more than others
         "fade": fade,
-        "fade_lead": rng.uniform(30, 80, n).astype(np.float32),
+        "fade_lead": rng.uniform(30, 90, n).astype(np.float32),
         "fade_floor": rng.uniform(0.03, 0.4, n).astype(np.float32),
         "complain": complain,
-        "complain_lead": rng.uniform(20, 90, n).astype(np.float32),
+        "complain_lead": rng.uniform(15, 75, n).astype(np.float32),
     }
 
 
@@ -341,7 +341,7 @@ def _fade_factor(cust: dict, cust_idx: np.ndarray, ts_sec: np.ndarray, cal: dict
     lead = cust["fade_lead"][cust_idx]
     floor = cust["fade_floor"][cust_idx]
     fading = cust["fade"][cust_idx] & (cust["churn_rel"][cust_idx] < cal["n_days"]) & (days_left < lead)
-    return np.where(fading, floor + (1 - floor) * np.clip(days_left / lead, 0, 1), 1.0)
+    return np.where(fading, floor + (1 - floor) * np.clip(days_left / lead, 0, 1) ** 2, 1.0)
 
 
 def _expand_groups(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +427,7 @@ def _events(cust: dict, months: dict, cal: dict, events_per_month: float, ids: p
     minutes = (_SEG_SESSION_MIN[seg[cidx[is_session]]] * np.exp(0.1 * sat[is_session])
                * fade[is_session] ** 0.7 * rng.lognormal(0.0, 0.7, int(is_session.sum())))
     value = np.full(len(ts), np.nan)
-    value[is_session] = np.round(np.maximum(minutes, 0.1), 1)
+    value[is_session] = np.round(np.clip(minutes, 0.1, 480.0), 1)
     return pd.DataFrame({
         "customer_id": _id_column(ids, cidx),
         "timestamp": _seconds_to_ts(ts),
@@ -542,10 +542,11 @@ def _interactions(cust: dict, months: dict, cal: dict, ids: pa.Array, rng: np.ra
     u = rng.random(len(s))
     category[(src == _SRC_BILLING) & (u < 0.9)] = CATEGORIES.index("billing")
     category[(src == _SRC_OUTAGE) & (u < 0.9)] = CATEGORIES.index("technical")
-    cancel = (src == _SRC_CHURN) & (tone <= 1) & (u < 0.2 + 0.5 * closeness)
+    cancel = (src == _SRC_CHURN) & (tone <= 1) & (u < 0.1 + 0.5 * closeness)
     category[cancel] = CATEGORIES.index("cancellation")
 
-    lang = (cust["zh"][cidx] ^ (rng.random(len(s)) < 0.1)).astype(np.int64)  # some switch language
+    u_lang = rng.random(len(s))  # Chinese writers sometimes write English, rarely the reverse
+    lang = np.where(cust["zh"][cidx], u_lang >= 0.12, u_lang < 0.005).astype(np.int64)
     texts, offsets, sizes = text_bank()
     size = sizes[lang, category, tone]
     if (size == 0).any():
@@ -554,7 +555,7 @@ def _interactions(cust: dict, months: dict, cal: dict, ids: pa.Array, rng: np.ra
 
     contact = _pick(rng, _TONE_CONTACT, tone)
     rated = (contact != 0) & (rng.random(len(s)) < np.where(contact == 1, 0.6, 0.85))
-    stars = np.clip(np.round(3 + 0.9 * (tone - 1.5) + 0.5 * s + rng.normal(0, 0.8, len(s))), 1, 5)
+    stars = np.clip(np.round(3.3 + 0.8 * (tone - 1.5) + 0.4 * s + rng.normal(0, 0.9, len(s))), 1, 5)
     rating = np.where(rated, stars, np.nan)
 
     order = np.lexsort((sec, cidx))

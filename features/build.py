@@ -75,6 +75,7 @@ class FeatureBuilder:
             self.activity = pd.DataFrame({"customer_id": tx["customer_id"], "_code": tx["_code"],
                                           "timestamp": tx["timestamp"], "event_type": "purchase", "value": np.nan})
             log.warning("no events table: behavioural features use transactions as activity")
+        self.timings: dict[str, float] = {}  # seconds per family in the latest build()
         self.interactions = None
         if tables.interactions is not None:
             if scorer is None:
@@ -102,14 +103,23 @@ class FeatureBuilder:
         c = self.tables.customers
         if population is None:
             population = active_mask(self.tables, as_of, self.cfg.label)
+        self.timings = {}
+        t0 = time.perf_counter()
         blocks: list[FeatureBlock] = [profile_features(c, self.tables.attributes)]
+        self.timings["profile"] = time.perf_counter() - t0
         if self.activity is not None:
+            t0 = time.perf_counter()
             types = self.event_types if self.event_types is not None else event_types_before(self.activity, as_of)
             blocks.append(behavioral_features(self.activity, c["signup_date"], as_of, self.fcfg, types))
+            self.timings["behavioral"] = time.perf_counter() - t0
         if self.interactions is not None:
+            t0 = time.perf_counter()
             blocks.append(sentiment_features(self.interactions, len(c), as_of, self.fcfg.sentiment))
+            self.timings["sentiment"] = time.perf_counter() - t0
         if self.tables.transactions is not None:
+            t0 = time.perf_counter()
             blocks.append(value_features(self.tables.transactions, c, population, as_of, self.fcfg))
+            self.timings["value"] = time.perf_counter() - t0
         if self.activity is None:  # tenure still matters without any activity table
             tenure = ((as_of - c["signup_date"]).dt.days).to_numpy(dtype=np.float64)
             blocks.append(FeatureBlock(pd.DataFrame({"tenure_days": tenure}), [FeatureSpec(

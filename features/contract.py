@@ -1,8 +1,18 @@
 """The input data contract: find, load, rename and validate the raw tables.
 
-A data folder holds ``customers`` (required) and optionally ``events``, ``transactions`` and
-``interactions`` as CSV or Parquet. The config maps the user's file and column names onto the
-contract's roles. Everything is checked here, at the edge, so feature code can trust its inputs:
+A data folder holds ``customers`` (required) and optionally ``events``, ``transactions``,
+``interactions`` and ``subscriptions`` as CSV or Parquet. The config maps the user's file and column
+names onto the contract's roles, and can also
+
+* replace codes by names from a lookup file (``lookups``, e.g. ``event_type_id`` -> ``event_type.csv``),
+* assemble the customers table from several files (``joins``) and drop columns (``exclude``),
+* take every usable customers column as an attribute (``attributes: auto``) and compute numeric
+  attributes from dates (``derived``, e.g. an age from a date of birth),
+* derive signup/churn dates and transactions from a ``subscriptions`` table (``derive``; see
+  :mod:`features.derive`),
+* read a snapshot 0/1 label (``label.definition: snapshot``; pass the whole ``Config`` to
+  :func:`load_tables`), in which case signup dates are optional.
+ Everything is checked here, at the edge, so feature code can trust its inputs:
 a violation raises :class:`~churn.errors.DataError` naming the table, column, count and examples.
 
 Child tables come back sorted by timestamp with an ``_code`` column (the row position of the
@@ -19,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.config import CANONICAL_COLUMNS, DataConfig, TableConfig
+from churn.config import CANONICAL_COLUMNS, Config, DataConfig, LabelConfig, TableConfig
 from churn.errors import DataError, InputNotFoundError
 from churn.io import hash_files
 
@@ -40,13 +50,27 @@ class Tables:
     attributes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     input_hash: str = ""
+    # subscription rows (customer_id, _code, start_date, end_date, amount), sorted by start_date
+    subscriptions: pd.DataFrame | None = None
+    # snapshot label (label.definition: snapshot): 0/1 per customers row, else None
+    snapshot_label: np.ndarray | None = None
+    # data.observed_until: when set, it is the data's end (see data_end)
+    observed_until: pd.Timestamp | None = None
+    # what the loader derived instead of reading, e.g. {"churn_date": "subscriptions"}
+    derived: dict[str, str] = field(default_factory=dict)
 
     def child(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)
 
     @property
     def data_end(self) -> pd.Timestamp:
-        """The latest moment observed in any table (labels can only be known up to here)."""
+        """The latest moment observed in any table (labels can only be known up to here).
+
+        ``data.observed_until`` overrides it (e.g. the end of a simulation whose later records are artefacts).
+        NaT when nothing is dated (a snapshot without dates).
+        """
+        if self.observed_until is not None:
+            return self.observed_until
         stamps = [self.customers["signup_date"].max()]
         if "churn_date" in self.customers:
             stamps.append(self.customers["churn_date"].max())
@@ -54,7 +78,8 @@ class Tables:
             t = self.child(name)
             if t is not None and len(t):
                 stamps.append(t["timestamp"].iloc[-1])
-        return max(s for s in stamps if pd.notna(s))
+        stamps = [s for s in stamps if pd.notna(s)]
+        return max(stamps) if stamps else pd.NaT
 
     @property
     def data_start(self) -> pd.Timestamp:
@@ -62,13 +87,14 @@ class Tables:
         return min(stamps) if stamps else self.customers["signup_date"].min()
 
 
-def find_table_file(data_dir: Path, tc: TableConfig) -> Path | None:
-    """Locate a table's file: the exact name if it exists, else the stem with a known suffix."""
-    exact = data_dir / tc.file
+def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
+    """Locate a table's file (``tc`` or a file name): the exact name if it exists, else the stem with a known suffix."""
+    name = tc if isinstance(tc, str) else tc.file
+    exact = data_dir / name
     if exact.is_file():
         return exact
     for suffix in SUFFIXES:
-        cand = data_dir / f"{tc.file}{suffix}"
+        cand = data_dir / f"{name}{suffix}"
         if cand.is_file():
             return cand
     return None
@@ -85,13 +111,29 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
 
 
-def load_tables(data_dir: str | Path, cfg: DataConfig) -> Tables:
-    """Load and validate every configured table found in ``data_dir``."""
+def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
+    """Load and validate every configured table found in ``data_dir``.
+
+    ``cfg`` is the ``data`` section, or the whole :class:`~churn.config.Config`: the latter is needed for a
+    snapshot label (``label.definition: snapshot``), which the loader reads from the customers table.
+    """
+    label: LabelConfig | None = None
+    if isinstance(cfg, Config):
+        label, cfg = cfg.label, cfg.data
+    snapshot = label is not None and label.definition == "snapshot"
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputNotFoundError(f"data folder not found: {data_dir}")
+    subs_tc = cfg.tables.get("subscriptions")
+    derive = subs_tc.derive if subs_tc is not None else None
+    customers_tc = cfg.tables["customers"]
+    signup_optional = snapshot or (derive is not None and derive.signup_date is not False)
+
     frames: dict[str, pd.DataFrame] = {}
     files: list[Path] = []
+    attributes: list[str] = []
+    snapshot_label: np.ndarray | None = None
+    derived_sources = pd.DataFrame()
     for role, tc in cfg.tables.items():
         path = find_table_file(data_dir, tc)
         if path is None:
@@ -99,52 +141,369 @@ def load_tables(data_dir: str | Path, cfg: DataConfig) -> Tables:
                 raise InputNotFoundError(
                     f"table '{role}': no file '{tc.file}' (tried {', '.join(SUFFIXES)}) in {data_dir}"
                 )
-            log.warning("table '%s' not found in %s: its feature family is switched off", role, data_dir)
+            what = "nothing is derived from it" if role == "subscriptions" else "its feature family is switched off"
+            log.warning("table '%s' not found in %s: %s", role, data_dir, what)
             continue
         raw = read_table(path, role)
-        frames[role] = _apply_mapping(raw, role, tc)
         files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
+        raw = _apply_lookups(raw, role, tc, data_dir, files)
+        role_cols = {tc.columns.get(r, r) for r in CANONICAL_COLUMNS[role]}
+        if role == "customers":
+            raw = _apply_joins(raw, tc, data_dir, files)
+            if snapshot:
+                assert label is not None and label.column is not None
+                snapshot_label = _snapshot_label(raw, label)
+            sources = [d.source for d in tc.derived.values()]
+            missing_src = [c for c in sources if c not in raw.columns]
+            if missing_src:
+                raise DataError(role, missing_src[0], f"date column(s) {missing_src} for derived attributes not in "
+                                f"the file; columns found: {list(raw.columns)[:20]}")
+            derived_sources = raw[sources].reset_index(drop=True)
+            skip = set(sources) | ({label.column} if snapshot and label is not None else set())
+            raw = _exclude(raw, role, tc, keep=role_cols | skip)
+            attributes = _resolve_attributes(raw, tc, role_cols, skip)
+            if snapshot and label is not None and label.column in attributes:
+                raise DataError(role, label.column, "the label column cannot also be an attribute")
+            optional = {"signup_date"} if signup_optional else set()
+            frames[role] = _apply_mapping(raw, role, tc, attributes=attributes, optional=optional)
+        else:
+            raw = _exclude(raw, role, tc, keep=role_cols)
+            frames[role] = _apply_mapping(raw, role, tc)
+    derived_tx = derive is not None and "subscriptions" in frames and (
+        derive.transactions is True or (derive.transactions is None and "transactions" not in frames))
     for role in CHILD_TABLES:
-        if role not in cfg.tables:
+        if role not in cfg.tables and not (role == "transactions" and derived_tx):
             log.warning("table '%s' is not configured: its feature family is switched off", role)
 
-    customers_tc = cfg.tables["customers"]
-    customers = validate_customers(frames["customers"], customers_tc.attributes, cfg.date_format)
-    tables = Tables(customers=customers, attributes=list(customers_tc.attributes), files=files)
+    def fmt_of(role: str) -> str | None:
+        return cfg.tables[role].date_format or cfg.date_format
+
+    observed = pd.Timestamp(cfg.observed_until) if cfg.observed_until is not None else None
+    cust_raw = frames["customers"]
+    subs: pd.DataFrame | None = None
+    derived: dict[str, str] = {}
+    if "subscriptions" in frames:
+        subs = prepare_subscriptions(frames["subscriptions"], fmt_of("subscriptions"))
+        if derive is not None:
+            from features.derive import customer_dates_from_subscriptions
+
+            dates = customer_dates_from_subscriptions(subs, derive.renewal_grace_days, observed)
+            ids = _ids(cust_raw, "customers")
+            cust_raw = cust_raw.copy()
+            for col in ("signup_date", "churn_date"):
+                flag = getattr(derive, col)
+                if flag is True or (flag is None and col not in cust_raw.columns):
+                    cust_raw[col] = dates[col].reindex(ids.to_numpy()).to_numpy()
+                    derived[col] = "subscriptions"
+            if "signup_date" in derived:
+                n_none = int(pd.isna(cust_raw["signup_date"]).sum())
+                if n_none:
+                    log.warning("%d customer(s) have no subscription: no signup date, never in a population", n_none)
+            log.info("derived %s from %s subscription rows (renewal grace %d days, churn observed until %s)",
+                     ", ".join(derived) or "nothing", f"{len(subs):,}", derive.renewal_grace_days,
+                     (observed or subs["start_date"].max()).date())
+    if "signup_date" not in cust_raw.columns and not snapshot:
+        mapped = customers_tc.columns.get("signup_date", "signup_date")
+        raise DataError("customers", mapped, f"missing required column(s) ['{mapped}'] (and no subscriptions table "
+                        f"to derive it from); columns found: {list(cust_raw.columns)[:20]}")
+
+    customers = validate_customers(cust_raw, attributes, fmt_of("customers"),
+                                   signup_required=not (snapshot or "signup_date" in derived))
+    tables = Tables(customers=customers, attributes=list(attributes), files=files, snapshot_label=snapshot_label,
+                    observed_until=observed, derived=derived)
     for role in CHILD_TABLES:
         if role in frames:
-            setattr(tables, role, validate_child(frames[role], role, customers, cfg.date_format))
+            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role)))
+    if subs is not None:
+        tables.subscriptions = _attach_codes(subs, "subscriptions", customers)
+        if derived_tx:
+            assert derive is not None
+            if subs["amount"].isna().all():
+                if derive.transactions:
+                    raise DataError("subscriptions", "amount", "derive.transactions needs an amount column "
+                                    "(map it with columns: {amount: <column>})")
+                log.warning("subscriptions have no amount: no transactions derived (value features off)")
+            else:
+                from features.derive import transactions_from_subscriptions
+
+                if tables.transactions is not None:
+                    log.warning("derive.transactions: the transactions table is replaced by subscription payments")
+                tables.transactions = validate_child(transactions_from_subscriptions(subs), "transactions",
+                                                     customers, None)
+                tables.derived["transactions"] = "subscriptions"
+    _add_derived_columns(tables, customers_tc, derived_sources, fmt_of("customers"))
     tables.input_hash = hash_files(files)
     return tables
 
 
-def _apply_mapping(raw: pd.DataFrame, role: str, tc: TableConfig) -> pd.DataFrame:
-    """Rename the user's columns to the contract's roles; keep attributes; check required columns."""
+def _apply_mapping(raw: pd.DataFrame, role: str, tc: TableConfig, attributes: list[str] | None = None,
+                   optional: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Rename the user's columns to the contract's roles; keep attributes; check required columns.
+
+    ``attributes`` overrides ``tc.attributes`` (resolved ``auto``); roles in ``optional`` may be absent.
+    """
     roles = CANONICAL_COLUMNS[role]
+    attrs = list(tc.attributes) if attributes is None else list(attributes)
     mapping = {r: tc.columns.get(r, r) for r in roles}
-    missing_required = [f"{mapping[r]}" for r, req in roles.items() if req and mapping[r] not in raw.columns]
+    missing_required = [f"{mapping[r]}" for r, req in roles.items()
+                        if req and r not in optional and mapping[r] not in raw.columns]
     if missing_required:
         raise DataError(
             role,
             missing_required[0],
             f"missing required column(s) {missing_required}; columns found: {list(raw.columns)[:20]}",
         )
-    missing_attrs = [a for a in tc.attributes if a not in raw.columns]
+    missing_attrs = [a for a in attrs if a not in raw.columns]
     if missing_attrs:
         raise DataError(role, missing_attrs[0], f"attribute column(s) {missing_attrs} not in the file")
     keep = {mapping[r]: r for r in roles if mapping[r] in raw.columns}
-    out = raw[list(keep) + [a for a in tc.attributes if a not in keep]].rename(columns=keep)
+    out = raw[list(keep) + [a for a in attrs if a not in keep]].rename(columns=keep)
     return out
+
+
+# --------------------------------------------------------------------------- lookups, joins, columns
+def key_text(values: pd.Series | pd.Index | np.ndarray) -> pd.Series:
+    """Key values as text for matching across files: 90001, 90001.0 and "90001" all become "90001"."""
+    s = pd.Series(values)
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("string")
+    if pd.api.types.is_integer_dtype(s):
+        return s.astype("string")
+    if pd.api.types.is_float_dtype(s):
+        f = s.astype("float64")
+        ok = f.dropna()
+        if len(ok) == 0 or bool((ok % 1 == 0).all() and ok.abs().max() < 2**53):
+            return f.astype("Int64").astype("string")
+        return f.astype("string")
+    return s.astype("string").str.strip()
+
+
+def _composite_key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    parts = [key_text(df[k]).reset_index(drop=True) for k in keys]
+    if len(parts) == 1:
+        return parts[0]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + "\x1f" + p  # NA in any part -> NA
+    return out
+
+
+def _apply_lookups(raw: pd.DataFrame, role: str, tc: TableConfig, data_dir: Path, files: list[Path]) -> pd.DataFrame:
+    """Replace coded columns by the names in their lookup files (``tc.lookups``)."""
+    if not tc.lookups:
+        return raw
+    raw = raw.copy()
+    for col, lk in tc.lookups.items():
+        if col not in raw.columns:
+            raise DataError(role, col, f"lookup column not in the file; columns found: {list(raw.columns)[:20]}")
+        path = find_table_file(data_dir, lk.file)
+        if path is None:
+            raise InputNotFoundError(f"table '{role}': lookup file '{lk.file}' for column '{col}' "
+                                     f"(tried {', '.join(SUFFIXES)}) not in {data_dir}")
+        lut = read_table(path, role)
+        files.append(path)
+        for c in (lk.key, lk.value):
+            if c not in lut.columns:
+                raise DataError(role, col, f"lookup file {path.name} has no column '{c}'; "
+                                f"columns found: {list(lut.columns)[:20]}")
+        keys = key_text(lut[lk.key])
+        dup = keys.duplicated(keep=False) & keys.notna()
+        if dup.any():
+            raise DataError(role, col, f"lookup file {path.name}: repeated keys in '{lk.key}'", int(dup.sum()),
+                            lut.loc[dup.to_numpy()].head(5))
+        table = pd.Series(lut[lk.value].to_numpy(), index=keys.to_numpy())[keys.notna().to_numpy()]
+        codes, uniques = pd.factorize(raw[col], use_na_sentinel=True)
+        names = table.reindex(key_text(pd.Series(uniques)).to_numpy()).to_numpy(dtype=object)
+        unmapped = pd.isna(names)
+        if unmapped.any():
+            rows = np.isin(codes, np.flatnonzero(unmapped))
+            if lk.on_missing == "error":
+                raise DataError(role, col, f"codes not in lookup file {path.name} (set on_missing: keep or missing "
+                                f"to accept them)", int(rows.sum()), raw.loc[rows].head(5))
+            if lk.on_missing == "keep":
+                names[unmapped] = key_text(pd.Series(uniques[unmapped])).to_numpy(dtype=object)
+            log.warning("table '%s', column '%s': %d row(s) with codes not in %s (%s)", role, col, int(rows.sum()),
+                        path.name, "kept as codes" if lk.on_missing == "keep" else "set missing")
+        mapped = np.empty(len(codes), dtype=object)
+        mapped[:] = None
+        has = codes >= 0
+        mapped[has] = names[codes[has]]
+        raw[col] = pd.Series(mapped, index=raw.index).astype("string")
+    return raw
+
+
+def _apply_joins(base: pd.DataFrame, tc: TableConfig, data_dir: Path, files: list[Path]) -> pd.DataFrame:
+    """Left-join ``tc.joins`` onto the customers table, in order, checking keys and matches."""
+    for j in tc.joins:
+        path = find_table_file(data_dir, j.file)
+        if path is None:
+            raise InputNotFoundError(f"table 'customers': join file '{j.file}' (tried {', '.join(SUFFIXES)}) "
+                                     f"not in {data_dir}")
+        right = read_table(path, "customers")
+        right = _apply_lookups(right, "customers", TableConfig(file=j.file), data_dir, files)
+        files.append(path)
+        for k in j.left_keys:
+            if k not in base.columns:
+                raise DataError("customers", k, f"join key missing in the customers table assembled before joining "
+                                f"{path.name}; columns found: {list(base.columns)[:20]}")
+        for k in j.right_keys:
+            if k not in right.columns:
+                raise DataError("customers", k, f"join key missing in {path.name}; columns found: "
+                                f"{list(right.columns)[:20]}")
+        cols = list(j.columns) if j.columns is not None else [c for c in right.columns if c not in j.right_keys]
+        absent = [c for c in cols if c not in right.columns]
+        if absent:
+            raise DataError("customers", absent[0], f"join columns {absent} not in {path.name}; "
+                            f"columns found: {list(right.columns)[:20]}")
+        overlap = [c for c in cols if c in base.columns]
+        if overlap:
+            log.info("join %s: column(s) %s already present, kept from the earlier file", path.name, overlap)
+            cols = [c for c in cols if c not in overlap]
+        rkey = _composite_key(right, j.right_keys)
+        dup = rkey.duplicated(keep=False) & rkey.notna()
+        if dup.any():
+            raise DataError("customers", j.right_keys[0], f"join file {path.name}: repeated key values (each "
+                            f"customer row must match at most one row)", int(dup.sum()), right.loc[dup.to_numpy()].head(5))
+        lkey = _composite_key(base, j.left_keys)
+        valid = rkey.notna().to_numpy()
+        index = pd.Index(rkey[valid].to_numpy(dtype=object))
+        pos = index.get_indexer(lkey.to_numpy(dtype=object))
+        pos = np.where(lkey.isna().to_numpy(), -1, pos)
+        miss = pos < 0
+        if miss.any() and not j.allow_missing:
+            raise DataError("customers", j.left_keys[0], f"rows with no match in {path.name} on {j.right_keys} "
+                            f"(set allow_missing: true to keep them with empty columns)", int(miss.sum()),
+                            base.loc[miss, j.left_keys].head(5))
+        rows = right.loc[valid, cols].reset_index(drop=True)
+        joined = rows.reindex(pd.Index(pos))  # -1 is not a row label -> all missing
+        joined.index = base.index
+        base = pd.concat([base, joined], axis=1)
+        log.info("joined %s on %s: +%d column(s), %d unmatched", path.name, j.left_keys, len(cols), int(miss.sum()))
+    return base
+
+
+def _exclude(raw: pd.DataFrame, role: str, tc: TableConfig, keep: set[str]) -> pd.DataFrame:
+    """Drop ``tc.exclude`` columns; a name in no file is an error (a typo must not let a leak through).
+
+    Columns in ``keep`` (role columns, the snapshot label) are never dropped: they are not features anyway.
+    """
+    if not tc.exclude:
+        return raw
+    absent = [c for c in tc.exclude if c not in raw.columns]
+    if absent:
+        raise DataError(role, absent[0], f"excluded column(s) {absent} not in the table (check the spelling); "
+                        f"columns found: {list(raw.columns)[:40]}")
+    return raw.drop(columns=[c for c in tc.exclude if c not in keep])
+
+
+def _resolve_attributes(raw: pd.DataFrame, tc: TableConfig, role_cols: set[str], skip: set[str]) -> list[str]:
+    """The customers attribute columns: the configured list, or for ``auto`` every usable column.
+
+    ``auto`` leaves out role columns, ``skip`` (label, derived sources), constant columns and text columns
+    that look like identifiers (more than half the rows and more than 50 distinct values).
+    """
+    if not tc.auto_attributes:
+        return list(tc.attributes)
+    attrs: list[str] = []
+    constant: list[str] = []
+    id_like: list[str] = []
+    n = len(raw)
+    for c in raw.columns:
+        if c in role_cols or c in skip:
+            continue
+        s = raw[c]
+        nun = int(s.nunique(dropna=True))
+        if nun <= 1:
+            constant.append(c)
+            continue
+        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        if not numeric and nun > max(50, n // 2):
+            id_like.append(c)
+            continue
+        attrs.append(str(c))
+    if constant:
+        log.info("attributes: auto: constant column(s) left out: %s", constant)
+    if id_like:
+        log.warning("attributes: auto: identifier-like text column(s) left out (exclude them to silence this): %s",
+                    id_like)
+    log.info("attributes: auto: %d column(s): %s", len(attrs), attrs)
+    return attrs
+
+
+def _snapshot_label(raw: pd.DataFrame, label: LabelConfig) -> np.ndarray:
+    """The snapshot 0/1 label from ``label.column`` of the assembled customers table."""
+    col = label.column
+    assert col is not None
+    if col not in raw.columns:
+        raise DataError("customers", col, f"label column not in the customers table (after joins); "
+                        f"columns found: {list(raw.columns)[:40]}")
+    s = raw[col]
+    if s.isna().any():
+        raise DataError("customers", col, "missing labels", int(s.isna().sum()), raw.loc[s.isna()].head(5))
+    if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy().astype(np.int8)
+    if pd.api.types.is_numeric_dtype(s) and label.positive_values is None:
+        bad = ~s.isin([0, 1])
+        if bad.any():
+            raise DataError("customers", col, "labels must be 0 or 1", int(bad.sum()), raw.loc[bad].head(5))
+        return s.to_numpy().astype(np.int8)
+    text = key_text(s).str.lower()
+    if label.positive_values is not None:
+        return text.isin([str(v).lower() for v in label.positive_values]).to_numpy().astype(np.int8)
+    pos, neg = {"1", "yes", "y", "true", "churned"}, {"0", "no", "n", "false", "stayed"}
+    bad = ~text.isin(pos | neg)
+    if bad.any():
+        raise DataError("customers", col, "labels are neither yes/no, true/false nor 0/1 (set label.positive_values)",
+                        int(bad.sum()), raw.loc[bad.to_numpy()].head(5))
+    return text.isin(pos).to_numpy().astype(np.int8)
+
+
+def _add_derived_columns(tables: Tables, tc: TableConfig, sources: pd.DataFrame, fmt: str | None) -> None:
+    """Compute ``tc.derived`` attributes (ages, durations) once all tables are loaded."""
+    if not tc.derived:
+        return
+    from features.derive import days_between, whole_years_between
+
+    for name, dc in tc.derived.items():
+        if name in tables.customers.columns:
+            raise DataError("customers", name, "derived column name is already a customers column")
+        dates = _parse_dates(sources, "customers", dc.source, fmt, required=False)
+        if dc.as_of == "data_start":
+            as_of = tables.data_start
+        elif dc.as_of == "data_end":
+            as_of = tables.data_end
+        else:
+            as_of = pd.Timestamp(dc.as_of)
+        if pd.isna(as_of):
+            raise DataError("customers", dc.source, f"derived column '{name}': the data has no dates for as_of "
+                            f"'{dc.as_of}' (give a date)")
+        fn = whole_years_between if dc.years_since else days_between
+        tables.customers[name] = fn(dates.reset_index(drop=True), as_of)
+        tables.attributes.append(name)
+        tables.derived[name] = f"{'years' if dc.years_since else 'days'} from {dc.source} to {pd.Timestamp(as_of).date()}"
 
 
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
     s = df[col]
+    parsed = None
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
-    else:
-        parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed")
+    elif not fmt and len(s) > 10_000:
+        # fast path for large ISO columns (``mixed`` parses element by element); anything it cannot read
+        # exactly like ``mixed`` (offsets, other layouts) falls through to the general path below
+        try:
+            fast = pd.to_datetime(s, errors="coerce", format="ISO8601")
+            if getattr(fast.dt, "tz", None) is None and not (fast.isna() & s.notna()).any():
+                parsed = fast
+        except (ValueError, TypeError):
+            parsed = None
+    if parsed is None:
+        try:
+            parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed")
+        except ValueError:  # several UTC offsets (e.g. local time across a DST change): normalise to UTC
+            parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed", utc=True)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     parsed = parsed.astype("datetime64[ns]")
@@ -173,18 +532,26 @@ def _ids(df: pd.DataFrame, role: str) -> pd.Series:
     return s.astype(str)
 
 
-def validate_customers(df: pd.DataFrame, attributes: list[str], fmt: str | None) -> pd.DataFrame:
-    """Check and normalise the customers table."""
+def validate_customers(df: pd.DataFrame, attributes: list[str], fmt: str | None,
+                       signup_required: bool = True) -> pd.DataFrame:
+    """Check and normalise the customers table.
+
+    ``signup_required=False`` (snapshot labels, dates derived from subscriptions): the signup date may be
+    missing, or the column absent (all NaT).
+    """
     if df.empty:
         raise DataError("customers", None, "table is empty")
     out = pd.DataFrame({"customer_id": _ids(df, "customers")})
     dup = out["customer_id"].duplicated(keep=False)
     if dup.any():
         raise DataError(
-            "customers", "customer_id", "duplicate customer ids", int(out["customer_id"][dup].nunique()),
+            "customers", "customer_id", "duplicate customer ids", int(dup.sum()),
             df.loc[dup].head(5),
         )
-    out["signup_date"] = _parse_dates(df, "customers", "signup_date", fmt, required=True).to_numpy()
+    if "signup_date" in df or signup_required:
+        out["signup_date"] = _parse_dates(df, "customers", "signup_date", fmt, required=signup_required).to_numpy()
+    else:
+        out["signup_date"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns]")
     if "churn_date" in df:
         out["churn_date"] = _parse_dates(df, "customers", "churn_date", fmt, required=False).to_numpy()
         early = out["churn_date"] < out["signup_date"]
@@ -236,4 +603,49 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
             out[col] = df[col].astype("string").fillna("unknown").astype(str).to_numpy() if col in df else "unknown"
         out["text"] = df["text"].astype("string").fillna("").astype(str).to_numpy() if "text" in df else ""
         out["rating"] = _numeric(df, role, "rating").to_numpy() if "rating" in df else np.nan
+        for col in ("response_hours", "resolution_hours"):  # optional: only present when mapped / in the file
+            if col in df:
+                hours = _numeric(df, role, col)
+                neg = hours < 0
+                if neg.any():
+                    raise DataError(role, col, "negative hours", int(neg.sum()), df.loc[neg].head(5))
+                out[col] = hours.to_numpy()
     return out.sort_values(["timestamp", "_code"], kind="stable").reset_index(drop=True)
+
+
+def prepare_subscriptions(df: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
+    """Check the subscriptions table (before customer codes): ids, dates, end >= start, amounts >= 0.
+
+    Returns ``customer_id`` (text), ``start_date``, ``end_date`` (NaT = open-ended) and ``amount``
+    (NaN when not mapped), sorted by start date.
+    """
+    role = "subscriptions"
+    if df.empty:
+        raise DataError(role, None, "table is empty")
+    out = pd.DataFrame({"customer_id": _ids(df, role).to_numpy()})
+    out["start_date"] = _parse_dates(df, role, "start_date", fmt, required=True).to_numpy()
+    out["end_date"] = _parse_dates(df, role, "end_date", fmt, required=False).to_numpy()
+    early = (out["end_date"] < out["start_date"]).to_numpy()
+    if early.any():
+        raise DataError(role, "end_date", "end date before start date", int(early.sum()), df.loc[early].head(5))
+    if "amount" in df:
+        amount = _numeric(df, role, "amount")
+        neg = amount < 0
+        if neg.any():
+            raise DataError(role, "amount", "negative amounts", int(neg.sum()), df.loc[neg].head(5))
+        out["amount"] = amount.to_numpy()
+    else:
+        out["amount"] = np.nan
+    return out.sort_values(["start_date", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def _attach_codes(out: pd.DataFrame, role: str, customers: pd.DataFrame) -> pd.DataFrame:
+    """Add ``_code`` (row of the customer in ``customers``); unknown customers are an error."""
+    codes = pd.Categorical(out["customer_id"], categories=customers["customer_id"]).codes
+    unknown = codes < 0
+    if unknown.any():
+        raise DataError(role, "customer_id", "rows whose customer is not in the customers table", int(unknown.sum()),
+                        out.loc[unknown].head(5))
+    out = out.copy()
+    out.insert(1, "_code", codes.astype(np.int32))
+    return out

@@ -118,7 +118,9 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
     else:
         tx = transactions.iloc[hist]
         summary = rfm_summary(tx[["customer_id", "timestamp", "amount"]], as_of,
-                              customers=pd.Index(customers["customer_id"]))
+                              customers=pd.Index(customers["customer_id"]),
+                              first_purchase=pd.Series(customers["signup_date"].to_numpy(),
+                                                       index=customers["customer_id"]))
         res = noncontractual_clv(summary, horizon_days=clv_cfg.horizon_months * 30.44,
                                  discount_rate_annual=clv_cfg.discount_rate_annual, margin=clv_cfg.margin)
         clv = res["clv"].reindex(customers["customer_id"]).fillna(0.0).to_numpy(dtype=np.float64)

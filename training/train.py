@@ -25,6 +25,8 @@ from features.catalogue import catalogue_frame
 from features.contract import Tables
 from features.timeline import label_window_days, split_cutoffs, training_cutoffs
 from training import evaluate as ev
+from training.backtest import rolling_backtest
+from training.backtest import summarize as summarize_backtest
 from training.model import Calibrator, ChurnModel, ChurnPyfunc
 from training.tune import fit_booster, tune
 
@@ -220,6 +222,16 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         log.info("test ROC-AUC %.4f PR-AUC %.4f | default XGB %.4f | logistic %.4f -> %s", metrics["test_roc_auc"],
                  metrics["test_pr_auc"], metrics["baseline_xgb_default_roc_auc"], metrics["baseline_logistic_roc_auc"], verdict)
 
+        backtest = pd.DataFrame()
+        if tcfg.backtest_windows:
+            t1 = time.perf_counter()
+            backtest = rolling_backtest(fs.frame, used, features, categories, result.best_params,
+                                        label_window_days(cfg.label), tcfg.backtest_windows, tcfg.calibration,
+                                        tcfg.tuning.max_boost_rounds, tcfg.tuning.early_stopping_rounds, tcfg.seed,
+                                        tcfg.n_threads)
+            metrics.update(summarize_backtest(backtest))
+            timings["backtest_s"] = time.perf_counter() - t1
+
         seg_cols = [c for c in tcfg.segment_columns if c in test_df.columns]
         seg_df = test_df.assign(p=p_test)
         segments = ev.segment_metrics(seg_df, "label", "p", seg_cols) if seg_cols else pd.DataFrame()
@@ -255,6 +267,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                                                       "git_commit": git_commit(), "config_hash": chash}, indent=2))
             lift.to_csv(d / "lift_table.csv", index=False)
             curve.to_csv(d / "profit_curve.csv", index=False)
+            if not backtest.empty:
+                backtest.to_csv(d / "backtest.csv", index=False)
             if not segments.empty:
                 segments.to_csv(d / "segment_metrics.csv", index=False)
             imp.to_csv(d / "global_importance.csv", index=False)
@@ -283,7 +297,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
 
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
                                         "test_lift_top10", "test_capture_top10", "test_best_profit",
-                                        "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate")
+                                        "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
+                                        "backtest_roc_auc_mean", "backtest_roc_auc_std")
                 if k in metrics}
     return {"run_id": parent_id, "tracking_uri": tracking_uri, "experiment": cfg.mlflow.experiment, **reg,
             "metrics": headline, "baseline_verdict": verdict, "timings_s": timings,
