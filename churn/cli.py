@@ -49,6 +49,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ChurnError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # usage errors: click prints them and exits 2
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -95,18 +97,24 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--customers", "n_customers", type=click.IntRange(min=10), default=10_000, show_default=True,
               help="Number of customers to simulate.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed (same seed, same data).")
-@click.option("--start", default="2024-01-01", show_default=True, help="First day of simulated activity.")
-@click.option("--end", default="2025-12-31", show_default=True, help="Last day of simulated activity.")
+@click.option("--start", default="2024-01-01", show_default=True, callback=_parse_date,
+              help="First day of simulated activity (YYYY-MM-DD).")
+@click.option("--end", default="2025-12-31", show_default=True, callback=_parse_date,
+              help="Last day of simulated activity (YYYY-MM-DD).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the tables into.")
 @CONFIG_OPTION
 @handle_errors
-def generate(n_customers: int, seed: int, start: str, end: str, fmt: str, out: str, config_path: str | None) -> None:
+def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp, fmt: str, out: str,
+             config_path: str | None) -> None:
     """Write a realistic demo data folder (customers, events, transactions, interactions)."""
     from churn.generate import generate_demo, write_demo
     from churn.io import hash_files
 
+    if end <= start + pd.Timedelta(days=60):
+        raise click.BadParameter("--end must be at least 60 days after --start", param_hint="--end")
     t0 = time.perf_counter()
+    start, end = start.date().isoformat(), end.date().isoformat()
     tables = generate_demo(n_customers=n_customers, seed=seed, start=start, end=end)
     paths = write_demo(tables, out, fmt=fmt)
     summary = {"command": "generate", "customers": n_customers, "seed": seed, "start": start, "end": end,

@@ -66,9 +66,11 @@ def expected_net_value(p: np.ndarray, clv: np.ndarray, acceptance: np.ndarray, c
 
 
 def select_under_budget(net: np.ndarray, cost: np.ndarray, budget: float | None) -> np.ndarray:
-    """Pick contacts with positive net value, best value per unit cost first, until the budget is spent.
+    """Pick contacts with positive net value, best value per unit cost first, while they fit the budget.
 
-    Deterministic: ties keep input order. Zero-cost positive actions are always selected.
+    Greedy knapsack: a contact that no longer fits is skipped, and cheaper ones after it can still
+    use the remaining budget. Deterministic: ties keep input order. Zero-cost positive actions are
+    always selected.
     """
     chosen = net > 0
     if budget is None:
@@ -76,10 +78,12 @@ def select_under_budget(net: np.ndarray, cost: np.ndarray, budget: float | None)
     idx = np.flatnonzero(chosen)
     ratio = net[idx] / np.maximum(cost[idx], 1e-9)
     order = idx[np.argsort(-ratio, kind="stable")]
-    spent = np.cumsum(cost[order])
-    keep = order[spent <= budget + 1e-9]
     out = np.zeros(len(net), dtype=bool)
-    out[keep] = True
+    left = float(budget) + 1e-9
+    for i, c in zip(order.tolist(), cost[order].tolist(), strict=True):
+        if c <= left:
+            out[i] = True
+            left -= c
     return out
 
 

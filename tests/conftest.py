@@ -38,7 +38,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def small_config_dict(store: Path | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """configs/default.yaml with test-sized training; stores under ``store`` (absolute) or left relative (None)."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-    raw = _merge(raw, {"training": {"n_cutoffs": 6,
+    # n_threads 1: on a busy shared machine XGBoost's OpenMP threads spin-wait on each other and a
+    # 2-thread fit of a few hundred rows can take 20x longer than a 1-thread one
+    raw = _merge(raw, {"training": {"n_cutoffs": 6, "n_threads": 1,
                                     "tuning": {"n_trials": 3, "timeout_s": None, "max_boost_rounds": 100}}})
     if store is not None:
         store = Path(store).resolve()

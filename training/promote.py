@@ -30,6 +30,16 @@ def _version_tags(name: str, version: str) -> dict[str, str]:
     return dict(mlflow.MlflowClient().get_model_version(name, version).tags)
 
 
+def _require_version(name: str, version: str) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise InputNotFoundError(f"model '{name}' has no version {version}") from exc
+
+
 def evaluate_on_window(cfg: Config, data_dir: str | Path, versions: list[str], cutoff: pd.Timestamp) -> dict[str, float]:
     """ROC-AUC of each version on the same cutoff, computed now from the data."""
     from features.build import FeatureBuilder
@@ -52,6 +62,8 @@ def promote(cfg: Config, version: str | None = None, force: bool = False, reason
     challenger = version or get_alias_version(name, CHALLENGER)
     if challenger is None:
         raise InputNotFoundError(f"model '{name}' has no challenger: run `churn train` first")
+    if version is not None:
+        _require_version(name, str(version))
     champion = get_alias_version(name, CHAMPION)
     if champion == challenger:
         return {"promoted": False, "message": f"version {challenger} is already the champion"}
@@ -86,8 +98,10 @@ def rollback(cfg: Config, reason: str = "rollback") -> dict[str, Any]:
     """Move the champion alias back to the version that held it before the current one."""
     setup_mlflow(cfg.mlflow)
     name = cfg.mlflow.model_name
-    history = champion_history(name)
     current = get_alias_version(name, CHAMPION)
+    if current is None:
+        raise InputNotFoundError(f"model '{name}' has no champion: run `churn train` first")
+    history = champion_history(name)
     if not history or not history[-1].get("previous"):
         raise PromotionError(f"model '{name}' has no previous champion to roll back to")
     previous = history[-1]["previous"]

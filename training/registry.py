@@ -109,6 +109,9 @@ def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str 
         return f"models:/{name}@{alias}", version
     if uri.startswith("models:/"):
         ref = uri.removeprefix("models:/")
+        if "@" not in ref and "/" not in ref:
+            raise InputNotFoundError(f"model URI {uri} names no version or alias: use models:/<name>/<version> "
+                                     "or models:/<name>@<alias>")
         try:
             if "@" in ref:
                 n, a = ref.split("@", 1)

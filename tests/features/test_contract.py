@@ -51,7 +51,7 @@ def test_csv_loads_canonical_sorted_tables(tmp_path):
         assert child["timestamp"].dtype == "datetime64[ns]"
         # _code is the customer's row in customers
         assert (t.customers["customer_id"].to_numpy()[child["_code"].to_numpy()] == child["customer_id"].to_numpy()).all()
-    # missing text/category become "" / "unknown"-free defaults; missing ratings stay NaN
+    # missing text becomes ""; missing ratings stay NaN
     inter = t.interactions
     assert inter.loc[inter["customer_id"].eq("C") & inter["category"].eq("cancellation"), "text"].iloc[0] == ""
     assert inter["rating"].isna().sum() == 2

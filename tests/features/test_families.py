@@ -14,7 +14,7 @@ from features.behavioral import LIFECYCLE_STAGES, behavioral_features, event_typ
 from features.build import FeatureBuilder, stack
 from features.sentiment import prepare_interactions, sentiment_features
 from features.value import quintile_score, value_features, value_tiers
-from tests.features.conftest import CUTOFF, KeywordScorer, make_config, raw_frames, tables_from_frames
+from tests.features.conftest import CUTOFF, KeywordScorer, make_config
 
 NAN = np.nan
 POPULATION = ["A", "B", "C", "F", "G"]  # D churned before T, E signs up after T

@@ -1,0 +1,118 @@
+"""Risk tiers, expected net value, budgeted selection, alert order and pseudonyms, on hand-made numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config import Economics, RiskTiers
+from inference import alerts as al
+
+
+def test_risk_tier_thresholds_are_inclusive() -> None:
+    tiers = RiskTiers(high=0.30, medium=0.12)
+    p = np.array([0.0, 0.1199, 0.12, 0.2999, 0.30, 1.0])
+    assert al.risk_tier(p, tiers).tolist() == ["low", "low", "medium", "medium", "high", "high"]
+    assert al.RISK_ORDER == {"low": 0, "medium": 1, "high": 2}
+
+
+def test_expected_net_value_by_hand() -> None:
+    econ = Economics(contact_cost=5.0, incentive_cost=20.0, acceptance_rate=0.3)
+    p = np.array([0.5, 0.2, 0.9])
+    clv = np.array([200.0, 10.0, -50.0])
+    acceptance = np.array([0.3, 0.5, 0.4])
+    cost = np.array([5.0, 1.0, 2.0])
+    # P x acceptance x (max(CLV, 0) - incentive) - cost:
+    #   0.5 x 0.3 x (200 - 20) - 5 = 27 - 5  = 22
+    #   0.2 x 0.5 x (10 - 20)  - 1 = -1 - 1  = -2
+    #   0.9 x 0.4 x (0 - 20)   - 2 = -7.2 - 2 = -9.2   (negative CLV counts as 0)
+    np.testing.assert_allclose(al.expected_net_value(p, clv, acceptance, cost, econ), [22.0, -2.0, -9.2], atol=1e-12)
+
+
+NET = np.array([10.0, 30.0, 5.0, -1.0, 0.0, 8.0])
+COST = np.array([5.0, 10.0, 1.0, 1.0, 0.0, 4.0])
+# net / cost for the positive ones: #0 2.0, #1 3.0, #2 5.0, #5 2.0 (tie with #0); #3 and #4 are never eligible.
+# best-ratio order: #2 (cost 1), #1 (10), #0 (5), #5 (4) -> cumulative cost 1, 11, 16, 20
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (None, [0, 1, 2, 5]),   # no budget: every positive net value
+    (0.5, []),              # cheapest eligible contact costs 1
+    (1.0, [2]),
+    (16.0, [0, 1, 2]),      # tie #0 / #5 (ratio 2): input order wins
+    (19.99, [0, 1, 2]),
+    (20.0, [0, 1, 2, 5]),
+    (1e9, [0, 1, 2, 5]),    # never net <= 0, however large the budget
+])
+def test_select_under_budget_by_ratio(budget: float | None, expected: list[int]) -> None:
+    chosen = al.select_under_budget(NET, COST, budget)
+    assert chosen.dtype == bool and len(chosen) == len(NET)
+    assert np.flatnonzero(chosen).tolist() == expected
+    if budget is not None:
+        assert COST[chosen].sum() <= budget
+
+
+def test_select_under_budget_fills_the_remaining_budget() -> None:
+    # budget 15: #2 (1) + #1 (10) = 11; #0 (5) would make 16 -> skip it; #5 (4) makes exactly 15 and is worth 8
+    assert np.flatnonzero(al.select_under_budget(NET, COST, 15.0)).tolist() == [1, 2, 5]
+
+
+def test_select_under_budget_ties_are_deterministic() -> None:
+    # swapping the tied rows swaps the winner: ties keep input order
+    net = np.array([8.0, 10.0])
+    cost = np.array([4.0, 5.0])  # both ratio 2
+    assert al.select_under_budget(net, cost, 5.0).tolist() == [True, False]
+    assert al.select_under_budget(net[::-1], cost[::-1], 5.0).tolist() == [True, False]
+    for _ in range(3):
+        np.testing.assert_array_equal(al.select_under_budget(NET, COST, 16.0), al.select_under_budget(NET, COST, 16.0))
+
+
+def test_select_under_budget_zero_cost_and_nothing_positive() -> None:
+    assert al.select_under_budget(np.array([5.0, 3.0]), np.array([0.0, 2.0]), 0.0).tolist() == [True, False]
+    assert not al.select_under_budget(np.array([-5.0, 0.0]), np.array([1.0, 1.0]), None).any()
+    assert al.select_under_budget(np.array([]), np.array([]), 100.0).tolist() == []
+
+
+def test_order_alerts_ranks_selected_first() -> None:
+    alerts = pd.DataFrame({
+        "customer_id": ["A", "B", "C", "D", "E"],
+        "selected": [False, True, True, True, True],
+        "expected_net_value": [50.0, 10.0, 20.0, 20.0, 20.0],
+        "value_at_risk": [9.0, 1.0, 3.0, 7.0, 7.0],
+    })
+    out = al.order_alerts(alerts)
+    # selected first (A has the best net value but is not selected), then net value, value at risk, id
+    assert out["customer_id"].tolist() == ["D", "E", "C", "B", "A"]
+    assert out["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert out.columns[0] == "rank"
+    assert list(out.index) == [0, 1, 2, 3, 4]
+    # same result whatever the input order
+    shuffled = alerts.sample(frac=1.0, random_state=1)
+    pd.testing.assert_frame_equal(al.order_alerts(shuffled), out)
+
+
+def test_pseudonymize_is_deterministic_and_keyed() -> None:
+    ids = pd.Series(["C0000001", "C0000002", "C0000001"], index=[5, 6, 7])
+    a = al.pseudonymize(ids, "secret")
+    b = al.pseudonymize(ids, "secret")
+    other = al.pseudonymize(ids, "another key")
+    pd.testing.assert_series_equal(a, b)
+    assert list(a.index) == [5, 6, 7]
+    assert a.iloc[0] == a.iloc[2] and a.iloc[0] != a.iloc[1]
+    assert all(len(x) == 16 and all(c in "0123456789abcdef" for c in x) for x in a)
+    assert (a != other).all(), "a different key gives different pseudonyms"
+    assert not set(a) & set(ids), "raw ids never leak"
+    # HMAC-SHA256 of the id under the key, first 16 hex characters
+    assert a.iloc[0] == hmac.new(b"secret", b"C0000001", hashlib.sha256).hexdigest()[:16]
+
+
+def test_alert_columns_schema_starts_with_rank_and_documents_each_column() -> None:
+    cols = list(al.ALERT_COLUMNS)
+    assert cols[:3] == ["rank", "customer_id", "cutoff"]
+    assert {"churn_probability", "risk_tier", "reason_1", "reason_2", "reason_3", "protective_reason", "playbook_id",
+            "playbook_rule", "selected", "control_group", "model_version", "input_hash"} <= set(cols)
+    assert all(isinstance(v, str) and v for v in al.ALERT_COLUMNS.values())
