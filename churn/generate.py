@@ -27,13 +27,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from churn import io
-from churn.demo_texts import CATEGORIES, N_TONES, text_bank
+from churn.demo_texts import CATEGORIES, text_bank
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _to_day(value: str) -> np.datetime64:
     return np.datetime64(pd.Timestamp(value).date(), "D")
 
 
-def _calendar(start_day: np.datetime64, end_day: np.datetime64) -> dict:
+def _calendar(start_day: np.datetime64, end_day: np.datetime64) -> dict[str, Any]:
     """Month bounds (days since ``start``), month-of-year and the cumulative hourly activity intensity."""
     n_days = int((end_day - start_day).astype(int)) + 1
     month_starts = np.arange(start_day.astype("M8[M]"), end_day.astype("M8[M]") + 1).astype("M8[D]")
@@ -180,6 +181,7 @@ def _calendar(start_day: np.datetime64, end_day: np.datetime64) -> dict:
         "bounds": bounds,
         "n_months": len(bounds) - 1,
         "month_of_year": month_of_year,
+        "month_days": ((month_starts.astype("M8[M]") + 1).astype("M8[D]") - month_starts).astype(np.int64),
         "hourly": hourly,
         "cum_hourly": np.concatenate([[0.0], np.cumsum(hourly)]),
         # The price rise lands one year in, if the window is that long.
@@ -189,17 +191,15 @@ def _calendar(start_day: np.datetime64, end_day: np.datetime64) -> dict:
 
 def _pick(rng: np.random.Generator, probs: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Draw one category per row from ``probs[groups[row]]`` (rows of ``probs`` are distributions)."""
-    cum = np.cumsum(probs, axis=1)
-    cum[:, -1] = 1.0
-    u = rng.random(len(groups))
-    out = np.empty(len(groups), dtype=np.int8)
-    for g in range(probs.shape[0]):  # loop over a handful of groups, not rows
-        sel = groups == g
-        out[sel] = np.searchsorted(cum[g], u[sel], side="right")
+    cum = np.cumsum(probs, axis=1).astype(np.float32)
+    u = rng.random(len(groups), dtype=np.float32)
+    out = np.zeros(len(groups), dtype=np.int8)
+    for k in range(probs.shape[1] - 1):  # loop over a handful of categories, not rows
+        out += u >= cum[:, k][groups]
     return out
 
 
-def _simulate_customers(n: int, cal: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _simulate_customers(n: int, cal: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Static customer attributes, observable and latent."""
     n_days = cal["n_days"]
     n_base = int(round(0.4 * n))
@@ -258,7 +258,7 @@ def _simulate_customers(n: int, cal: dict, rng: np.random.Generator) -> dict[str
     }
 
 
-def _simulate_months(cust: dict, cal: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Satisfaction, shocks, dips and churn month by month; sets ``cust['churn_rel']`` (n_days if none)."""
     n, n_months, bounds = int(cust["n"]), cal["n_months"], cal["bounds"]
     signup = cust["signup_rel"]
@@ -287,7 +287,7 @@ def _simulate_months(cust: dict, cal: dict, rng: np.random.Generator) -> dict[st
         if m == cal["price_rise_month"] or m == cal["price_rise_month"] + 1:
             logit += np.where(seg == 2, 0.7, 0.2) * (1.0 if m == cal["price_rise_month"] else 0.5)
         first = np.maximum(lo_m, signup)
-        frac = np.clip((hi_m - first) / (hi_m - lo_m), 0, 1)
+        frac = np.clip((hi_m - first) / cal["month_days"][m], 0, 1)
         p = 1 - (1 - 1 / (1 + np.exp(-logit))) ** frac
         # Churn day: strictly after sign-up, inside this month.
         day_lo = np.maximum(lo_m, signup + 1)
@@ -302,7 +302,7 @@ def _simulate_months(cust: dict, cal: dict, rng: np.random.Generator) -> dict[st
     a = np.maximum(bounds[None, :-1], signup[:, None])
     b = np.minimum(bounds[None, 1:], churn_rel[:, None])
     active_days = np.clip(b - a, 0, None).astype(np.int32)
-    month_len = np.diff(bounds).astype(np.float32)
+    month_len = cal["month_days"].astype(np.float32)
     # Engagement dips that are not churn (holidays, busy spells): false alarms for a model.
     dip = np.where(rng.random((n, n_months)) < 0.06, rng.uniform(0.15, 0.6, (n, n_months)), 1.0).astype(np.float32)
     months_since_signup = np.maximum(bounds[None, :-1] - signup[:, None], 0) / _DAYS_PER_MONTH
@@ -312,7 +312,7 @@ def _simulate_months(cust: dict, cal: dict, rng: np.random.Generator) -> dict[st
         "outage": outage,
         "a": a.astype(np.int32),
         "active_days": active_days,
-        "frac": active_days / month_len[None, :],
+        "frac": (active_days / month_len[None, :]).astype(np.float32),
         "dip": dip,
         "months_since_signup": months_since_signup.astype(np.float32),
     }
@@ -331,17 +331,20 @@ def _id_column(ids: pa.Array, cust_idx: np.ndarray) -> pd.api.extensions.Extensi
 
 
 def _seconds_to_ts(sec: np.ndarray) -> np.ndarray:
-    return sec.astype("M8[s]").astype("M8[us]")
+    return (sec.astype(np.int64) * 1_000_000).view("M8[us]")
 
 
-def _fade_factor(cust: dict, cust_idx: np.ndarray, ts_sec: np.ndarray, cal: dict) -> np.ndarray:
+def _fade_factor(cust: dict[str, np.ndarray], cust_idx: np.ndarray, ts_sec: np.ndarray, cal: dict[str, Any]) -> np.ndarray:
     """Engagement multiplier in (0, 1] for fading churners over their last ``fade_lead`` days, else 1."""
-    churn_sec = cal["start_sec"] + cust["churn_rel"][cust_idx] * _SECONDS_PER_DAY
-    days_left = (churn_sec - ts_sec) / _SECONDS_PER_DAY
-    lead = cust["fade_lead"][cust_idx]
-    floor = cust["fade_floor"][cust_idx]
-    fading = cust["fade"][cust_idx] & (cust["churn_rel"][cust_idx] < cal["n_days"]) & (days_left < lead)
-    return np.where(fading, floor + (1 - floor) * np.clip(days_left / lead, 0, 1) ** 2, 1.0)
+    out = np.ones(len(cust_idx), dtype=np.float32)
+    fader = cust["fade"] & (cust["churn_rel"] < cal["n_days"])
+    rows = np.flatnonzero(fader[cust_idx])
+    ci = cust_idx[rows]
+    churn_sec = cal["start_sec"] + cust["churn_rel"][ci] * _SECONDS_PER_DAY
+    days_left = ((churn_sec - ts_sec[rows]) / _SECONDS_PER_DAY).astype(np.float32)
+    lead, floor = cust["fade_lead"][ci], cust["fade_floor"][ci]
+    out[rows] = floor + (1 - floor) * np.clip(days_left / lead, 0, 1) ** 2
+    return out
 
 
 def _expand_groups(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -351,37 +354,46 @@ def _expand_groups(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     """
     flat = counts.ravel()
     groups = np.flatnonzero(flat)
-    c = flat[groups].astype(np.int64)
+    c = flat[groups]
     n_rows = int(c.sum())
     gap = rng.standard_exponential(n_rows + len(groups))
     np.cumsum(gap, out=gap)
-    first = np.concatenate([[0], np.cumsum(c + 1)[:-1]])
-    base = np.where(first > 0, gap[np.maximum(first - 1, 0)], 0.0)
-    total = gap[first + c] - base
-    row_group = np.repeat(np.arange(len(groups)), c)
-    pos = np.arange(n_rows) + row_group
-    u = (gap[pos] - base[row_group]) / total[row_group]
-    return groups[row_group], u
+    last = np.cumsum(c + 1) - 1  # position of each group's closing spacing
+    base = np.concatenate([[0.0], gap[last[:-1]]])
+    total = gap[last] - base
+    keep = np.ones(len(gap), dtype=bool)
+    keep[last] = False
+    u = gap[keep]
+    del gap, keep
+    u -= np.repeat(base, c)
+    u /= np.repeat(total, c)
+    return np.repeat(groups, c), u
 
 
-def _place_in_time(u: np.ndarray, day_a: np.ndarray, day_b: np.ndarray, cal: dict) -> np.ndarray:
+def _place_in_time(u: np.ndarray, day_a: np.ndarray, day_b: np.ndarray, cal: dict[str, Any]) -> np.ndarray:
     """Map uniforms to seconds since epoch within days [day_a, day_b) following the hourly intensity.
 
-    The map is monotone, so rows sorted by ``u`` within a group stay sorted by time.
+    The map is monotone, so rows sorted by ``u`` within a group stay sorted by time. ``np.interp`` inverts the
+    piecewise-linear cumulative intensity; it is fast here because consecutive queries are close together.
     """
     cum = cal["cum_hourly"]
     c_a = cum[day_a * 24]
-    target = c_a + u * (cum[day_b * 24] - c_a)
-    hour = np.clip(np.searchsorted(cum, target, side="right") - 1, day_a * 24, day_b * 24 - 1)
-    frac = (target - cum[hour]) / cal["hourly"][hour]
-    sec = hour * 3600 + np.clip(np.floor(frac * 3600), 0, 3599).astype(np.int64)
-    return cal["start_sec"] + sec
+    target = cum[day_b * 24]
+    target -= c_a
+    target *= u
+    target += c_a
+    del c_a
+    sec = np.interp(target, cum, np.arange(len(cum), dtype=np.float64) * 3600).astype(np.int64)
+    del target
+    np.clip(sec, day_a * _SECONDS_PER_DAY, day_b * _SECONDS_PER_DAY - 1, out=sec)
+    sec += cal["start_sec"]
+    return sec
 
 
 # ---- tables ----------------------------------------------------------------------------------------------
 
 
-def _customers_frame(cust: dict, ids: pa.Array, cal: dict) -> pd.DataFrame:
+def _customers_frame(cust: dict[str, np.ndarray], ids: pa.Array, cal: dict[str, Any]) -> pd.DataFrame:
     start = cal["start_day"]
     churned = cust["churn_rel"] < cal["n_days"]
     churn_date = np.where(churned, start + cust["churn_rel"], np.datetime64("NaT", "D"))
@@ -395,7 +407,7 @@ def _customers_frame(cust: dict, ids: pa.Array, cal: dict) -> pd.DataFrame:
     })
 
 
-def _events(cust: dict, months: dict, cal: dict, events_per_month: float, ids: pa.Array,
+def _events(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], cal: dict[str, Any], events_per_month: float, ids: pa.Array,
             rng: np.random.Generator) -> pd.DataFrame:
     """Poisson events per customer-month, placed in time, thinned for fading churners."""
     seg = cust["seg"]
@@ -409,25 +421,27 @@ def _events(cust: dict, months: dict, cal: dict, events_per_month: float, ids: p
     counts = rng.poisson(lam)
 
     grp, u = _expand_groups(counts, rng)
-    n_months = cal["n_months"]
-    cidx = (grp // n_months).astype(np.int32)
+    del counts, lam
+    cidx = (grp // cal["n_months"]).astype(np.int32)
     a = months["a"].ravel()[grp].astype(np.int64)
     ts = _place_in_time(u, a, a + months["active_days"].ravel()[grp], cal)
-    del u
+    del u, a
     fade = _fade_factor(cust, cidx, ts, cal)
-    keep = rng.random(len(ts)) < fade
+    keep = rng.random(len(ts), dtype=np.float32) < fade
     grp, cidx, ts, fade = grp[keep], cidx[keep], ts[keep], fade[keep]
+    del keep
 
     # Event type: support views rise as satisfaction falls; the rest follow the segment's mix.
-    sat = months["sat"].ravel()[grp]
-    p_support = 0.03 + 0.08 / (1 + np.exp(2.0 * sat + 1.0))
-    etype = _pick(rng, _SEG_EVENT_MIX, seg[cidx])
-    etype[rng.random(len(ts)) < p_support] = 4
-    is_session = etype == 1
-    minutes = (_SEG_SESSION_MIN[seg[cidx[is_session]]] * np.exp(0.1 * sat[is_session])
-               * fade[is_session] ** 0.7 * rng.lognormal(0.0, 0.7, int(is_session.sum())))
+    p_support = (0.03 + 0.08 / (1 + np.exp(2.0 * months["sat"] + 1.0))).astype(np.float32).ravel()
+    ev_seg = seg[cidx]
+    etype = _pick(rng, _SEG_EVENT_MIX, ev_seg)
+    etype[rng.random(len(ts), dtype=np.float32) < p_support[grp]] = 4
+    sess = np.flatnonzero(etype == 1)
+    minutes = (_SEG_SESSION_MIN[ev_seg[sess]] * np.exp(0.1 * months["sat"].ravel()[grp[sess]])
+               * fade[sess] ** 0.7 * rng.lognormal(0.0, 0.7, len(sess)))
+    del grp, ev_seg, fade
     value = np.full(len(ts), np.nan)
-    value[is_session] = np.round(np.clip(minutes, 0.1, 480.0), 1)
+    value[sess] = np.round(np.clip(minutes, 0.1, 480.0), 1)
     return pd.DataFrame({
         "customer_id": _id_column(ids, cidx),
         "timestamp": _seconds_to_ts(ts),
@@ -436,7 +450,7 @@ def _events(cust: dict, months: dict, cal: dict, events_per_month: float, ids: p
     })
 
 
-def _transactions(cust: dict, months: dict, cal: dict, ids: pa.Array, rng: np.random.Generator) -> pd.DataFrame:
+def _transactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], cal: dict[str, Any], ids: pa.Array, rng: np.random.Generator) -> pd.DataFrame:
     """Monthly plan charges on the sign-up day of month, plus add-on purchases."""
     n, n_months = int(cust["n"]), cal["n_months"]
     start_day = cal["start_day"]
@@ -487,7 +501,7 @@ def _transactions(cust: dict, months: dict, cal: dict, ids: pa.Array, rng: np.ra
     })
 
 
-def _interactions(cust: dict, months: dict, cal: dict, ids: pa.Array, rng: np.random.Generator) -> pd.DataFrame:
+def _interactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], cal: dict[str, Any], ids: pa.Array, rng: np.random.Generator) -> pd.DataFrame:
     """Support tickets and reviews whose tone tracks latent satisfaction, plus pre-churn complaints."""
     n_months, n_days = cal["n_months"], cal["n_days"]
     seg, sat = cust["seg"], months["sat"]
