@@ -145,8 +145,13 @@ def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, config_
     from features.contract import load_tables
 
     cfg = load_config(config_path)
+    if cfg.label.definition == "snapshot":
+        from churn.errors import ConfigError
+
+        raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
+                          "build features or score at; use `churn train` for cross-validation")
     t0 = time.perf_counter()
-    tables = load_tables(data_dir, cfg.data)
+    tables = load_tables(data_dir, cfg)
     fs = FeatureBuilder(tables, cfg).build(as_of, with_labels=labels)
     out_path = Path(out)
     write_parquet(out_path, fs.frame)
@@ -181,7 +186,10 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
         tuning = cfg.training.tuning.model_copy(update={k: v for k, v in
                                                         {"n_trials": trials, "timeout_s": timeout}.items() if v is not None})
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"tuning": tuning})})
-    tables = load_tables(data_dir, cfg.data)
+    tables = load_tables(data_dir, cfg)
+    if cfg.label.definition == "snapshot":
+        _train_snapshot(tables, cfg, data_dir, out)
+        return
     result = run_train(tables, cfg, data_dir)
     result = {"command": "train", "input_hash": tables.input_hash, "data_dir": data_dir, "config": cfg.source, **result}
     if out:
@@ -189,6 +197,20 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
     m = result["metrics"]
     click.echo(f"model {result['model_name']} v{result['model_version']} ({', '.join(result['aliases'])}): "
                f"test ROC-AUC {m['test_roc_auc']:.3f}, PR-AUC {m['test_pr_auc']:.3f}, run {result['run_id']}")
+
+
+def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> None:
+    """Snapshot data (no dates): stratified cross-validation instead of an out-of-time split."""
+    from training.snapshot import cross_validate
+
+    result = cross_validate(cfg, tables, n_splits=5, seed=cfg.training.seed)
+    result = {"command": "train", "mode": "snapshot cross-validation (no time: no out-of-time split)",
+              "input_hash": tables.input_hash, "data_dir": data_dir, "config": cfg.source, **result}
+    if out:
+        _summary(Path(out), result)
+    x = result["xgboost"]
+    click.echo(f"snapshot data: 5-fold CV ROC-AUC {x['roc_auc_mean']:.4f} +/- {x['roc_auc_std']:.4f}, "
+               f"log loss {x['log_loss_mean']:.4f} (no model registered: snapshot data cannot be scored at a cutoff)")
 
 
 # --------------------------------------------------------------------------- score
@@ -213,7 +235,12 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     from inference.score import score as run_score
 
     cfg = load_config(config_path)
-    tables = load_tables(data_dir, cfg.data)
+    if cfg.label.definition == "snapshot":
+        from churn.errors import ConfigError
+
+        raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
+                          "build features or score at; use `churn train` for cross-validation")
+    tables = load_tables(data_dir, cfg)
     if as_of is None:
         as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
     summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
@@ -250,7 +277,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     data_dir = out_dir / "data"
     write_demo(generate_demo(n_customers=n_customers, seed=seed), data_dir)
     stages["generate_s"] = time.perf_counter() - t0
-    tables = load_tables(data_dir, cfg.data)
+    tables = load_tables(data_dir, cfg)
     t = time.perf_counter()
     trained = run_train(tables, cfg, data_dir)
     stages["train_s"] = time.perf_counter() - t
@@ -336,7 +363,7 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
     from inference.monitor import evaluate_alerts, write_monitor_report
 
     cfg = load_config(config_path)
-    tables = load_tables(data_dir, cfg.data)
+    tables = load_tables(data_dir, cfg)
     res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key, level=level)
     paths = write_monitor_report(res, out)
     _summary(Path(out), {"command": "monitor", "scores_dir": scores_dir, "data_dir": data_dir, "config": cfg.source,

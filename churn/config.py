@@ -243,6 +243,9 @@ class SentimentConfig(_Strict):
     negative_threshold: float = -0.3
     complaint_categories: list[str] = Field(default_factory=lambda: ["billing", "technical", "cancellation"])
     complaint_keywords: dict[str, list[str]] = Field(default_factory=dict)
+    # interactions in these categories, or matching these complaint_keywords groups, count as escalations
+    escalation_categories: list[str] = Field(default_factory=lambda: ["cancellation"])
+    rating_scale_max: int | None = None  # None: 10 when any rating before the cutoff is above 5, else 5
 
 
 class FeatureConfig(_Strict):
@@ -250,6 +253,11 @@ class FeatureConfig(_Strict):
     trend_recent_days: int = 30
     trend_baseline_days: int = 60
     event_types: list[str] | None = None  # None: every type seen before the cutoff
+    # [numerator, denominator] event types: one ratio feature per pair whose types both exist
+    ratios: list[tuple[str, str]] = Field(default_factory=lambda: [("support_view", "login")])
+    gap_window_days: int = Field(90, ge=2)  # mean gap between events and longest inactive stretch
+    usage_low_share: float = Field(0.6, gt=0, lt=1)  # flag: recent usage time below this share of own average
+    purchase_drop_threshold: float = Field(0.2, gt=0, lt=1)  # flag: purchase frequency fell by more than this
     lifecycle: LifecycleConfig = LifecycleConfig()
     sentiment: SentimentConfig = SentimentConfig()
     clv: ClvConfig = ClvConfig()
@@ -290,12 +298,12 @@ class TuningConfig(_Strict):
     storage: str | None = "sqlite:///mlruns/optuna.db"  # None: in memory
     search_space: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
-            "eta": {"low": 0.01, "high": 0.3, "log": True},
-            "max_depth": {"low": 2, "high": 8, "type": "int"},
-            "min_child_weight": {"low": 1, "high": 50, "log": True},
+            "eta": {"low": 0.01, "high": 0.2, "log": True},
+            "max_depth": {"low": 2, "high": 6, "type": "int"},
+            "min_child_weight": {"low": 5, "high": 200, "log": True},
             "subsample": {"low": 0.5, "high": 1.0},
-            "colsample_bytree": {"low": 0.4, "high": 1.0},
-            "lambda": {"low": 1e-3, "high": 30, "log": True},
+            "colsample_bytree": {"low": 0.3, "high": 1.0},
+            "lambda": {"low": 1e-2, "high": 100, "log": True},
             "alpha": {"low": 1e-3, "high": 10, "log": True},
             "gamma": {"low": 1e-3, "high": 5, "log": True},
         }
@@ -304,6 +312,7 @@ class TuningConfig(_Strict):
 
 class TrainingConfig(_Strict):
     n_cutoffs: int = Field(12, ge=3)  # monthly cutoffs ending at the latest one whose label window is observed
+    min_history_days: int = Field(90, ge=0)  # the first cutoff is at least this long after the data's start
     cutoff_frequency: str = "MS"  # pandas offset alias: month starts
     valid_cutoffs: int = Field(1, ge=1)
     test_cutoffs: int = Field(1, ge=1)
@@ -357,6 +366,38 @@ class Config(_Strict):
     mlflow: MlflowConfig = MlflowConfig()
     scoring: ScoringConfig = ScoringConfig()
     source: str | None = None  # path the config was loaded from (filled in by load_config)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exclude_snapshot_label(cls, raw: Any) -> Any:
+        """A snapshot label column is added to the customers ``exclude`` list, so it can never become an
+        attribute, even when the tables are loaded with the ``data`` section alone (the loader reads the
+        label itself when given the whole Config)."""
+        if not isinstance(raw, dict) or raw.get("data") is None:
+            return raw
+        label = raw.get("label")
+        if isinstance(label, LabelConfig):
+            definition, column = label.definition, label.column
+        elif isinstance(label, dict):
+            definition, column = label.get("definition"), label.get("column")
+        else:
+            return raw
+        if definition != "snapshot" or not column:
+            return raw
+        data = raw["data"]
+        data = data.model_dump() if isinstance(data, DataConfig) else dict(data)
+        tables = dict(data.get("tables") or {})
+        customers = tables.get("customers")
+        if isinstance(customers, TableConfig):
+            customers = customers.model_dump()
+        if not isinstance(customers, dict):
+            return raw
+        exclude = list(customers.get("exclude") or [])
+        if column not in exclude:
+            tables["customers"] = {**customers, "exclude": [*exclude, column]}
+            data["tables"] = tables
+            raw = {**raw, "data": data}
+        return raw
 
 
 def resolve_config_path(path: str | Path | None) -> Path:

@@ -46,6 +46,12 @@ def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.n
     active within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
     """
     c = tables.customers
+    if label.definition == "snapshot":
+        return np.ones(len(c), dtype=bool)
+    if label.definition == "churn_date" and getattr(tables, "subscriptions", None) is not None:
+        from features.derive import subscription_active_mask
+
+        return subscription_active_mask(tables, as_of)  # a subscription row covers T
     signed = (c["signup_date"] < as_of).to_numpy()
     if label.definition == "churn_date":
         churn = c["churn_date"].to_numpy()
@@ -60,6 +66,8 @@ def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.n
 def labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
     """0/1 label per customer (row order of ``customers``): churned within ``(T, T + horizon]``."""
     c = tables.customers
+    if label.definition == "snapshot":
+        raise ValueError("snapshot labels have no time: use training.snapshot, not cutoffs")
     if label.definition == "churn_date":
         churn = c["churn_date"].to_numpy()
         end = np.datetime64(as_of + label.horizon_days * DAY)
@@ -78,11 +86,15 @@ def label_window_days(label: LabelConfig) -> int:
     return label.horizon_days if label.definition == "churn_date" else label.inactivity_days
 
 
-def training_cutoffs(tables: Tables, label: LabelConfig, n_cutoffs: int, freq: str = "MS") -> list[pd.Timestamp]:
-    """The latest ``n_cutoffs`` cutoffs (month starts by default) whose whole label window is observed."""
+def training_cutoffs(tables: Tables, label: LabelConfig, n_cutoffs: int, freq: str = "MS",
+                     min_history_days: int = 90) -> list[pd.Timestamp]:
+    """The latest ``n_cutoffs`` cutoffs (month starts by default) whose whole label window is observed.
+
+    The first cutoff is at least ``min_history_days`` after the data's start, so features have history.
+    """
     window = label_window_days(label) * DAY
     last_ok = tables.data_end - window
-    first = tables.data_start + pd.Timedelta(days=90)  # leave some history for the first features
+    first = tables.data_start + pd.Timedelta(days=min_history_days)
     grid = pd.date_range(first.normalize(), last_ok, freq=freq)
     grid = [t for t in grid if t + window <= tables.data_end]
     if len(grid) < 3:

@@ -47,7 +47,7 @@ def evaluate_on_window(cfg: Config, data_dir: str | Path, versions: list[str], c
     from training.evaluate import classification_metrics
     from training.registry import load_churn_model
 
-    tables = load_tables(data_dir, cfg.data)
+    tables = load_tables(data_dir, cfg)
     models = {v: load_churn_model(f"models:/{cfg.mlflow.model_name}/{v}") for v in versions}
     types = sorted({t for m in models.values() for t in m.meta.get("event_types", [])})
     fs = FeatureBuilder(tables, cfg, event_types=types).build(cutoff, with_labels=True)

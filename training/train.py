@@ -126,7 +126,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     tcfg = cfg.training
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cutoffs = training_cutoffs(tables, cfg.label, tcfg.n_cutoffs, tcfg.cutoff_frequency)
+    cutoffs = training_cutoffs(tables, cfg.label, tcfg.n_cutoffs, tcfg.cutoff_frequency, tcfg.min_history_days)
     split = split_cutoffs(cutoffs, tcfg.valid_cutoffs, tcfg.test_cutoffs, label_window_days(cfg.label))
     used = split.train + split.valid + split.test
     log.info("cutoffs: train %s..%s (%d), valid %s, test %s", split.train[0].date(), split.train[-1].date(),
