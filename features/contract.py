@@ -325,11 +325,9 @@ def _apply_lookups(raw: pd.DataFrame, role: str, tc: TableConfig, data_dir: Path
                 names[unmapped] = key_text(pd.Series(uniques[unmapped])).to_numpy(dtype=object)
             log.warning("table '%s', column '%s': %d row(s) with codes not in %s (%s)", role, col, int(rows.sum()),
                         path.name, "kept as codes" if lk.on_missing == "keep" else "set missing")
-        mapped = np.empty(len(codes), dtype=object)
-        mapped[:] = None
-        has = codes >= 0
-        mapped[has] = names[codes[has]]
-        raw[col] = pd.Series(mapped, index=raw.index).astype("string")
+        name_codes, name_levels = pd.factorize(pd.Series(names, dtype="string"), use_na_sentinel=True)
+        final = np.where(codes >= 0, name_codes[np.maximum(codes, 0)], -1)  # -1: missing
+        raw[col] = pd.Categorical.from_codes(final, categories=pd.Index(name_levels.astype(str)))
     return raw
 
 
@@ -341,7 +339,6 @@ def _apply_joins(base: pd.DataFrame, tc: TableConfig, data_dir: Path, files: lis
             raise InputNotFoundError(f"table 'customers': join file '{j.file}' (tried {', '.join(SUFFIXES)}) "
                                      f"not in {data_dir}")
         right = read_table(path, "customers")
-        right = _apply_lookups(right, "customers", TableConfig(file=j.file), data_dir, files)
         files.append(path)
         for k in j.left_keys:
             if k not in base.columns:
@@ -401,7 +398,8 @@ def _resolve_attributes(raw: pd.DataFrame, tc: TableConfig, role_cols: set[str],
     """The customers attribute columns: the configured list, or for ``auto`` every usable column.
 
     ``auto`` leaves out role columns, ``skip`` (label, derived sources), constant columns and text columns
-    that look like identifiers (more than half the rows and more than 50 distinct values).
+    that look like identifiers (a distinct value in every row, at least 20; or more than 50 distinct values
+    in more than half the rows).
     """
     if not tc.auto_attributes:
         return list(tc.attributes)
@@ -414,11 +412,11 @@ def _resolve_attributes(raw: pd.DataFrame, tc: TableConfig, role_cols: set[str],
             continue
         s = raw[c]
         nun = int(s.nunique(dropna=True))
-        if nun <= 1:
+        if int(s.nunique(dropna=False)) <= 1:  # value-or-missing is informative; one value everywhere is not
             constant.append(c)
             continue
         numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-        if not numeric and nun > max(50, n // 2):
+        if not numeric and ((nun >= 20 and nun == int(s.notna().sum())) or nun > max(50, n // 2)):
             id_like.append(c)
             continue
         attrs.append(str(c))
