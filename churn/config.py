@@ -354,6 +354,7 @@ class ScoringConfig(_Strict):
     chunk_size: int = Field(200_000, ge=1000)
     playbooks: str = "configs/playbooks.yaml"
     top_reasons: int = 3
+    explainer: Literal["fast", "xgboost"] = "fast"  # exact TreeSHAP either way; fast = precomputed tables
     report_top_n: int = 25
     pseudonymize_key: str | None = None
 

@@ -1,39 +1,47 @@
-"""Exact path-dependent TreeSHAP for XGBoost boosters, faster per row than ``pred_contribs``.
+"""Exact path-dependent TreeSHAP for XGBoost boosters, many times faster per row than ``pred_contribs``.
 
 XGBoost's ``predict(pred_contribs=True)`` (and therefore ``shap.TreeExplainer(booster)``) runs
 Lundberg's path-dependent TreeSHAP: for every row and every tree it walks all root-to-leaf paths
 and extends/unwinds a path polynomial, O(T L D^2) per row. This module computes *the same values*
-(not an approximation) with the "Fast TreeSHAP v2" idea (Yang 2021, arXiv:2109.09847): the
-per-row work is moved into per-leaf tables computed once per model.
+(not an approximation) with the idea of "Fast TreeSHAP v2" (Yang 2021, arXiv:2109.09847): move the
+path algebra into tables computed once per model, so that a row only looks numbers up.
 
 Why it is exact
 ---------------
 For a leaf ``l`` with value ``v`` whose root path uses the distinct features ``k = 1..d``, let
-``z_k`` be the product of cover ratios (child cover / parent cover) over every split on feature
-``k`` along the path, and ``o_k`` = 1 if the row follows the path at *every* split on ``k``
-(missing values follow the default branch, categorical splits use XGBoost's category sets),
-else 0. Path-dependent TreeSHAP is the Shapley value of the game
-``v(S) = sum_l v_l prod_{k in S} o_k prod_{k not in S} z_k``, so leaf ``l`` adds to feature ``j``
+``z_k`` be the product of cover ratios (child cover / parent cover) over every split on ``k``
+along the path, and ``o_k`` = 1 if the row follows the path at *every* split on ``k`` (missing
+values take the default branch; categorical splits use XGBoost's category sets), else 0.
+Path-dependent TreeSHAP is the Shapley value of the game
+``v(S) = sum_l v_l prod_{k in S} o_k prod_{k not in S} z_k``; leaf ``l`` adds to feature ``j``
 
     phi_j += v (o_j - z_j) sum_{S subset of Q} w(|S|) prod_{k in D \\ S \\ {j}} z_k,
     Q = {k != j : o_k = 1},  w(s) = s! (d - 1 - s)! / d!
 
-Because every ``o_k`` is 0 or 1 the right-hand side depends on the row only through the bit
-pattern ``P = (o_1 .. o_d)``. The table ``T[l, P, j]`` holds it for all ``2^d`` patterns, so a
-row costs one pass over the tree's internal nodes (to get each leaf's pattern) plus ``d`` table
-reads per leaf: O(T L D) instead of O(T L D^2), with no floating-point path algebra per row.
-The bias column is ``base_margin + sum_t E_t`` where ``E_t`` is the cover-weighted mean leaf
-value of tree ``t`` (XGBoost's ``node_mean_values[0]``), so each row sums to the margin.
+Because each ``o_k`` is 0 or 1, this depends on the row only through the bit pattern
+``P = (o_1 .. o_d)``: Fast TreeSHAP v2 tabulates it for all ``2^d`` patterns of every leaf
+(``O(T L D)`` per row instead of ``O(T L D^2)``).
 
-Memory is ``sum_l 2^d_l * d_l`` doubles per tree: about 0.2 MB for a depth-6 tree, 59 MB for 300
-such trees, 4 MB per depth-8 tree. ``max_table_bytes`` guards against deep trees.
+This implementation goes one step further and tabulates small *subtrees* ("units") instead of
+single leaves: a unit rooted at node ``n`` is indexed by the pattern of the ``d_n`` distinct
+features above ``n`` plus the left/right decision of each of its ``m`` internal nodes, and stores
+the summed contributions of all its leaves (``2^(d_n + m)`` entries, ``d_n + m <= unit_bits``).
+For depth-6 trees the default (``unit_bits=7``) merges the 4 leaves below each depth-4 node: the
+table is *smaller* than the per-leaf one and a row does ~3x fewer lookups. Per row and tree the
+work is one vectorised pass over the internal nodes (row-blocked, column-major) plus one table
+gather per unit and output feature; no floating-point path algebra happens per row, and the only
+arithmetic difference from XGBoost is float32 (XGBoost) vs float64 (here) rounding.
 
-Wiring into ``ChurnModel`` (built once per loaded model, reused for every chunk)::
+The bias column is ``base_margin + sum_t E_t`` where ``E_t`` is tree ``t``'s cover-weighted mean
+leaf value (XGBoost's ``node_mean_values[0]``), so each row sums to the margin.
+
+Wiring into ``ChurnModel`` (build once per loaded model, reuse for every chunk)::
 
     from inference.fast_shap import FastTreeShap
-    explainer = FastTreeShap(model.booster, model.features)
+    explainer = FastTreeShap(model.booster, model.features, n_threads=model.meta.get("n_threads"))
     contrib = explainer.shap_values(model.prepare(frame), iteration_range=model._range())
-    # == model.booster.predict(model.dmatrix(frame), pred_contribs=True, iteration_range=model._range())
+    # same array (within float32 rounding) as
+    # model.booster.predict(model.dmatrix(frame), pred_contribs=True, iteration_range=model._range())
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -51,115 +59,191 @@ from numba import njit, prange
 
 __all__ = ["FastTreeShap"]
 
-# numba caches compiled kernels next to this file (or in NUMBA_CACHE_DIR, or a user cache dir).
+# numba caches compiled kernels next to this file (or NUMBA_CACHE_DIR / a user cache dir);
+# FAST_SHAP_NUMBA_CACHE=0 turns caching off (read-only installs).
 _CACHE = os.environ.get("FAST_SHAP_NUMBA_CACHE", "1") != "0"
 
-# objectives whose base_score is stored as a probability (margin = logit) or a mean (margin = log)
-_LOGIT_OBJECTIVES = {"binary:logistic", "reg:logistic", "binary:logitraw"}
+# objectives whose base_score is stored as a probability (margin = logit) or a mean (margin = log);
+# the parsed value is cross-checked against XGBoost itself in FastTreeShap._check_base_margin.
+_LOGIT_OBJECTIVES = {"binary:logistic", "reg:logistic", "binary:logitraw", "binary:hinge"}
 _LOG_OBJECTIVES = {"count:poisson", "reg:gamma", "reg:tweedie", "survival:cox", "survival:aft"}
-_SUPPORTED_BOOSTERS = {"gbtree", "dart"}
+_MAX_BITS = 30  # masks and unit indices are int32
 
 
 # ------------------------------------------------------------------------------------------ kernels
 @njit(cache=_CACHE)
-def _fill_tables(l_d, l_z, l_v, l_toff, table):  # pragma: no cover - compiled
-    """T[l, P, j] = v (o_j - z_j) prod_{k notin Q, k != j} z_k sum_{S subset Q} w(|S|) prod_{k in Q \\ S} z_k."""
-    max_d = l_z.shape[1]
-    w = np.empty(max_d + 1)
-    c = np.empty(max_d + 1)
-    for leaf in range(l_d.shape[0]):
-        d = l_d[leaf]
-        if d == 0:
-            continue
-        v = l_v[leaf]
-        # Shapley weights w(s) = s! (d-1-s)! / d!, built by recurrence to avoid factorial overflow
-        w[0] = 1.0 / d
-        for s in range(d - 1):
-            w[s + 1] = w[s] * (s + 1) / (d - 1 - s)
-        off = l_toff[leaf]
-        for pat in range(1 << d):
-            for j in range(d):
-                # coefficients of prod_{k in Q} (t + z_k): c[s] = sum_{|S|=s} prod_{k in Q \ S} z_k
-                c[0] = 1.0
-                q = 0
-                pz = 1.0
-                for k in range(d):
-                    if k == j:
-                        continue
-                    zk = l_z[leaf, k]
-                    if (pat >> k) & 1:
-                        q += 1
-                        c[q] = c[q - 1]
-                        for s in range(q - 1, 0, -1):
-                            c[s] = c[s - 1] + zk * c[s]
-                        c[0] = zk * c[0]
-                    else:
-                        pz *= zk
+def _leaf_table(d, z, v, out):  # pragma: no cover - compiled
+    """out[P * d + j] = v (o_j - z_j) prod_{k notin P, k != j} z_k sum_{S subset Q} w(|S|) prod_{k in Q \\ S} z_k.
+
+    Q = P minus j. For each pattern P the polynomial prod_{k in P} (t + z_k) (coefficient of t^s:
+    subsets S of size s, weighted by the z of the members left out) is built once; for j in P its
+    factor is divided out again (the "unwind" of TreeSHAP), O(d^2) per pattern.
+    """
+    w = np.empty(d + 1)
+    c = np.empty(d + 1)
+    cu = np.empty(d + 1)
+    # Shapley weights w(s) = s! (d-1-s)! / d!, by recurrence (no factorial overflow)
+    w[0] = 1.0 / d
+    for s in range(d - 1):
+        w[s + 1] = w[s] * (s + 1) / (d - 1 - s)
+    for pat in range(1 << d):
+        c[0] = 1.0
+        q = 0
+        for k in range(d):
+            if (pat >> k) & 1:
+                zk = z[k]
+                q += 1
+                c[q] = c[q - 1]
+                for s in range(q - 1, 0, -1):
+                    c[s] = c[s - 1] + zk * c[s]
+                c[0] = zk * c[0]
+        inner_full = 0.0
+        for s in range(q + 1):
+            inner_full += w[s] * c[s]
+        for j in range(d):
+            zj = z[j]
+            pz = 1.0  # prod of z over features outside P (and not j)
+            for k in range(d):
+                if k != j and not (pat >> k) & 1:
+                    pz *= z[k]
+            if (pat >> j) & 1:
+                # divide prod (t + z_k) by (t + z_j), top-down (stable for 0 <= z <= 1)
+                cu[q - 1] = c[q]
+                for s in range(q - 1, 0, -1):
+                    cu[s - 1] = c[s] - zj * cu[s]
                 inner = 0.0
-                for s in range(q + 1):
-                    inner += w[s] * c[s]
-                o_j = float((pat >> j) & 1)
-                table[off + pat * d + j] = v * (o_j - l_z[leaf, j]) * pz * inner
+                for s in range(q):
+                    inner += w[s] * cu[s]
+                out[pat * d + j] = v * (1.0 - zj) * pz * inner
+            else:
+                out[pat * d + j] = -v * zj * pz * inner_full
+
+
+@njit(cache=_CACHE)
+def _fill_unit_tables(u_bits, u_dp, u_nout, u_off, um_ptr, um_leaf, um_map, mp_ptr, mp_rel, mp_slot, mp_dir,
+                      l_d, l_z, l_v, table):  # pragma: no cover - compiled
+    """For every (pattern above the unit, decisions inside it), sum the member leaves' table rows."""
+    max_d = l_z.shape[1]
+    scratch = np.empty((np.int64(1) << max_d) * max_d)
+    for u in range(u_bits.shape[0]):
+        nout = u_nout[u]
+        if nout == 0:
+            continue
+        dp = u_dp[u]
+        low = (np.int64(1) << dp) - 1
+        for m in range(um_ptr[u], um_ptr[u + 1]):
+            leaf = um_leaf[m]
+            d = l_d[leaf]
+            if d == 0:
+                continue
+            _leaf_table(d, l_z[leaf], l_v[leaf], scratch)
+            new_bits = ((np.int64(1) << d) - 1) & ~low  # slots first used inside the unit start "followed"
+            for idx in range(np.int64(1) << u_bits[u]):
+                pat = (idx & low) | new_bits
+                dec = idx >> dp
+                for k in range(mp_ptr[m], mp_ptr[m + 1]):
+                    if ((dec >> mp_rel[k]) & 1) != mp_dir[k]:
+                        pat &= ~(np.int64(1) << mp_slot[k])
+                row = u_off[u] + idx * nout
+                base = pat * d
+                for j in range(d):
+                    table[row + um_map[m, j]] += scratch[base + j]
 
 
 @njit(parallel=True, cache=_CACHE)
-def _shap_kernel(X, out, t_begin, t_end, node_ptr, n_feat, n_thr, n_defl, n_cat, n_slot, n_left, n_right,
-                 cat_bits, leaf_ptr, l_node, l_d, l_full, l_feats, l_toff, table, block):  # pragma: no cover
-    """Accumulate every tree's leaf-table contributions into ``out`` (rows x features, zero on entry).
+def _shap_kernel(X, out, t_begin, t_end, node_ptr, n_feat, n_thr, n_defl, n_cat, n_slot, n_fs, n_lfs, n_rfs,
+                 n_unit, n_pos, cat_bits, unit_ptr, u_rootfs, u_full, u_nout, u_off, u_feats, table,
+                 max_fail, max_units, block):  # pragma: no cover - compiled
+    """Add every tree's unit-table contributions to ``out[:, :F]`` (rows x F+1, zero on entry).
 
-    Rows are processed in blocks, tree-major inside a block, so one tree's table and the block's
-    output rows stay in cache while the block is swept.
+    Rows are processed in blocks held column-major (features x rows) so the per-node and
+    per-unit loops run over contiguous rows; inside a block the loop is tree-major so one tree's
+    tables stay in cache while the block is swept.
     """
-    n = X.shape[0]
+    n, n_cols = X.shape
     n_blocks = (n + block - 1) // block
-    max_nodes = 1
-    for t in range(t_begin, t_end):
-        max_nodes = max(max_nodes, node_ptr[t + 1] - node_ptr[t])
     cat_width = cat_bits.shape[1]
+    n_out = out.shape[1] - 1
     for b in prange(n_blocks):
-        fail = np.zeros(max_nodes, dtype=np.int64)  # per node: bits of path features the row does NOT follow
         r0 = b * block
         r1 = min(n, r0 + block)
+        nb = r1 - r0
+        xt = np.empty((n_cols, nb), dtype=np.float32)
+        for r in range(nb):
+            for f in range(n_cols):
+                xt[f, r] = X[r0 + r, f]
+        acc = np.zeros((n_out, nb), dtype=np.float64)
+        # per node above the units and per unit root: bits of path features the row does NOT follow
+        fail = np.zeros((max_fail, nb), dtype=np.int32)
+        code = np.zeros((max_units, nb), dtype=np.int32)  # per unit: index bits (decisions inside the unit)
+        dec = np.empty(nb, dtype=np.int32)
+        idx = np.empty(nb, dtype=np.int64)
         for t in range(t_begin, t_end):
             n0 = node_ptr[t]
-            nn = node_ptr[t + 1] - n0
-            lb = leaf_ptr[t]
-            le = leaf_ptr[t + 1]
-            for r in range(r0, r1):
-                fail[0] = 0
-                for k in range(nn):  # pre-order: a parent is visited before its children
-                    g = n0 + k
-                    f = n_feat[g]
-                    if f < 0:
-                        continue
-                    x = X[r, f]
-                    if math.isnan(x):
-                        right = n_defl[g] == 0
-                    elif n_cat[g] >= 0:
-                        # XGBoost common::Decision: in the category set -> right; not in it or invalid -> left
-                        right = False
-                        if x >= 0.0:
-                            code = int(x)
-                            if code < cat_width:
-                                right = cat_bits[n_cat[g], code] != 0
-                    else:
-                        right = not (x < n_thr[g])
-                    bit = np.int64(1) << n_slot[g]
-                    m = fail[k]
-                    if right:
-                        fail[n_left[g]] = m | bit
-                        fail[n_right[g]] = m
-                    else:
-                        fail[n_left[g]] = m
-                        fail[n_right[g]] = m | bit
-                for lf in range(lb, le):
-                    d = l_d[lf]
-                    if d == 0:
-                        continue
-                    pat = l_full[lf] & ~fail[l_node[lf]]
-                    base = l_toff[lf] + pat * d
-                    for j in range(d):
-                        out[r, l_feats[lf, j]] += table[base + j]
+            u0 = unit_ptr[t]
+            nu = unit_ptr[t + 1] - u0
+            for u in range(nu):
+                cu = code[u]
+                for r in range(nb):
+                    cu[r] = 0
+            for k in range(node_ptr[t + 1] - n0):  # pre-order: a parent is visited before its children
+                g = n0 + k
+                f = n_feat[g]
+                if f < 0:
+                    continue
+                xs = xt[f]
+                # dec[r] = 1 if the row goes right (XGBoost GetNextNode semantics)
+                if n_cat[g] < 0:
+                    thr = n_thr[g]
+                    nd = np.int32(1) - np.int32(n_defl[g])
+                    for r in range(nb):
+                        x = xs[r]
+                        dec[r] = np.int32(x >= thr) | (np.int32(x != x) & nd)
+                else:
+                    c = n_cat[g]
+                    dr = np.int32(1) - np.int32(n_defl[g])
+                    for r in range(nb):
+                        x = xs[r]
+                        if x != x:
+                            dec[r] = dr
+                        elif x >= 0.0 and x < cat_width:  # in the category set -> right; else (unseen, invalid) left
+                            dec[r] = np.int32(cat_bits[c, int(x)])
+                        else:
+                            dec[r] = 0
+                ug = n_unit[g]
+                if ug < 0:  # above the units: propagate the "not followed" masks to both children
+                    bit = np.int32(1) << n_slot[g]
+                    fk = fail[n_fs[g]]
+                    fl = fail[n_lfs[g]]
+                    fr = fail[n_rfs[g]]
+                    for r in range(nb):
+                        m = fk[r]
+                        dr_ = dec[r]
+                        fl[r] = m | (bit * dr_)
+                        fr[r] = m | (bit * (np.int32(1) - dr_))
+                else:  # inside a unit: record the decision bit
+                    cu = code[ug]
+                    pos = n_pos[g]
+                    for r in range(nb):
+                        cu[r] |= dec[r] << pos
+            for u in range(nu):
+                gu = u0 + u
+                nout = u_nout[gu]
+                if nout == 0:
+                    continue
+                full = np.int32(u_full[gu])
+                off = u_off[gu]
+                fr = fail[u_rootfs[gu]]
+                cu = code[u]
+                for r in range(nb):
+                    idx[r] = off + np.int64((full & ~fr[r]) | cu[r]) * nout
+                for j in range(nout):
+                    a = acc[u_feats[gu, j]]
+                    for r in range(nb):
+                        a[r] += table[idx[r] + j]
+        for r in range(nb):
+            for f in range(n_out):
+                out[r0 + r, f] += acc[f, r]
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -185,15 +269,23 @@ def _base_margin(base_score: float, objective: str) -> float:
 
 
 @dataclass
-class _Leaf:
-    node: int  # local (pre-order) node index
-    feats: list[int]
-    z: list[float]
-    value: float
+class _Tree:
+    """One tree re-indexed in pre-order, with its leaves' path summaries and its units."""
+
+    feat: list[int] = field(default_factory=list)
+    thr: list[float] = field(default_factory=list)
+    defl: list[int] = field(default_factory=list)
+    cat: list[int] = field(default_factory=list)
+    slot: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+    path: list[list[int]] = field(default_factory=list)  # distinct features above each node (slot order)
+    leaf_of: dict[int, int] = field(default_factory=dict)  # node -> index in leaves
+    leaves: list[tuple[int, list[int], list[float], float]] = field(default_factory=list)  # node, feats, z, value
+    depth: int = 0
 
 
-def _flatten_tree(tree: dict, weight: float, cat_rows: list[np.ndarray]) -> tuple[dict, list[_Leaf]]:
-    """Re-index one JSON tree in pre-order from the root and collect each leaf's path summary."""
+def _flatten_tree(tree: dict, weight: float, cat_rows: list[np.ndarray]) -> _Tree:
     left, right = tree["left_children"], tree["right_children"]
     split_idx, cond = tree["split_indices"], tree["split_conditions"]
     default_left, cover = tree["default_left"], tree["sum_hessian"]
@@ -205,46 +297,47 @@ def _flatten_tree(tree: dict, weight: float, cat_rows: list[np.ndarray]) -> tupl
                               tree.get("categories_sizes", []), strict=True):
         cats[int(nid)] = [int(c) for c in tree["categories"][int(beg):int(beg) + int(size)]]
 
-    feat, thr, defl, catrow, slot, lch, rch = [], [], [], [], [], [], []
-    leaves: list[_Leaf] = []
-    # explicit stack: (original node, path features, path zero-fractions, where to write my index)
-    stack: list[tuple[int, list[int], list[float], int, int]] = [(0, [], [], -1, 0)]
+    out = _Tree()
+    # explicit stack: (original node, path features, path zero fractions, parent's new index, side, depth)
+    stack: list[tuple[int, list[int], list[float], int, int, int]] = [(0, [], [], -1, 0, 0)]
     while stack:
-        nid, pf, pz, parent, side = stack.pop()
-        me = len(feat)
+        nid, pf, pz, parent, side, depth = stack.pop()
+        out.depth = max(out.depth, depth)
+        me = len(out.feat)
         if parent >= 0:
-            (lch if side == 0 else rch)[parent] = me
+            (out.left if side == 0 else out.right)[parent] = me
+        out.path.append(pf)
         if left[nid] == -1:
-            feat.append(-1), thr.append(0.0), defl.append(0), catrow.append(-1), slot.append(0)
-            lch.append(0), rch.append(0)
-            leaves.append(_Leaf(me, pf, pz, float(cond[nid]) * weight))
+            out.feat.append(-1), out.thr.append(0.0), out.defl.append(0), out.cat.append(-1), out.slot.append(0)
+            out.left.append(-1), out.right.append(-1)
+            out.leaf_of[me] = len(out.leaves)
+            out.leaves.append((me, pf, pz, float(cond[nid]) * weight))
             continue
         f = int(split_idx[nid])
-        feat.append(f)
-        thr.append(float(cond[nid]))
-        defl.append(int(default_left[nid]))
+        out.feat.append(f)
+        out.thr.append(float(cond[nid]))
+        out.defl.append(int(default_left[nid]))
         if int(split_type[nid]) == 1:
-            catrow.append(len(cat_rows))
+            out.cat.append(len(cat_rows))
             cat_rows.append(np.asarray(cats.get(nid, []), dtype=np.int64))
         else:
-            catrow.append(-1)
+            out.cat.append(-1)
         s = pf.index(f) if f in pf else len(pf)
-        slot.append(s)
-        lch.append(-1), rch.append(-1)
+        out.slot.append(s)
+        out.left.append(-1), out.right.append(-1)
         w = float(cover[nid])
         children = []
         for side_, child in ((0, int(left[nid])), (1, int(right[nid]))):
             ratio = float(cover[child]) / w if w > 0 else 0.0
             if s < len(pf):
-                cf, cz = list(pf), list(pz)
+                cf, cz = pf, list(pz)
                 cz[s] *= ratio
             else:
                 cf, cz = pf + [f], pz + [ratio]
-            children.append((child, cf, cz, me, side_))
+            children.append((child, cf, cz, me, side_, depth + 1))
         stack.append(children[1])  # right pushed first so the left subtree is numbered first
         stack.append(children[0])
-    nodes = {"feat": feat, "thr": thr, "defl": defl, "cat": catrow, "slot": slot, "left": lch, "right": rch}
-    return nodes, leaves
+    return out
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -254,23 +347,27 @@ class FastTreeShap:
     Parameters
     ----------
     booster:
-        A single-output ``gbtree`` (or ``dart``) booster, numeric and/or categorical splits.
+        A single-output ``gbtree`` or ``dart`` booster, numeric and/or categorical splits.
     feature_names:
         The booster's input columns in order (``ChurnModel.features``). A DataFrame passed to
         :meth:`shap_values` is reordered to these; defaults to ``booster.feature_names``.
     n_threads:
-        numba threads for :meth:`shap_values` (default: numba's default, i.e. all cores).
+        numba threads for :meth:`shap_values` (default: numba's default, all cores).
+    unit_bits:
+        largest table index per unit (distinct features above a subtree + its internal nodes).
+        0 gives plain per-leaf Fast TreeSHAP v2 tables; default: tree depth + 1, within [4, 10]
+        (7 for depth-6 trees: 4-leaf units, 26 MB for 300 trees; 9 for depth 8: 1.7 MB per tree).
     max_table_bytes:
-        refuse models whose leaf tables would exceed this (very deep trees); use XGBoost then.
+        refuse models whose tables would exceed this (very deep trees); use XGBoost then.
     """
 
     def __init__(self, booster: xgb.Booster, feature_names: list[str] | None = None, n_threads: int | None = None,
-                 max_table_bytes: int = 2 << 30) -> None:
+                 unit_bits: int | None = None, max_table_bytes: int = 2 << 30) -> None:
         model = json.loads(booster.save_raw("json"))
         learner = model["learner"]
         gb = learner["gradient_booster"]
         name = gb.get("name", "gbtree")
-        if name not in _SUPPORTED_BOOSTERS:
+        if name not in ("gbtree", "dart"):
             raise NotImplementedError(f"FastTreeShap supports tree boosters, not {name!r}")
         gbtree = gb["gbtree"]["model"] if name == "dart" else gb["model"]
         weights = [float(w) for w in gb.get("weight_drop", [])] if name == "dart" else []
@@ -287,69 +384,161 @@ class FastTreeShap:
         self.feature_names = list(names) if names is not None else None
         self.n_threads = n_threads
 
-        trees = gbtree["trees"]
+        trees_json = gbtree["trees"]
         indptr = gbtree.get("iteration_indptr")
-        if indptr is None:  # models saved before iteration_indptr existed: one tree per iteration per parallel tree
+        if indptr is None:  # models saved before iteration_indptr existed
             per = int(gbtree["gbtree_model_param"].get("num_parallel_tree", "1") or 1)
-            indptr = list(range(0, len(trees) + 1, per))
+            indptr = list(range(0, len(trees_json) + 1, per))
         self._iter_ptr = np.asarray(indptr, dtype=np.int64)
-        self.n_trees = len(trees)
+        self.n_trees = len(trees_json)
 
         cat_rows: list[np.ndarray] = []
-        node_ptr, leaf_ptr = [0], [0]
-        cols: dict[str, list] = {k: [] for k in ("feat", "thr", "defl", "cat", "slot", "left", "right")}
-        all_leaves: list[_Leaf] = []
-        expected = np.zeros(self.n_trees)
-        for t, tree in enumerate(trees):
-            nodes, leaves = _flatten_tree(tree, weights[t] if weights else 1.0, cat_rows)
-            for k in cols:
-                cols[k].extend(nodes[k])
-            node_ptr.append(len(cols["feat"]))
-            all_leaves.extend(leaves)
-            leaf_ptr.append(len(all_leaves))
-            expected[t] = sum(leaf.value * math.prod(leaf.z) for leaf in leaves)
-        self.expected_values = expected  # per tree, cover-weighted mean leaf value (XGBoost node_mean_values[0])
+        trees = [_flatten_tree(tr, weights[t] if weights else 1.0, cat_rows) for t, tr in enumerate(trees_json)]
+        self.max_depth = max((tr.depth for tr in trees), default=0)
+        self.unit_bits = int(unit_bits) if unit_bits is not None else min(10, max(4, self.max_depth + 1))
+        self.expected_values = np.array([sum(v * math.prod(z) for _, _, z, v in tr.leaves) for tr in trees])
+        self._build_nodes(trees, cat_rows)
+        self._build_tables(trees, max_table_bytes)
+        self._check_base_margin(booster)
 
-        self._node_ptr = np.asarray(node_ptr, dtype=np.int64)
-        self._n_feat = np.asarray(cols["feat"], dtype=np.int32)
-        self._n_thr = np.asarray(cols["thr"], dtype=np.float32)
-        self._n_defl = np.asarray(cols["defl"], dtype=np.uint8)
-        self._n_cat = np.asarray(cols["cat"], dtype=np.int32)
-        self._n_slot = np.asarray(cols["slot"], dtype=np.int64)
-        self._n_left = np.asarray(cols["left"], dtype=np.int32)
-        self._n_right = np.asarray(cols["right"], dtype=np.int32)
+    # -------------------------------------------------------------------------------- construction
+    def _build_nodes(self, trees: list[_Tree], cat_rows: list[np.ndarray]) -> None:
+        lens = [len(tr.feat) for tr in trees]
+        self._node_ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        cat = lambda k: [x for tr in trees for x in getattr(tr, k)]  # noqa: E731
+        self._n_feat = np.asarray(cat("feat"), dtype=np.int32)
+        self._n_thr = np.asarray(cat("thr"), dtype=np.float32)
+        self._n_defl = np.asarray(cat("defl"), dtype=np.uint8)
+        self._n_cat = np.asarray(cat("cat"), dtype=np.int32)
+        self._n_slot = np.asarray(cat("slot"), dtype=np.int32)
+        self._n_left = np.asarray(cat("left"), dtype=np.int32)
+        self._n_right = np.asarray(cat("right"), dtype=np.int32)
         width = 1 + max((int(r.max()) for r in cat_rows if len(r)), default=0)
         self._cat_bits = np.zeros((max(len(cat_rows), 1), width), dtype=np.uint8)
         for i, r in enumerate(cat_rows):
             self._cat_bits[i, r[r >= 0]] = 1
 
-        max_d = max((len(leaf.feats) for leaf in all_leaves), default=0)
-        if max_d > 62:
-            raise NotImplementedError(f"a leaf path uses {max_d} distinct features; at most 62 are supported")
-        n_leaves = len(all_leaves)
-        self._leaf_ptr = np.asarray(leaf_ptr, dtype=np.int64)
-        self._l_node = np.asarray([leaf.node for leaf in all_leaves], dtype=np.int32)
-        self._l_d = np.asarray([len(leaf.feats) for leaf in all_leaves], dtype=np.int64)
-        self._l_full = (np.int64(1) << self._l_d) - 1
-        self._l_v = np.asarray([leaf.value for leaf in all_leaves], dtype=np.float64)
-        self._l_feats = np.zeros((n_leaves, max(max_d, 1)), dtype=np.int32)
-        l_z = np.zeros((n_leaves, max(max_d, 1)), dtype=np.float64)
-        for i, leaf in enumerate(all_leaves):
-            self._l_feats[i, : len(leaf.feats)] = leaf.feats
-            l_z[i, : len(leaf.z)] = leaf.z
-        sizes = (np.int64(1) << self._l_d) * self._l_d
-        sizes[self._l_d == 0] = 0
-        self._l_toff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if n_leaves else sizes
+    def _build_tables(self, trees: list[_Tree], max_table_bytes: int) -> None:
+        # ---- per-leaf path summaries (Fast TreeSHAP v2 tables are built per unit, below)
+        leaves = [lf for tr in trees for lf in tr.leaves]
+        l_d = np.asarray([len(f) for _, f, _, _ in leaves], dtype=np.int64)
+        max_d = int(l_d.max()) if len(l_d) else 0
+        if max_d > _MAX_BITS:
+            raise NotImplementedError(f"a leaf path uses {max_d} distinct features; at most {_MAX_BITS} supported")
+        l_z = np.zeros((len(leaves), max(max_d, 1)))
+        for i, (_, _, z, _) in enumerate(leaves):
+            l_z[i, : len(z)] = z
+        l_v = np.asarray([v for _, _, _, v in leaves], dtype=np.float64)
+
+        # ---- units: the highest subtrees whose index (features above + internal nodes) fits unit_bits
+        n_unit = np.full(len(self._n_feat), -1, dtype=np.int32)
+        n_pos = np.zeros(len(self._n_feat), dtype=np.int32)
+        n_fs = np.zeros(len(self._n_feat), dtype=np.int32)  # fail-mask row of an upper node / its children
+        n_lfs = np.zeros(len(self._n_feat), dtype=np.int32)
+        n_rfs = np.zeros(len(self._n_feat), dtype=np.int32)
+        u_rootfs: list[int] = []
+        max_fail = max_units = 1
+        unit_ptr = [0]
+        u_root, u_dp, u_bits, u_feats = [], [], [], []
+        um_ptr, um_leaf, um_map = [0], [], []
+        mp_ptr, mp_rel, mp_slot, mp_dir = [0], [], [], []
+        leaf_base = 0
+        for t, tr in enumerate(trees):
+            nn = len(tr.feat)
+            n_int = [0] * nn
+            for k in range(nn - 1, -1, -1):  # children have larger pre-order indices
+                if tr.feat[k] >= 0:
+                    n_int[k] = 1 + n_int[tr.left[k]] + n_int[tr.right[k]]
+            g0 = int(self._node_ptr[t])
+            stack = [0]
+            units: list[int] = []
+            while stack:
+                k = stack.pop()
+                dp = len(tr.path[k])
+                if tr.feat[k] < 0 or dp + n_int[k] <= self.unit_bits:
+                    units.append(k)
+                else:
+                    stack.append(tr.right[k]), stack.append(tr.left[k])
+            for ui, root in enumerate(units):
+                if tr.feat[root] < 0:  # a single leaf: index = its own pattern
+                    _, feats, _, _ = tr.leaves[tr.leaf_of[root]]
+                    dp, bits = len(feats), len(feats)
+                else:
+                    dp, bits = len(tr.path[root]), len(tr.path[root]) + n_int[root]
+                if bits > _MAX_BITS:
+                    raise NotImplementedError(f"a unit needs {bits} index bits; at most {_MAX_BITS} supported")
+                out_feats = list(tr.path[root][:dp])
+                # walk the unit in pre-order: number internal nodes, collect member leaves and their paths
+                walk = [(root, [])]
+                rel = 0
+                while walk:
+                    k, path = walk.pop()
+                    if tr.feat[k] < 0:
+                        _, feats, _, _ = tr.leaves[tr.leaf_of[k]]
+                        for f in feats:
+                            if f not in out_feats:
+                                out_feats.append(f)
+                        um_leaf.append(leaf_base + tr.leaf_of[k])
+                        um_map.append([out_feats.index(f) for f in feats])
+                        for r_, s_, d_ in path:
+                            mp_rel.append(r_), mp_slot.append(s_), mp_dir.append(d_)
+                        mp_ptr.append(len(mp_rel))
+                        continue
+                    n_unit[g0 + k] = ui
+                    n_pos[g0 + k] = dp + rel
+                    walk.append((tr.right[k], path + [(rel, tr.slot[k], 1)]))
+                    walk.append((tr.left[k], path + [(rel, tr.slot[k], 0)]))
+                    rel += 1
+                um_ptr.append(len(um_leaf))
+                u_root.append(root), u_dp.append(dp), u_bits.append(bits), u_feats.append(out_feats)
+            # fail masks are needed only above the units and at unit roots: number those rows compactly
+            roots = set(units)
+            fs = {}
+            for k in range(nn):  # pre-order, so the tree root gets row 0 (all zero, never written)
+                if k in roots or (tr.feat[k] >= 0 and n_unit[g0 + k] < 0):
+                    fs[k] = len(fs)
+            for k, row in fs.items():
+                if k not in roots:
+                    n_fs[g0 + k], n_lfs[g0 + k], n_rfs[g0 + k] = row, fs[tr.left[k]], fs[tr.right[k]]
+            u_rootfs.extend(fs[root] for root in units)
+            max_fail, max_units = max(max_fail, len(fs)), max(max_units, len(units))
+            unit_ptr.append(len(u_root))
+            leaf_base += len(tr.leaves)
+
+        n_units = len(u_root)
+        max_out = max((len(f) for f in u_feats), default=1) or 1
+        self._unit_ptr = np.asarray(unit_ptr, dtype=np.int64)
+        self._u_rootfs = np.asarray(u_rootfs, dtype=np.int32)
+        self._n_fs, self._n_lfs, self._n_rfs = n_fs, n_lfs, n_rfs
+        self._max_fail, self._max_units = max_fail, max_units
+        u_dp_a = np.asarray(u_dp, dtype=np.int64)
+        u_bits_a = np.asarray(u_bits, dtype=np.int64)
+        self._u_full = ((np.int64(1) << u_dp_a) - 1).astype(np.int32)
+        self._u_nout = np.asarray([len(f) for f in u_feats], dtype=np.int64)
+        self._u_feats = np.zeros((n_units, max_out), dtype=np.int32)
+        for i, f in enumerate(u_feats):
+            self._u_feats[i, : len(f)] = f
+        sizes = np.where(self._u_nout > 0, (np.int64(1) << u_bits_a) * self._u_nout, 0)
         total = int(sizes.sum())
         if total * 8 > max_table_bytes:
-            raise MemoryError(f"FastTreeShap tables would need {total * 8 / 2**30:.1f} GiB (trees too deep); "
-                              "use XGBoost pred_contribs for this model")
-        self._table = np.zeros(max(total, 1), dtype=np.float64)
-        _fill_tables(self._l_d, l_z, self._l_v, self._l_toff, self._table)
-        self._check_base_margin(booster)
+            raise MemoryError(f"FastTreeShap tables would need {total * 8 / 2**30:.1f} GiB; lower unit_bits "
+                              "or use XGBoost pred_contribs for this model")
+        self._u_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        max_lm = max((len(m) for m in um_map), default=1) or 1
+        um_map_a = np.zeros((len(um_map), max_lm), dtype=np.int64)
+        for i, m in enumerate(um_map):
+            um_map_a[i, : len(m)] = m
+        self._n_unit, self._n_pos = n_unit, n_pos
+        self._table = np.zeros(max(total, 1))
+        _fill_unit_tables(u_bits_a, u_dp_a, self._u_nout, self._u_off, np.asarray(um_ptr, dtype=np.int64),
+                          np.asarray(um_leaf, dtype=np.int64), um_map_a, np.asarray(mp_ptr, dtype=np.int64),
+                          np.asarray(mp_rel, dtype=np.int64), np.asarray(mp_slot, dtype=np.int64),
+                          np.asarray(mp_dir, dtype=np.int64), l_d, l_z, l_v, self._table)
+        self._leaf_values = [np.asarray([v for _, _, _, v in tr.leaves]) for tr in trees]
+        self._leaf_nodes = [np.asarray([k for k, _, _, _ in tr.leaves]) for tr in trees]
 
     def _check_base_margin(self, booster: xgb.Booster) -> None:
-        """Cross-check the parsed base margin against XGBoost on an all-missing row (objective-proof)."""
+        """Cross-check the parsed base margin against XGBoost on an all-missing row (any objective)."""
         row = np.full((1, self.n_features), np.nan, dtype=np.float32)
         try:
             dm = xgb.DMatrix(row, feature_names=booster.feature_names, feature_types=booster.feature_types,
@@ -358,12 +547,11 @@ class FastTreeShap:
         except Exception:  # pragma: no cover - keep the parsed value if XGBoost refuses the probe
             return
         leaf_sum = 0.0
-        for t in range(self.n_trees):  # follow default branches
-            n0, k = int(self._node_ptr[t]), 0
-            while self._n_feat[n0 + k] >= 0:
-                k = int(self._n_left[n0 + k] if self._n_defl[n0 + k] else self._n_right[n0 + k])
-            lf = int(self._leaf_ptr[t]) + int(np.searchsorted(self._l_node[self._leaf_ptr[t]:self._leaf_ptr[t + 1]], k))
-            leaf_sum += float(self._l_v[lf])
+        for t in range(self.n_trees):  # follow the default branches
+            g0, k = int(self._node_ptr[t]), 0
+            while self._n_feat[g0 + k] >= 0:
+                k = int(self._n_left[g0 + k] if self._n_defl[g0 + k] else self._n_right[g0 + k])
+            leaf_sum += float(self._leaf_values[t][np.searchsorted(self._leaf_nodes[t], k)])
         empirical = xgb_margin - leaf_sum
         if abs(empirical - self.base_margin) > 1e-4 * (1.0 + abs(empirical)):
             self.base_margin = empirical
@@ -372,6 +560,12 @@ class FastTreeShap:
     @property
     def table_bytes(self) -> int:
         return int(self._table.nbytes)
+
+    def default_block(self, n_rows: int) -> int:
+        """Rows per block: large blocks amortise the per-tree, per-unit loop overhead (measured: 2048 is
+        ~10% faster than 1024 and 4096 no faster); small inputs are still split across the threads."""
+        threads = max(1, min(int(self.n_threads or numba.get_num_threads()), numba.config.NUMBA_NUM_THREADS))
+        return int(min(2048, max(64, -(-n_rows // threads))))
 
     def _tree_range(self, iteration_range: tuple[int, int] | None) -> tuple[int, int]:
         n_iter = len(self._iter_ptr) - 1
@@ -383,7 +577,16 @@ class FastTreeShap:
         return int(self._iter_ptr[begin]), int(self._iter_ptr[end])
 
     def to_matrix(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
-        """Rows as the C-contiguous float32 matrix XGBoost sees (categoricals as codes, missing as NaN)."""
+        """Rows as the C-contiguous float32 matrix XGBoost sees (categoricals as codes, missing as NaN).
+
+        Infinite values are rejected, as XGBoost's DMatrix rejects them.
+        """
+        arr = self._to_matrix(X)
+        if np.isinf(arr).any():
+            raise ValueError("input contains inf (XGBoost rejects it too unless missing=inf)")
+        return arr
+
+    def _to_matrix(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         if isinstance(X, pd.DataFrame):
             if self.feature_names is not None:
                 missing = [f for f in self.feature_names if f not in X.columns]
@@ -408,30 +611,33 @@ class FastTreeShap:
 
     # -------------------------------------------------------------------------------- API
     def shap_values(self, X: np.ndarray | pd.DataFrame, iteration_range: tuple[int, int] | None = None,
-                    block: int = 256) -> np.ndarray:
+                    block: int | None = None) -> np.ndarray:
         """SHAP values in margin (log-odds) units: (n_rows, n_features + 1), last column the bias.
 
         ``X``: rows prepared as the booster expects (``ChurnModel.prepare`` output: float32
         numerics, pandas categoricals whose codes are XGBoost's categories), or the equivalent
-        numeric array. ``iteration_range`` as in ``Booster.predict`` ((0, 0) or None: all trees).
+        numeric array (NaN = missing). ``iteration_range`` as in ``Booster.predict``: ``(0, 0)`` or
+        None means all trees; ``(0, best_iteration + 1)`` the early-stopped model.
         """
         Xm = self.to_matrix(X)
         t0, t1 = self._tree_range(iteration_range)
+        block = max(1, int(block)) if block else self.default_block(Xm.shape[0])
         out = np.zeros((Xm.shape[0], self.n_features + 1), dtype=np.float64)
-        if Xm.shape[0]:
+        if Xm.shape[0] and t1 > t0:
             prev = numba.get_num_threads()
             if self.n_threads:
-                numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
+                numba.set_num_threads(max(1, min(int(self.n_threads), numba.config.NUMBA_NUM_THREADS)))
             try:
                 _shap_kernel(Xm, out, t0, t1, self._node_ptr, self._n_feat, self._n_thr, self._n_defl, self._n_cat,
-                             self._n_slot, self._n_left, self._n_right, self._cat_bits, self._leaf_ptr, self._l_node,
-                             self._l_d, self._l_full, self._l_feats, self._l_toff, self._table, int(block))
+                             self._n_slot, self._n_fs, self._n_lfs, self._n_rfs, self._n_unit, self._n_pos,
+                             self._cat_bits, self._unit_ptr, self._u_rootfs, self._u_full, self._u_nout,
+                             self._u_off, self._u_feats, self._table, self._max_fail, self._max_units, block)
             finally:
                 numba.set_num_threads(prev)
         out[:, -1] = self.base_margin + float(self.expected_values[t0:t1].sum())
         return out
 
     def expected_value(self, iteration_range: tuple[int, int] | None = None) -> float:
-        """The bias column: base margin plus each tree's mean leaf value."""
+        """The bias column: base margin plus each tree's mean leaf value over the trees in range."""
         t0, t1 = self._tree_range(iteration_range)
         return self.base_margin + float(self.expected_values[t0:t1].sum())

@@ -105,7 +105,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     for i, sl in enumerate(_chunks(len(explain_idx), 50_000), 1):
         rows = explain_idx[sl]
         sub = frame.iloc[rows]
-        contrib = model.contributions(sub)
+        contrib = model.contributions(sub, explainer=scfg.explainer)
         contribs.append(contrib)
         reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons))
         log.info("explained %s/%s customers", f"{sl.stop:,}", f"{len(explain_idx):,}")

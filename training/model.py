@@ -71,6 +71,7 @@ class ChurnModel:
                  reference: pd.DataFrame | None = None) -> None:
         self.booster = booster
         self.reference = reference  # a sample of training features and scores, for drift monitoring
+        self._fast_shap: Any = None
         self.features = features
         self.categories = categories
         self.calibrator = calibrator or Calibrator()
@@ -110,8 +111,18 @@ class ChurnModel:
         """Calibrated probability of churn within the horizon."""
         return self.calibrator.transform(self.predict_raw(X))
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        """Exact TreeSHAP values in log-odds (n_rows x (n_features + 1), last column is the bias)."""
+    def contributions(self, X: pd.DataFrame, explainer: str = "xgboost") -> np.ndarray:
+        """Exact TreeSHAP values in log-odds (n_rows x (n_features + 1), last column is the bias).
+
+        ``explainer="fast"`` uses :class:`inference.fast_shap.FastTreeShap` (same values within 1e-5,
+        about 100x faster per row on CPU); ``"xgboost"`` uses XGBoost's ``pred_contribs``.
+        """
+        if explainer == "fast":
+            if self._fast_shap is None:
+                from inference.fast_shap import FastTreeShap  # lazy: numba import
+
+                self._fast_shap = FastTreeShap(self.booster, self.features, n_threads=self.meta.get("n_threads", 2))
+            return self._fast_shap.shap_values(self.prepare(X), iteration_range=self._range())
         return self.booster.predict(self.dmatrix(X), pred_contribs=True, iteration_range=self._range())
 
     def _range(self) -> tuple[int, int]:
