@@ -35,6 +35,7 @@ from churn.io import hash_files
 
 log = logging.getLogger(__name__)
 
+ROW_NUMBER_ID = "__row_number__"  # customers.columns.customer_id value meaning "use the row number"
 SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv")
 CHILD_TABLES = ("events", "transactions", "interactions")
 
@@ -246,6 +247,9 @@ def _apply_mapping(raw: pd.DataFrame, role: str, tc: TableConfig, attributes: li
     roles = CANONICAL_COLUMNS[role]
     attrs = list(tc.attributes) if attributes is None else list(attributes)
     mapping = {r: tc.columns.get(r, r) for r in roles}
+    if role == "customers" and mapping["customer_id"] == ROW_NUMBER_ID and ROW_NUMBER_ID not in raw.columns:
+        # data without any identifier (a snapshot export): the 1-based row number is the id
+        raw = raw.assign(**{ROW_NUMBER_ID: [f"row{i:07d}" for i in range(1, len(raw) + 1)]})
     missing_required = [f"{mapping[r]}" for r, req in roles.items()
                         if req and r not in optional and mapping[r] not in raw.columns]
     if missing_required:
