@@ -314,24 +314,28 @@ def _sizes(scale: float) -> dict[str, int]:
     return {k: max(int(round(v * scale)), 100) for k, v in FULL.items()}
 
 
-def _table(results: dict, load: tuple[float, float]) -> str:
-    lines = ["| stage | rows | time (s) | peak RSS (GB) | notes |", "|---|---|---:|---:|---|"]
+def _table(results: dict) -> str:
+    lines = ["| stage | rows | time (s) | peak RSS (GB) | load avg (1 min, start / end) | notes |",
+             "|---|---|---:|---:|---|---|"]
     ld, ft, st = results["load"], results["features"], results["sentiment"]
     r = ld["rows"]
+
+    def la(res: dict) -> str:
+        return " / ".join(f"{x:.1f}" for x in res.get("load_average_1min", []))
+
     lines.append(f"| load_tables (read + validate + id->code + sort) | {r['customers']:,} customers, "
                  f"{r['events']:,} events, {r['transactions']:,} tx, {r['interactions']:,} interactions | "
-                 f"{ld['seconds']:.1f} | {ld['peak_rss_mb'] / 1024:.2f} | |")
+                 f"{ld['seconds']:.1f} | {ld['peak_rss_mb'] / 1024:.2f} | {la(ld)} | |")
     fam = ", ".join(f"{k} {v:.1f}s" for k, v in ft["family_seconds"].items())
-    lines.append(f"| behavioural + value features, 1 cutoff | {ft['rows']:,} customers x {ft['features']} features | "
-                 f"{ft['seconds']:.1f} | {ft['peak_rss_mb'] / 1024:.2f} | {fam}; validated tables resident: "
-                 f"{ft['inputs_rss_mb'] / 1024:.2f} GB |")
-    lines.append(f"| text sentiment (score every interaction) | {r['interactions']:,} ({st['distinct_texts']:,} distinct texts) | "
-                 f"{st['scoring_seconds']:.1f} | {st['peak_rss_mb'] / 1024:.2f} | inputs resident "
+    lines.append(f"| behavioural + value (+ profile) features, 1 cutoff | {ft['rows']:,} customers x {ft['features']} "
+                 f"features | {ft['seconds']:.1f} | {ft['peak_rss_mb'] / 1024:.2f} | {la(ft)} | {fam}; validated "
+                 f"tables resident before the stage: {ft['inputs_rss_mb'] / 1024:.2f} GB |")
+    lines.append(f"| text sentiment (score every interaction) | {r['interactions']:,} ({st['distinct_texts']:,} distinct "
+                 f"texts) | {st['scoring_seconds']:.1f} | {st['peak_rss_mb'] / 1024:.2f} | {la(st)} | inputs resident "
                  f"{st['inputs_rss_mb'] / 1024:.2f} GB |")
     lines.append(f"| sentiment aggregates, 1 cutoff | {st['features']} features | {st['aggregate_seconds']:.1f} | "
-                 f"(same process) | |")
-    lines.append(f"\nLoad average before / after: {load[0]:.2f} / {load[1]:.2f} (1-min); "
-                 f"{os.cpu_count()} CPUs; target: behavioural + value < 120 s and < 8 GB peak RSS.")
+                 f"(same process) | | |")
+    lines.append(f"\n{os.cpu_count()} CPUs; target: behavioural + value < 120 s and < 8 GB peak RSS.")
     return "\n".join(lines)
 
 
@@ -348,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     workdir = args.workdir or Path("/tmp/churn_features_scale") / f"scale_{args.scale:g}"
 
     if args.stage:  # child process: run one stage, print its JSON as the last line
+        before = os.getloadavg()[0]
         res = stage_generate(workdir, sizes) if args.stage == "generate" else STAGES[args.stage](workdir)
+        res["load_average_1min"] = [before, os.getloadavg()[0]]
         print(json.dumps(res))
         return
 
@@ -359,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  generated in {gen['seconds']:.0f}s", flush=True)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
+    if args.out.exists():  # stages not rerun keep their previous result (same sizes only)
+        previous = json.loads(args.out.read_text())
+        if previous.get("sizes") == sizes:
+            results.update(previous.get("stages", {}))
     wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
     for stage in STAGES:
         if stage in wanted or (stage == "load" and not (workdir / "canonical" / "attributes.json").exists()):
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if all(s in results for s in STAGES):
-        table = _table(results, (load_before[0], load_after[0]))
+        table = _table(results)
         report["markdown"] = table
         print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

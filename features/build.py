@@ -75,6 +75,9 @@ class FeatureBuilder:
             self.activity = pd.DataFrame({"customer_id": tx["customer_id"], "_code": tx["_code"],
                                           "timestamp": tx["timestamp"], "event_type": "purchase", "value": np.nan})
             log.warning("no events table: behavioural features use transactions as activity")
+            # one activity type only: per-type counts would repeat events_*d and clash with the value
+            # family's purchase_trend_30_60, so there are none
+            self.event_types = []
         self.timings: dict[str, float] = {}  # seconds per family in the latest build()
         self.interactions = None
         if tables.interactions is not None:

@@ -24,7 +24,7 @@ class FeatureSpec:
     family: str
     group: str  # one idea (e.g. all login windows): explanations show a group once
     description: str
-    unit: str  # count | days | rate_change | currency | score | share | category | minutes | ratio | rating
+    unit: str  # count | days | rate_change | currency | score | share | category | minutes | ratio | rating | hours | flag
     window_days: int | None = None
     reason: str = ""  # template; fields: {value} {typical} {change} {abs_pct} {label}
     risk_direction: int = 0  # +1: higher raises risk; -1: higher lowers risk; 0: depends

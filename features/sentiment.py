@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from churn.config import SentimentConfig
-from features.behavioral import days_since, last_time_before
+from features.behavioral import _slug, days_since, last_time_before
 from features.catalogue import FeatureBlock, FeatureSpec, count_by, window_slice
 
 DAY = pd.Timedelta(days=1)
@@ -31,8 +31,13 @@ def prepare_interactions(interactions: pd.DataFrame, cfg: SentimentConfig, score
     if cfg.complaint_keywords:
         flags = keyword_flags(text, cfg.complaint_keywords)
         complaint = complaint | flags.any(axis=1).to_numpy()
+        for kw in cfg.complaint_keywords:  # one bool column per keyword group (complaint counts by keyword)
+            out[KEYWORD_PREFIX + kw] = flags[kw].to_numpy(dtype=bool)
     out["complaint"] = complaint
     return out
+
+
+KEYWORD_PREFIX = "_kw_"
 
 
 def _last_value(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -121,4 +126,102 @@ def sentiment_features(inter: pd.DataFrame, n: int, as_of: pd.Timestamp, cfg: Se
     add(FeatureSpec(f"rating_mean_{long_}d", "sentiment", "ratings", f"Average satisfaction rating, last {long_} days",
                     "rating", long_, reason=f"Average rating {{value}} in the last {long_} days (typical customer: {{typical}})",
                     risk_direction=-1), mean_r)
+
+    # ---- text sentiment in the short window, and its trend against the rest of the long window
+    mean_s, min_s, share_s = _sentiment_stats(c_s, sent[sw], n, cfg.negative_threshold)
+    add(FeatureSpec(f"sentiment_mean_{short}d", "sentiment", "text_sentiment", f"Average text sentiment, last {short} days",
+                    "score", short, reason=f"Average tone of messages in the last {short} days is {{value}} (-1 angry .. +1 happy; typical: {{typical}})",
+                    risk_direction=-1), mean_s)
+    add(FeatureSpec(f"sentiment_min_{short}d", "sentiment", "text_sentiment", f"Most negative message, last {short} days",
+                    "score", short, reason=f"Most negative message in the last {short} days scored {{value}} (-1 .. +1)",
+                    risk_direction=-1), min_s)
+    add(FeatureSpec(f"negative_share_{short}d", "sentiment", "text_sentiment", f"Share of negative messages, last {short} days",
+                    "share", short, reason=f"{{value}} of messages in the last {short} days were negative",
+                    risk_direction=1), share_s)
+    prev = window_slice(ts, as_of - long_ * DAY, as_of - short * DAY)
+    mean_prev = _sentiment_stats(codes[prev], sent[prev], n, cfg.negative_threshold)[0]
+    add(FeatureSpec(f"sentiment_trend_{short}_{long_ - short}", "sentiment", "text_sentiment",
+                    f"Change in average text sentiment, last {short} days vs previous {long_ - short}", "score", short,
+                    reason=f"Tone of messages changed by {{value}} (on a -1 .. +1 scale) in the last {short} days compared with the previous {long_ - short}",
+                    risk_direction=-1), mean_s - mean_prev)
+    add(FeatureSpec("days_since_last_interaction", "sentiment", "contacts", "Days since the last support contact", "days",
+                    reason="Last support contact {value} days ago", risk_direction=0),
+        days_since(last_time_before(c_hist, ts.to_numpy()[hist], n), as_of))
+
+    # ---- complaints by category and by keyword group, escalations
+    cat_l = inter["category"].iloc[lw]
+    for cat in cfg.complaint_categories:
+        hit = (cat_l == cat).to_numpy(dtype=bool)
+        add(FeatureSpec(f"complaints_{_slug(cat)}_{long_}d", "sentiment", "complaints",
+                        f"'{cat}' contacts in the last {long_} days", "count", long_,
+                        reason=f"{{value}} '{cat}' contacts in the last {long_} days (typical customer: {{typical}})",
+                        risk_direction=1), count_by(c_l[hit], n))
+    for kw in cfg.complaint_keywords:
+        if KEYWORD_PREFIX + kw not in inter:
+            continue
+        hit = inter[KEYWORD_PREFIX + kw].to_numpy(dtype=bool)[lw]
+        add(FeatureSpec(f"mentions_{_slug(kw)}_{long_}d", "sentiment", "complaints",
+                        f"Messages mentioning {kw} in the last {long_} days", "count", long_,
+                        reason=f"{{value}} messages mentioning {kw} in the last {long_} days (typical customer: {{typical}})",
+                        risk_direction=1), count_by(c_l[hit], n))
+    esc = cat_l.isin(cfg.escalation_categories).to_numpy(dtype=bool, copy=True)
+    for kw in cfg.escalation_categories:
+        if KEYWORD_PREFIX + kw in inter:
+            esc |= inter[KEYWORD_PREFIX + kw].to_numpy(dtype=bool)[lw]
+    add(FeatureSpec(f"escalations_{long_}d", "sentiment", "escalations",
+                    f"Escalations ({', '.join(cfg.escalation_categories)}) in the last {long_} days", "count", long_,
+                    reason=f"{{value}} escalations (e.g. cancellation requests) in the last {long_} days",
+                    risk_direction=1), count_by(c_l[esc], n))
+
+    # ---- support speed (optional columns): only responses / resolutions completed before the cutoff
+    t_l = ts.to_numpy()[lw].astype("datetime64[ns]").view(np.int64)
+    for col, what in (("response_hours", "first response"), ("resolution_hours", "resolution")):
+        if col not in inter:
+            continue
+        hours = inter[col].to_numpy(dtype=np.float64)[lw]
+        with np.errstate(invalid="ignore"):
+            done = t_l + np.nan_to_num(hours, nan=np.inf).clip(max=1e9) * 3.6e12 < as_of.value
+        ok = done & ~np.isnan(hours)
+        k = count_by(c_l[ok], n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_h = np.where(k > 0, count_by(c_l[ok], n, hours[ok]) / k, np.nan)
+        add(FeatureSpec(f"{col}_mean_{long_}d", "sentiment", "support_speed",
+                        f"Average hours to {what}, contacts of the last {long_} days", "hours", long_,
+                        reason=f"Support took {{value}} hours on average to {what.split()[-1]} (typical customer: {{typical}})",
+                        risk_direction=1), mean_h)
+        if col == "resolution_hours":
+            open_ = complaint[lw] & ~ok
+            add(FeatureSpec(f"open_complaints_{long_}d", "sentiment", "support_speed",
+                            f"Complaints of the last {long_} days not resolved by the cutoff", "count", long_,
+                            reason=f"{{value}} complaints from the last {long_} days are still unresolved",
+                            risk_direction=1), count_by(c_l[open_], n))
+
+    # ---- NPS-style score when ratings are on a 0-10 scale: share of 9-10 minus share of 0-6
+    scale = cfg.rating_scale_max
+    if scale is None:
+        scale = 10 if okr.any() and np.nanmax(r_h[okr]) > 5 else 5
+    if scale == 10:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prom = count_by(c_l[okl & (r_l >= 9)], n)
+            detr = count_by(c_l[okl & (r_l <= 6)], n)
+            nps = np.where(nr > 0, (prom - detr) / nr, np.nan)
+        add(FeatureSpec(f"nps_{long_}d", "sentiment", "ratings", f"NPS-style score of ratings, last {long_} days", "score",
+                        long_, reason=f"Net promoter score {{value}} (-1 .. +1) from ratings in the last {long_} days",
+                        risk_direction=-1), nps)
     return FeatureBlock(pd.DataFrame(cols), specs)
+
+
+def _sentiment_stats(codes: np.ndarray, sent: np.ndarray, n: int, negative_threshold: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer: mean, minimum and share negative of the scored messages (NaN where none)."""
+    ok = ~np.isnan(sent)
+    c, s = codes[ok], sent[ok]
+    k = count_by(c, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(k > 0, count_by(c, n, s) / k, np.nan)
+        share = np.where(k > 0, count_by(c[s < negative_threshold], n) / k, np.nan)
+    mins = np.full(n, np.inf)
+    if len(c):
+        np.minimum.at(mins, c, s)
+    mins[np.isinf(mins)] = np.nan
+    return mean, mins, share

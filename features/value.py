@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from churn.config import FeatureConfig
-from features.behavioral import days_since, last_time_before
+from features.behavioral import MONTH_DAYS, as_ns, days_since, last_time_before
 from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change, window_slice
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,25 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
                     30, reason="Spend {change} {abs_pct}% in the last 30 days compared with the previous 60", risk_direction=-1),
         rate_change(s_r, 30, s_b, 60))
     p_r, p_b = count_by(codes[recent], n), count_by(codes[base], n)
+    purchase_trend = rate_change(p_r, 30, p_b, 60)
     add(FeatureSpec("purchase_trend_30_60", "value", "purchases", "Change in purchase frequency, last 30 days vs previous 60",
                     "rate_change", 30,
                     reason="Purchase frequency {change} {abs_pct}% in the last 30 days compared with the previous 60",
-                    risk_direction=-1), rate_change(p_r, 30, p_b, 60))
+                    risk_direction=-1), purchase_trend)
+
+    # early-warning flag practitioners use: purchase frequency down by more than the threshold (20%)
+    drop = cfg.purchase_drop_threshold
+    add(FeatureSpec("purchase_drop_flag", "value", "purchases",
+                    f"Purchase frequency in the last 30 days down more than {drop:.0%} on the previous 60", "flag", 30,
+                    reason=f"Purchase frequency dropped by more than {drop:.0%} in the last 30 days compared with the previous 60",
+                    risk_direction=1), (np.nan_to_num(purchase_trend, nan=0.0) < -drop).astype(np.float64))
+    # purchases per month over the observed tenure (from signup or the first transaction in the data;
+    # at least one month so a new customer's first payment does not look like a huge rate)
+    observed_from = np.maximum(as_ns(customers["signup_date"]), ts.iloc[0].value if hist.stop > hist.start else as_of.value)
+    months = np.clip((as_of.value - observed_from) / DAY.value / MONTH_DAYS, 1.0, None)
+    add(FeatureSpec("purchases_per_month", "value", "purchases", "Purchases and payments per month over the observed tenure",
+                    "count", reason="{value} purchases or payments a month over the customer's tenure (typical customer: {typical})",
+                    risk_direction=-1), count_by(codes[hist], n) / months)
 
     add(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
                     reason="RFM recency score {value} of 5", risk_direction=-1),

@@ -17,8 +17,9 @@ EVALUATION_ARTIFACTS = {"feature_catalogue.csv", "reliability.png", "lift_chart.
 METRICS = ["test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "baseline_logistic_roc_auc",
            "baseline_xgb_default_roc_auc", "test_lift_top10"]
 # demo data covers 2024-01-01..2025-12-31, label window 30 days, 6 monthly cutoffs ending at the
-# latest one whose window is observed (2025-12-01); valid and test are the last two.
-TRAIN_CUTOFFS = ["2025-07-01", "2025-08-01", "2025-09-01", "2025-10-01"]
+# latest one whose window is observed (2025-12-01); test is the last, valid the two before (default
+# training.valid_cutoffs: 2); every training label window (T, T+30d] ends by the first valid cutoff.
+TRAIN_CUTOFFS = ["2025-07-01", "2025-08-01", "2025-09-01"]
 
 
 def _test_frame(store: Store, model) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def test_summary_of_first_training(trained_store: Store) -> None:
     assert s["aliases"] == ["challenger", "champion"]
     assert s["model_uri"] == f"models:/{MODEL_NAME}/1"
     assert isinstance(s["run_id"], str) and len(s["run_id"]) >= 16
-    assert s["cutoffs"] == {"train": TRAIN_CUTOFFS, "valid": ["2025-11-01"], "test": ["2025-12-01"]}
+    assert s["cutoffs"] == {"train": TRAIN_CUTOFFS, "valid": ["2025-10-01", "2025-11-01"], "test": ["2025-12-01"]}
     assert s["tuning"]["n_trials"] == 3
     for k in METRICS:
         assert np.isfinite(s["metrics"][k]), k
