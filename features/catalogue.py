@@ -80,6 +80,17 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:,.1f}"
 
 
+# What an empty value means, for features where "no value" is itself the story.
+MISSING_REASONS = {
+    "days_since_last_event": "No activity on record",
+    "days_since_last_complaint": "No complaint on record",
+    "days_since_last_interaction": "No support contact on record",
+    "days_since_last_purchase": "No purchase or payment on record",
+    "sentiment_latest": "No written message on record",
+    "rating_latest": "No satisfaction rating on record",
+}
+
+
 def render_reason(spec: FeatureSpec, value: object, typical: object | None = None) -> str:
     """Fill a spec's template with one customer's value and the typical (median) customer's value."""
     if spec.categorical or isinstance(value, str):
@@ -88,7 +99,7 @@ def render_reason(spec: FeatureSpec, value: object, typical: object | None = Non
     v = float(value) if value is not None and not pd.isna(value) else float("nan")
     t = float(typical) if typical is not None and not pd.isna(typical) else float("nan")
     if not math.isfinite(v):
-        return f"No {spec.description.lower()} recorded"
+        return MISSING_REASONS.get(spec.name, f"{spec.description}: not recorded")
     change = "fell" if v < 0 else "rose"
     template = spec.reason or f"{spec.description}: {{value}} (typical customer: {{typical}})"
     return template.format(

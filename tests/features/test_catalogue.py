@@ -49,8 +49,10 @@ def test_render_currency_share_score():
 
 
 def test_render_nan_and_missing_typical():
-    assert render_reason(EVENTS_30D, np.nan, 3) == "No activities in the last 30 days recorded"
-    assert render_reason(EVENTS_30D, None) == "No activities in the last 30 days recorded"
+    assert render_reason(EVENTS_30D, np.nan, 3) == "Activities in the last 30 days: not recorded"
+    assert render_reason(EVENTS_30D, None) == "Activities in the last 30 days: not recorded"
+    complaint = FeatureSpec("days_since_last_complaint", "sentiment", "complaints", "Days since last complaint", "days")
+    assert render_reason(complaint, np.nan) == "No complaint on record"
     assert render_reason(EVENTS_30D, 2, np.nan) == "2 activities in the last 30 days (typical customer: n/a)"
 
 
