@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churn.config import CANONICAL_COLUMNS, Config, DataConfig, LabelConfig, TableConfig
 from churn.errors import DataError, InputNotFoundError
@@ -486,6 +488,24 @@ def _add_derived_columns(tables: Tables, tc: TableConfig, sources: pd.DataFrame,
         tables.derived[name] = f"{'years' if dc.years_since else 'days'} from {dc.source} to {pd.Timestamp(as_of).date()}"
 
 
+def _unparsed(s: pd.Series, parsed: pd.Series) -> pd.Series | None:
+    """Rows of ``s`` that hold a non-blank value ``parsed`` could not read (a boolean mask), or None.
+
+    Only the rows that failed to parse are turned into text, so an already typed (datetime, numeric)
+    column costs one ``isna`` and never a string per row.
+    """
+    cand = parsed.isna() & s.notna()
+    if not cand.any():
+        return None
+    idx = cand.to_numpy().nonzero()[0]
+    text = s.iloc[idx].astype(str).str.strip().to_numpy()
+    mask = np.zeros(len(s), dtype=bool)
+    mask[idx[text != ""]] = True
+    if not mask.any():
+        return None
+    return pd.Series(mask, index=s.index)
+
+
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
     s = df[col]
@@ -509,8 +529,8 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     parsed = parsed.astype("datetime64[ns]")
-    bad = parsed.isna() & s.notna() & (s.astype(str).str.strip() != "")
-    if bad.any():
+    bad = _unparsed(s, parsed)
+    if bad is not None:
         raise DataError(role, col, "unparseable dates", int(bad.sum()), df.loc[bad].head(5))
     if required and parsed.isna().any():
         n = int(parsed.isna().sum())
@@ -521,8 +541,8 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
 def _numeric(df: pd.DataFrame, role: str, col: str) -> pd.Series:
     s = df[col]
     parsed = pd.to_numeric(s, errors="coerce").astype("float64")
-    bad = parsed.isna() & s.notna() & (s.astype(str).str.strip() != "")
-    if bad.any():
+    bad = _unparsed(s, parsed)
+    if bad is not None:
         raise DataError(role, col, "non-numeric values", int(bad.sum()), df.loc[bad].head(5))
     return parsed
 
@@ -571,26 +591,82 @@ def validate_customers(df: pd.DataFrame, attributes: list[str], fmt: str | None,
     return out.reset_index(drop=True)
 
 
+def _arrow_text(s: pd.Series) -> pa.ChunkedArray:
+    """A text column as an Arrow string array, without a Python object per row when it is Arrow-backed."""
+    arr = getattr(s.array, "_pa_array", None)
+    if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    return pa.chunked_array([pa.array(s.astype(str).to_numpy(dtype=object), type=pa.large_string())])
+
+
+def _customer_codes(ids: pd.Series, customer_ids: pd.Series) -> np.ndarray:
+    """Per row of ``ids`` (text, no missing values), the row of that id in ``customer_ids`` (int32; -1: unknown)."""
+    values = _arrow_text(ids)
+    value_set = _arrow_text(customer_ids).combine_chunks()
+    if value_set.type != values.type:
+        value_set = value_set.cast(values.type)
+    idx = pc.fill_null(pc.index_in(values, value_set=value_set), -1)
+    return np.asarray(idx.to_numpy(), dtype=np.int32)
+
+
+def _take_text(source: pa.ChunkedArray, positions: np.ndarray, dtype: pd.StringDtype) -> pd.api.extensions.ExtensionArray:
+    """``source[positions]`` as a pandas text array of ``dtype``, Arrow to Arrow (taken in slices: no offset overflow)."""
+    source = source.combine_chunks() if source.num_chunks != 1 else source.chunk(0)
+    step = 1 << 22
+    chunks = [source.take(pa.array(positions[i:i + step])) for i in range(0, len(positions), step)] or [source[:0]]
+    return pd.array(pa.chunked_array(chunks, type=source.type), dtype=dtype)
+
+
+def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
+    """The row order by (timestamp, customer code), stable; None when the rows are already in it."""
+    if len(ts_ns) < 2:
+        return None
+    step = np.diff(ts_ns)
+    if (step >= 0).all():
+        ties = (step == 0).nonzero()[0]
+        if not len(ties) or (codes[ties + 1] >= codes[ties]).all():
+            return None
+    return np.lexsort((codes, ts_ns))
+
+
 def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
-    """Check a child table, attach customer codes and sort by timestamp."""
+    """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable)."""
     if df.empty:
         raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its features off)")
     ids = _ids(df, role)
-    codes = pd.Categorical(ids, categories=customers["customer_id"]).codes
+    codes = _customer_codes(ids, customers["customer_id"])
     unknown = codes < 0
     if unknown.any():
         raise DataError(
             role, "customer_id", "rows whose customer is not in the customers table", int(unknown.sum()),
             df.loc[unknown].head(5),
         )
-    out = pd.DataFrame({"customer_id": ids.to_numpy(), "_code": codes.astype(np.int32)})
-    out["timestamp"] = _parse_dates(df, role, "timestamp", fmt, required=True).to_numpy()
+    del ids
+    ts = _parse_dates(df, role, "timestamp", fmt, required=True).to_numpy()
+    order = _time_order(ts.view(np.int64), codes)
+
+    def arrange(values: np.ndarray) -> np.ndarray:
+        return values if order is None else values[order]
+
+    codes = arrange(codes)
+    cust = customers["customer_id"]
+    cust_dtype = cust.dtype if isinstance(cust.dtype, pd.StringDtype) else pd.StringDtype("pyarrow", na_value=np.nan)
+    cols: dict[str, object] = {
+        "customer_id": _take_text(_arrow_text(cust), codes, cust_dtype),
+        "_code": codes,
+        "timestamp": arrange(ts),
+    }
+    del ts
     if role == "events":
         et = df["event_type"]
         if et.isna().any():
             raise DataError(role, "event_type", "missing event types", int(et.isna().sum()), df.loc[et.isna()].head(5))
-        out["event_type"] = et.astype(str).to_numpy()
-        out["value"] = _numeric(df, role, "value").to_numpy() if "value" in df else np.nan
+        cat = pd.Categorical(et.astype(str))  # a few distinct types: integer codes, no string per row
+        cols["event_type"] = pd.Categorical.from_codes(arrange(cat.codes), cat.categories)
+        if "value" in df:
+            cols["value"] = arrange(_numeric(df, role, "value").to_numpy())
+        else:
+            cols["value"] = np.nan
     elif role == "transactions":
         amount = _numeric(df, role, "amount")
         if amount.isna().any():
@@ -599,20 +675,26 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
         if neg.any():
             raise DataError(role, "amount", "negative amounts (record refunds as a separate table)", int(neg.sum()),
                             df.loc[neg].head(5))
-        out["amount"] = amount.to_numpy()
+        cols["amount"] = arrange(amount.to_numpy())
     elif role == "interactions":
-        for col in ("channel", "category"):
-            out[col] = df[col].astype("string").fillna("unknown").astype(str).to_numpy() if col in df else "unknown"
-        out["text"] = df["text"].astype("string").fillna("").astype(str).to_numpy() if "text" in df else ""
-        out["rating"] = _numeric(df, role, "rating").to_numpy() if "rating" in df else np.nan
+        for col, fill in (("channel", "unknown"), ("category", "unknown"), ("text", "")):
+            if col in df:
+                text = df[col].astype("string").fillna(fill).astype(str)
+                cols[col] = text.array if order is None else text.array.take(order)
+            else:
+                cols[col] = fill
+        if "rating" in df:
+            cols["rating"] = arrange(_numeric(df, role, "rating").to_numpy())
+        else:
+            cols["rating"] = np.nan
         for col in ("response_hours", "resolution_hours"):  # optional: only present when mapped / in the file
             if col in df:
                 hours = _numeric(df, role, col)
                 neg = hours < 0
                 if neg.any():
                     raise DataError(role, col, "negative hours", int(neg.sum()), df.loc[neg].head(5))
-                out[col] = hours.to_numpy()
-    return out.sort_values(["timestamp", "_code"], kind="stable").reset_index(drop=True)
+                cols[col] = arrange(hours.to_numpy())
+    return pd.DataFrame(cols, copy=False)  # absent optional columns (scalars) are broadcast in their place
 
 
 def prepare_subscriptions(df: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
@@ -643,7 +725,7 @@ def prepare_subscriptions(df: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
 
 def _attach_codes(out: pd.DataFrame, role: str, customers: pd.DataFrame) -> pd.DataFrame:
     """Add ``_code`` (row of the customer in ``customers``); unknown customers are an error."""
-    codes = pd.Categorical(out["customer_id"], categories=customers["customer_id"]).codes
+    codes = _customer_codes(out["customer_id"].astype(str), customers["customer_id"])
     unknown = codes < 0
     if unknown.any():
         raise DataError(role, "customer_id", "rows whose customer is not in the customers table", int(unknown.sum()),

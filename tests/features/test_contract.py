@@ -300,3 +300,72 @@ def test_unreadable_file(tmp_path):
     (tmp_path / "events.parquet").write_bytes(b"this is not parquet")
     with pytest.raises(DataError, match=r"table 'events': cannot read .*events.parquet"):
         load_tables(tmp_path, make_config().data)
+
+
+# --------------------------------------------------------------------------- fast path == reference
+def _reference_child(raw: pd.DataFrame, customers: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
+    """What the loader must return, spelled out: codes by explicit lookup, then a stable (timestamp, code) sort."""
+    pos = {cid: i for i, cid in enumerate(customers["customer_id"])}
+    ref = pd.DataFrame({"customer_id": raw["customer_id"].astype(str).to_numpy(),
+                        "_code": np.array([pos[c] for c in raw["customer_id"]], dtype=np.int32),
+                        "timestamp": pd.to_datetime(raw["timestamp"]).astype("datetime64[ns]").to_numpy()})
+    for col in extra:
+        ref[col] = raw[col].to_numpy()
+    return ref.sort_values(["timestamp", "_code"], kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("presorted", [False, True])
+def test_child_tables_match_explicit_sort_reference(tmp_path, fmt, presorted):
+    """Shuffled rows, many duplicate timestamps (ties broken by customer code, then file order)."""
+    rng = np.random.default_rng(7)
+    customers = pd.DataFrame({"customer_id": [f"K{i:03d}" for i in rng.permutation(40)],
+                              "signup_date": "2023-01-01", "churn_date": None, "plan": "basic", "seats": 1})
+    n = 600
+    stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 12, n), unit="h")  # ~50 rows per stamp
+    ids = rng.choice(customers["customer_id"].to_numpy(), n)
+    events = pd.DataFrame({"customer_id": ids, "timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"),
+                           "event_type": rng.choice(["login", "export", "share"], n), "value": np.arange(n, dtype=float)})
+    tx = pd.DataFrame({"customer_id": ids, "timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"),
+                       "amount": np.arange(n, dtype=float)})
+    if presorted:  # already in (timestamp, code) order: the sort is skipped, the result is the same
+        code = customers.reset_index().set_index("customer_id")["index"]
+        key = events.assign(_c=code.reindex(ids).to_numpy(), _t=stamps)
+        keep = key.sort_values(["_t", "_c"], kind="stable").index
+        events, tx = events.loc[keep].reset_index(drop=True), tx.loc[keep].reset_index(drop=True)
+    t = _load(tmp_path, {"customers": customers, "events": events, "transactions": tx}, fmt=fmt)
+
+    ref = _reference_child(events, t.customers, ["event_type", "value"])
+    got = t.events.assign(event_type=t.events["event_type"].astype(str))
+    pd.testing.assert_frame_equal(got, ref)
+    assert isinstance(t.events["event_type"].dtype, pd.CategoricalDtype)
+    assert t.events["customer_id"].dtype == t.customers["customer_id"].dtype == "str"
+    pd.testing.assert_frame_equal(t.transactions, _reference_child(tx, t.customers, ["amount"]))
+    # the values column (row numbers) shows ties keep file order within a (timestamp, customer)
+    dup = ref.duplicated(["timestamp", "_code"], keep=False)
+    assert dup.any() and ref.loc[dup].groupby(["timestamp", "_code"])["value"].apply(
+        lambda v: v.is_monotonic_increasing).all()
+
+
+def test_unknown_customers_in_a_large_shuffled_table(tmp_path):
+    frames = raw_frames()
+    ev = frames["events"]
+    big = pd.concat([ev] * 50, ignore_index=True).sample(frac=1.0, random_state=3).reset_index(drop=True)
+    big.loc[[5, 77, 310], "customer_id"] = ["Z9", "Z9", "Q1"]
+    frames["events"] = big
+    msg = _raises(tmp_path, frames, "events", "customer_id", 3, "rows whose customer is not in the customers table")
+    assert "Z9" in msg and "Q1" in msg
+
+
+def test_typed_columns_with_bad_values_are_still_reported(tmp_path):
+    """Parquet keeps types: a datetime timestamp column skips the text check; a text amount column reports
+    exactly the rows that are neither numbers nor blank."""
+    frames = raw_frames()
+    frames["events"]["timestamp"] = pd.to_datetime(frames["events"]["timestamp"])
+    amount = frames["transactions"]["amount"].astype(str)
+    amount.loc[[0, 2]] = ["n/a", "  "]  # blank is missing, not non-numeric
+    frames["transactions"]["amount"] = amount
+    write_frames(tmp_path / "data", frames, "parquet")
+    with pytest.raises(DataError, match="non-numeric values") as info:
+        load_tables(tmp_path / "data", make_config().data)
+    assert info.value.count == 1 and "n/a" in str(info.value)
