@@ -87,7 +87,10 @@ def main() -> None:
               "test_auc_gap": round(rows[1]["test_roc_auc"] - rows[0]["test_roc_auc"], 4)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
+    cols = list(table.columns)
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for rec in table.itertuples(index=False):
+        print("| " + " | ".join(str(v) for v in rec) + " |")
     print(f"default budget uses {result['default_time_fraction']:.1%} of the long study's tuning time; "
           f"validation AUC gap {result['valid_auc_gap']:+.4f}, test AUC gap {result['test_auc_gap']:+.4f}")
 
