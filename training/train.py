@@ -215,6 +215,9 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         curve = ev.profit_curve(y_test, p_test, clv, econ.contact_cost, econ.incentive_cost, econ.acceptance_rate)
         best = ev.best_targeting(curve)
         metrics.update({"test_best_profit": best["profit"], "test_best_fraction": best["fraction"]})
+        emp = ev.expected_maximum_profit(y_test, p_test, clv=float(np.nanmean(clv)), incentive_cost=econ.incentive_cost,
+                                         contact_cost=econ.contact_cost)
+        metrics.update({"test_emp": emp["emp"], "test_emp_fraction": emp["fraction"]})
         beats = (metrics["test_roc_auc"] > metrics["baseline_xgb_default_roc_auc"]
                  and metrics["test_roc_auc"] > metrics["baseline_logistic_roc_auc"])
         verdict = ("tuned model beats both baselines out of time" if beats else
@@ -296,7 +299,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
 
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
-                                        "test_lift_top10", "test_capture_top10", "test_best_profit",
+                                        "test_lift_top10", "test_capture_top10", "test_best_profit", "test_emp",
                                         "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
                                         "backtest_roc_auc_mean", "backtest_roc_auc_std")
                 if k in metrics}
