@@ -131,9 +131,15 @@ def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output Parquet file.")
 @click.option("--labels/--no-labels", default=False, show_default=True,
               help="Add the label column (needs data after the cutoff).")
+@click.option("--engine", type=click.Choice(["pandas", "spark"]), default="pandas", show_default=True,
+              help="pandas: this machine. spark: Apache Spark (same results; see docs/spark.md).")
+@click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
+@click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
+              help="Spark: customer buckets (default: about 1M customers per bucket).")
 @CONFIG_OPTION
 @handle_errors
-def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, config_path: str | None) -> None:
+def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, engine: str, spark_master: str | None,
+             n_buckets: int | None, config_path: str | None) -> None:
     """Build one feature row per customer active at the cutoff; only data before it is used.
 
     Also writes the feature catalogue (FILE.catalogue.csv) and summary.json beside FILE.
@@ -151,6 +157,24 @@ def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, config_
         raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
                           "build features or score at; use `churn train` for cross-validation")
     t0 = time.perf_counter()
+    if engine == "spark":
+        from features.spark import build_feature_set_spark, get_spark
+
+        sfs = build_feature_set_spark(get_spark(spark_master), data_dir, cfg, as_of, n_buckets=n_buckets,
+                                      with_labels=labels)
+        sfs.write(out)
+        outputs = [out]
+        if "://" not in out:
+            cat_path = Path(out).with_suffix(".catalogue.csv")
+            write_csv(cat_path, catalogue_frame(sfs.specs))
+            outputs.append(str(cat_path))
+            _summary(Path(out).parent, {"command": "features", "engine": "spark", "cutoff": as_of.date().isoformat(),
+                                        "input_hash": sfs.input_hash, "data_dir": data_dir, "config": cfg.source,
+                                        "rows": sfs.n_population, "features": len(sfs.specs), "outputs": outputs,
+                                        "n_buckets": sfs.n_buckets, "timings_s": sfs.timings,
+                                        "seconds": round(time.perf_counter() - t0, 2)})
+        log.info("wrote %s rows x %d features to %s (spark)", f"{sfs.n_population:,}", len(sfs.specs), out)
+        return
     tables = load_tables(data_dir, cfg)
     fs = FeatureBuilder(tables, cfg).build(as_of, with_labels=labels)
     out_path = Path(out)
@@ -221,11 +245,16 @@ def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> No
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--model", "model_uri", default=None,
               help="Model URI (e.g. models:/churn-xgb/3). Default: models:/<name>@champion.")
-@click.option("--explain-all", is_flag=True, help="Explain every customer, not only alerted ones (slow).")
+@click.option("--explain-all", is_flag=True, help="Explain every customer, not only alerted ones.")
+@click.option("--engine", type=click.Choice(["pandas", "spark"]), default="pandas", show_default=True,
+              help="pandas: this machine. spark: Apache Spark (same results; see docs/spark.md).")
+@click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
+@click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
+              help="Spark: customer buckets (default: about 1M customers per bucket).")
 @CONFIG_OPTION
 @handle_errors
 def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | None, explain_all: bool,
-          config_path: str | None) -> None:
+          engine: str, spark_master: str | None, n_buckets: int | None, config_path: str | None) -> None:
     """Score every active customer; write scores, ranked explained alerts with playbooks, and an HTML report.
 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
@@ -240,10 +269,20 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
 
         raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
                           "build features or score at; use `churn train` for cross-validation")
-    tables = load_tables(data_dir, cfg)
-    if as_of is None:
-        as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
-    summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+    if engine == "spark":
+        from features.spark import data_end_spark, get_spark
+        from inference.spark import score_spark
+
+        spark = get_spark(spark_master)
+        if as_of is None:
+            as_of = (data_end_spark(spark, data_dir, cfg) + pd.Timedelta(days=1)).normalize()
+        summary = score_spark(spark, data_dir, cfg, as_of, out, model_uri=model_uri, n_buckets=n_buckets,
+                              explain_all=explain_all)
+    else:
+        tables = load_tables(data_dir, cfg)
+        if as_of is None:
+            as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
+        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
 

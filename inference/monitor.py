@@ -195,7 +195,7 @@ def _read_run(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, A
     if not scores_dir.is_dir():
         raise InputNotFoundError(f"scoring output folder not found: {scores_dir}")
     paths = {name: scores_dir / name for name in ("scores.parquet", "alerts.parquet", "summary.json")}
-    missing = [n for n, p in paths.items() if not p.is_file()]
+    missing = [n for n, p in paths.items() if not p.exists()]
     if missing:
         raise InputNotFoundError(f"{scores_dir} is not a `churn score` output: missing {', '.join(missing)}")
     try:

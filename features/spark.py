@@ -1,0 +1,1114 @@
+"""``--engine spark``: the same point-in-time features, built on a Spark cluster.
+
+The pandas feature code (:class:`~features.build.FeatureBuilder`) is reused unchanged. Customers are
+hash-partitioned into buckets (``pmod(xxhash64(customer_id), n_buckets)``); each bucket's customers and
+child-table rows are grouped together and fed to the pandas builder inside ``applyInPandas``, after the same
+contract validation as the default engine (``validate_customers`` / ``validate_child``, which recompute
+``_code`` within the bucket). Everything per customer is therefore computed by the very same code.
+
+What is *not* per customer is made global so that the result equals the single-machine engine:
+
+* facts the family code reads from the whole table: the event types seen before the cutoff, whether event
+  values exist, the first timestamp of the activity table (observed-tenure start) and the rating scale.
+  They are computed with Spark aggregations and injected into every bucket through one *phantom* customer
+  whose rows carry exactly those facts; its row is dropped from the output;
+* population-relative value features, recomputed after the bucket step with Spark:
+  RFM 1-5 quintile scores (pandas' average-rank ties reproduced exactly), the contractual lifetime value
+  (segment retention from global churn counts and exposure) or the non-contractual one (BG/NBD +
+  Gamma-Gamma fitted once, on the driver), and the value-tier pyramid (ties broken by the customers
+  table's row order).
+
+Global orderings use a range-partitioned two-pass prefix count (per-partition counts collected to the
+driver, then offsets), never a single-partition window, so they scale with the cluster.
+
+Row order. The default engine keeps the customers file's row order and breaks value-tier ties by it; child
+rows with equal timestamps keep file order. This engine defines the same order as (input file path, row
+index in the file) via Spark's ``_metadata`` columns, which equals the default engine's order for a single
+Parquet file per table, and is a deterministic order for a folder of part files.
+
+Limits: Parquet inputs only (typed timestamp columns; any path Spark can read); no ``lookups``, ``joins``,
+``derived`` attributes, ``subscriptions`` or snapshot labels (use the default engine, or materialise those
+tables first). The session time zone is set to UTC (pandas reads naive timestamps as UTC wall clock).
+See ``docs/spark.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from churn.config import CANONICAL_COLUMNS, Config
+from churn.errors import ConfigError, DataError, InputNotFoundError
+from features.catalogue import FeatureSpec, count_by, window_slice
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from features.build import FeatureSet
+    from features.contract import Tables
+
+log = logging.getLogger(__name__)
+
+PHANTOM_ID = "\x00churn-spark-phantom"  # cannot collide with a real id (ids are checked)
+PHANTOM_CATEGORY = "\x00phantom"
+ROW = "_rk"  # global row key of a table row: file index << 40 | row index in the file
+BUCKET = "_bucket"
+TAG = "_tbl"
+P365 = "_purchases_365d"  # hidden: purchases in the last 365 days (input of the RFM frequency score)
+ROLES = ("customers", "events", "transactions", "interactions")
+TAGS = {r: i for i, r in enumerate(ROLES)}
+PREFIX = {"customers": "c__", "events": "e__", "transactions": "t__", "interactions": "i__"}
+ROW_BITS = 40
+DAY = pd.Timedelta(days=1)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+OTHER_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+DEFAULT_ROWS_PER_BUCKET = 1_000_000
+
+
+# --------------------------------------------------------------------------------------------- session
+def get_spark(master: str | None = None, app_name: str = "churn-early-warning", **conf: str) -> SparkSession:
+    """A SparkSession configured for this engine (UTC session time zone, Arrow, workers on this Python).
+
+    ``master`` None keeps what ``spark-submit`` set (or ``local[*]`` when run directly).
+    """
+    import os
+    import sys
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if master and master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    b = SparkSession.builder.appName(app_name)
+    if master:
+        b = b.master(master)
+    settings = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true",
+                "spark.ui.showConsoleProgress": "false", **conf}
+    for k, v in settings.items():
+        b = b.config(k, v)
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("CHURN_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+@contextmanager
+def worker_errors() -> Iterator[None]:
+    """Re-raise a contract error raised inside a Spark task (a DataError in a bucket) as itself, not a Py4J error."""
+    from churn.errors import ChurnError
+
+    try:
+        yield
+    except ChurnError:
+        raise
+    except Exception as exc:
+        msg = str(exc)
+        for cls in (DataError, ConfigError, InputNotFoundError):
+            marker = f"{cls.__module__}.{cls.__name__}: "
+            if marker in msg:
+                text = msg.rsplit(marker, 1)[1]
+                text = text.split("\n\n", 1)[0].split("\n\tat ", 1)[0].split("\nJVM stacktrace", 1)[0].rstrip()
+                err = cls.__new__(cls)
+                Exception.__init__(err, text)
+                if cls is DataError:
+                    err.table, err.column, err.problem, err.count = "", None, text, None
+                raise err from exc
+        raise
+
+
+def _ensure_utc(spark: SparkSession) -> None:
+    tz = spark.conf.get("spark.sql.session.timeZone")
+    if tz not in ("UTC", "Etc/UTC", "GMT", "Z", "+00:00"):
+        log.warning("spark.sql.session.timeZone was %s: set to UTC (timestamps are read like pandas does)", tz)
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+@dataclass
+class SparkInputs:
+    """The configured tables read by Spark: canonical column names, a global row key, and facts."""
+
+    frames: dict[str, DataFrame]
+    attributes: list[str]
+    numeric_attributes: list[str]
+    date_format: dict[str, str | None]
+    signup_required: bool
+    files: list[str]
+    input_hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    p, fs = _hadoop_path(spark, path)
+    return bool(fs.exists(p))
+
+
+def _list_files(spark: SparkSession, path: str) -> list[str]:
+    """Data files under ``path`` (a file or a folder of part files), sorted; hidden files skipped."""
+    p, fs = _hadoop_path(spark, path)
+    if fs.getFileStatus(p).isFile():
+        return [str(p.toUri())]
+    out = []
+    it = fs.listFiles(p, True)
+    while it.hasNext():
+        st = it.next()
+        name = st.getPath().getName()
+        if not name.startswith(("_", ".")):
+            out.append(str(st.getPath().toUri()))
+    return sorted(out)
+
+
+def resolve_table_paths(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]],
+                        cfg: Config) -> dict[str, list[str]]:
+    """Role -> Parquet path(s). ``data`` is a folder (local or any Hadoop URI) or an explicit mapping."""
+    tables = cfg.data.tables
+    out: dict[str, list[str]] = {}
+    if isinstance(data, Mapping):
+        for role, paths in data.items():
+            if role not in tables:
+                raise ConfigError(f"table '{role}' given to the Spark engine is not in the config")
+            out[role] = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        if "customers" not in out:
+            raise InputNotFoundError("the Spark engine needs a 'customers' path")
+        return out
+    base = str(data).rstrip("/")
+    if not _exists(spark, base):
+        raise InputNotFoundError(f"data folder not found: {data}")
+    for role, tc in tables.items():
+        found = None
+        for cand in (tc.file, *(tc.file + s for s in PARQUET_SUFFIXES + OTHER_SUFFIXES)):
+            if _exists(spark, f"{base}/{cand}"):
+                found = f"{base}/{cand}"
+                break
+        if found is None:
+            if role == "customers" or tc.required:
+                raise InputNotFoundError(f"table '{role}': no file '{tc.file}' (tried .parquet, .pq) in {data}")
+            log.warning("table '%s' not found in %s: its feature family is switched off", role, data)
+            continue
+        if found.endswith(OTHER_SUFFIXES):
+            raise ConfigError(f"table '{role}': {found}: the Spark engine reads Parquet only (convert it, e.g. "
+                              "`churn generate --format parquet` or pandas.read_csv(...).to_parquet(...))")
+        out[role] = [found]
+    return out
+
+
+def _check_supported(cfg: Config) -> None:
+    unsupported = []
+    if cfg.label.definition == "snapshot":
+        unsupported.append("label.definition: snapshot")
+    for role, tc in cfg.data.tables.items():
+        if role == "subscriptions":
+            unsupported.append("the subscriptions table")
+        for key in ("lookups", "joins", "derived"):
+            if getattr(tc, key):
+                unsupported.append(f"{role}.{key}")
+    if unsupported:
+        raise ConfigError("--engine spark does not support " + ", ".join(unsupported)
+                          + " (use the default engine, or materialise the assembled tables as Parquet first)")
+
+
+def _row_key(spark: SparkSession, df: DataFrame, files: list[str]) -> DataFrame:
+    """Add ROW = (index of the input file in sorted path order) << 40 | row index within the file."""
+    from pyspark.sql import functions as F
+
+    if len(files) == 1:  # the common case needs no job
+        return df.withColumn(ROW, F.col("_metadata.row_index").cast("long"))
+    paths = sorted(r[0] for r in df.select(F.col("_metadata.file_path").alias("_f")).distinct().collect())
+    if len(paths) >= 1 << (63 - ROW_BITS):
+        raise DataError("input", None, f"too many files ({len(paths)}) for the row key")
+    mapping = F.create_map(*[x for i, f in enumerate(paths) for x in (F.lit(f), F.lit(i).cast("long"))])
+    key = F.shiftleft(F.element_at(mapping, F.col("_metadata.file_path")), ROW_BITS) + F.col("_metadata.row_index")
+    return df.withColumn(ROW, key)
+
+
+def _resolve_attributes_spark(raw: DataFrame, tc: Any, role_cols: set[str]) -> list[str]:
+    """``attributes: auto`` exactly as :func:`features.contract._resolve_attributes`, with Spark counts."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, NumericType
+
+    if not tc.auto_attributes:
+        return list(tc.attributes)
+    cols = [c for c in raw.columns if c not in role_cols and c != ROW]
+    if not cols:
+        return []
+    row = raw.agg(F.count(F.lit(1)).alias("_n"),
+                  *[F.count_distinct(F.col(f"`{c}`")).alias(f"d{i}") for i, c in enumerate(cols)]).first()
+    n = int(row["_n"])
+    types = {f.name: f.dataType for f in raw.schema.fields}
+    attrs, constant, id_like = [], [], []
+    for i, c in enumerate(cols):
+        nun = int(row[f"d{i}"])
+        if nun <= 1:
+            constant.append(c)
+            continue
+        numeric = isinstance(types[c], NumericType) and not isinstance(types[c], BooleanType)
+        if not numeric and nun > max(50, n // 2):
+            id_like.append(c)
+            continue
+        attrs.append(str(c))
+    if constant:
+        log.info("attributes: auto: constant column(s) left out: %s", constant)
+    if id_like:
+        log.warning("attributes: auto: identifier-like text column(s) left out: %s", id_like)
+    return attrs
+
+
+def read_tables_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]],
+                      cfg: Config) -> SparkInputs:
+    """Read the configured tables with Spark and map them onto the contract's column names.
+
+    Mirrors :func:`features.contract.load_tables` for what this engine supports; the row-level
+    checks (dates, ids, amounts, unknown customers) run later, per bucket, with the same functions.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import (
+        BooleanType,
+        DateType,
+        NumericType,
+        StringType,
+        TimestampNTZType,
+        TimestampType,
+    )
+
+    _check_supported(cfg)
+    _ensure_utc(spark)
+    paths = resolve_table_paths(spark, data, cfg)
+    frames: dict[str, DataFrame] = {}
+    files: list[str] = []
+    attributes: list[str] = []
+    numeric_attrs: list[str] = []
+    fmt: dict[str, str | None] = {}
+    for role in ROLES:
+        if role not in paths:
+            if role != "customers" and role not in cfg.data.tables:
+                log.warning("table '%s' is not configured: its feature family is switched off", role)
+            continue
+        tc = cfg.data.tables[role]
+        fmt[role] = tc.date_format or cfg.data.date_format
+        table_files = [f for p in paths[role] for f in _list_files(spark, p)]
+        files.extend(table_files)
+        raw = _row_key(spark, spark.read.parquet(*paths[role]), table_files)  # before any projection (_metadata)
+        roles = CANONICAL_COLUMNS[role]
+        role_cols = {tc.columns.get(r, r) for r in roles}
+        if tc.exclude:
+            absent = [c for c in tc.exclude if c not in raw.columns]
+            if absent:
+                raise DataError(role, absent[0], f"excluded column(s) {absent} not in the table (check the spelling); "
+                                f"columns found: {raw.columns[:40]}")
+            raw = raw.drop(*[c for c in tc.exclude if c not in role_cols])
+        mapping = {r: tc.columns.get(r, r) for r in roles}
+        missing = [mapping[r] for r, req in roles.items() if req and mapping[r] not in raw.columns]
+        if missing:
+            raise DataError(role, missing[0], f"missing required column(s) {missing}; columns found: {raw.columns[:20]}")
+        attrs: list[str] = []
+        if role == "customers":
+            attrs = _resolve_attributes_spark(raw, tc, role_cols)
+            absent = [a for a in attrs if a not in raw.columns]
+            if absent:
+                raise DataError(role, absent[0], f"attribute column(s) {absent} not in the file")
+            attributes = attrs
+        keep = {mapping[r]: r for r in roles if mapping[r] in raw.columns}
+        sel = [F.col(f"`{src}`").alias(dst) for src, dst in keep.items()]
+        sel += [F.col(f"`{a}`") for a in attrs if a not in keep]
+        df = raw.select(*sel, ROW)
+        types = {f.name: f.dataType for f in df.schema.fields}
+        for c in ("signup_date", "churn_date", "timestamp"):
+            if c in types:
+                if isinstance(types[c], (TimestampType, DateType)):
+                    df = df.withColumn(c, F.col(c).cast("timestamp_ntz"))  # session time zone is UTC
+                elif not isinstance(types[c], TimestampNTZType):
+                    raise DataError(role, mapping.get(c, c), f"the Spark engine needs Parquet timestamp or date "
+                                    f"columns, got {types[c].simpleString()} (store dates as timestamps)")
+        if role == "customers":
+            numeric_attrs = [a for a in attrs if isinstance(types[a], NumericType)
+                             and not isinstance(types[a], BooleanType)]
+        df = df.withColumn("customer_id", F.col("customer_id").cast(StringType()))
+        frames[role] = df
+    if "customers" not in frames:
+        raise InputNotFoundError("table 'customers' not found")
+    customers_tc = cfg.data.tables["customers"]
+    if "signup_date" not in frames["customers"].columns:
+        mapped = customers_tc.columns.get("signup_date", "signup_date")
+        raise DataError("customers", mapped, f"missing required column(s) ['{mapped}']")
+    input_hash = _hash_inputs(files)
+    return SparkInputs(frames, attributes, numeric_attrs, fmt, True, files, input_hash)
+
+
+def _hash_inputs(files: list[str]) -> str:
+    """Same hash as the default engine (sha256 over sorted names and bytes) when the files are local."""
+    import hashlib
+
+    from churn.io import hash_files
+
+    local = [f.removeprefix("file://").removeprefix("file:") for f in files]
+    if all("://" not in f and Path(f).is_file() for f in local):
+        return hash_files([Path(f).resolve() for f in local])
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.encode())
+        h.update(b"\0")
+    return "paths-sha256:" + h.hexdigest()
+
+
+def data_end_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config) -> pd.Timestamp:
+    """``Tables.data_end`` with Spark: ``data.observed_until`` if set, else the latest date in any table.
+
+    The default cutoff of ``churn score`` is the day after it: ``(data_end + 1 day).normalize()``.
+    """
+    from pyspark.sql import functions as F
+
+    if cfg.data.observed_until is not None:
+        return pd.Timestamp(cfg.data.observed_until)
+    inputs = read_tables_spark(spark, data, cfg)
+    parts = []
+    for role, df in inputs.frames.items():
+        cols = [c for c in (("signup_date", "churn_date") if role == "customers" else ("timestamp",)) if c in df.columns]
+        parts.append(df.agg(F.greatest(*[F.max(c) for c in cols]).alias("m")) if len(cols) > 1
+                     else df.agg(F.max(cols[0]).alias("m")))
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.unionByName(part)
+    m = joined.agg(F.max("m")).first()[0]
+    return pd.Timestamp(m) if m is not None else pd.NaT
+
+
+# --------------------------------------------------------------------------------------------- facts
+@dataclass
+class GlobalFacts:
+    """What the family code reads from a whole table, computed once over all rows."""
+
+    event_types: list[str] | None = None
+    has_event_value: bool = False
+    first_ts: dict[str, pd.Timestamp] = field(default_factory=dict)
+    max_rating_before: float = float("nan")
+
+
+def compute_facts(inputs: SparkInputs, cfg: Config, as_of: pd.Timestamp, event_types: list[str] | None) -> GlobalFacts:
+    """Row counts and the whole-table facts, in one Spark job (one aggregate per table, cross-joined)."""
+    from pyspark.sql import functions as F
+
+    facts = GlobalFacts()
+    cutoff = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
+    if event_types is None:
+        event_types = cfg.features.event_types
+    aggs = [inputs.frames["customers"].agg(F.count(F.lit(1)).alias("customers_n"))]
+    for role in ("events", "transactions", "interactions"):
+        df = inputs.frames.get(role)
+        if df is None:
+            continue
+        cols = [F.min("timestamp").alias(f"{role}_first"), F.count(F.lit(1)).alias(f"{role}_n")]
+        before = F.col("timestamp") < cutoff
+        if role == "events":
+            if "value" in df.columns:
+                v = F.col("value").cast("double")
+                cols.append(F.max(F.when(before & v.isNotNull() & ~F.isnan(v), 1).otherwise(0)).alias("has_value"))
+            if event_types is None:
+                cols.append(F.collect_set(F.when(before, F.col("event_type").cast("string"))).alias("types"))
+        if role == "interactions" and "rating" in df.columns:
+            r = F.col("rating").cast("double")
+            cols.append(F.max(F.when(before & ~F.isnan(r), r)).alias("max_rating"))
+        aggs.append(df.agg(*cols))
+    joined = aggs[0]
+    for a in aggs[1:]:
+        joined = joined.crossJoin(a)
+    row = joined.first().asDict()
+    inputs.counts["customers"] = int(row["customers_n"])
+    for role in ("events", "transactions", "interactions"):
+        if f"{role}_n" not in row:
+            continue
+        if int(row[f"{role}_n"]) == 0:
+            raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its "
+                            "features off)")
+        inputs.counts[role] = int(row[f"{role}_n"])
+        first = row[f"{role}_first"]
+        facts.first_ts[role] = pd.Timestamp(first) if first is not None else pd.NaT
+    facts.has_event_value = bool(row.get("has_value") or 0)
+    if row.get("max_rating") is not None:
+        facts.max_rating_before = float(row["max_rating"])
+    if event_types is None and "types" in row:
+        event_types = sorted(t for t in row["types"] if t is not None)
+    facts.event_types = list(event_types) if event_types is not None else None
+    return facts
+
+
+# --------------------------------------------------------------------------------------------- bucket step
+_SCORERS: dict[str, Any] = {}
+
+
+def _scorer(spec: str) -> Any:
+    """The sentiment scorer, loaded once per Python worker."""
+    if spec not in _SCORERS:
+        from features.text_sentiment import load_scorer
+
+        _SCORERS[spec] = load_scorer(spec)
+    return _SCORERS[spec]
+
+
+@dataclass
+class BucketPlan:
+    """Everything a bucket task needs to rebuild a ``Tables`` and run the pandas ``FeatureBuilder``."""
+
+    cfg: Config  # the bucket's config: CLV method forced to contractual (the real CLV is global)
+    as_of: pd.Timestamp
+    columns: dict[str, list[str]]  # role -> canonical columns in the union (without prefix)
+    attributes: list[str]
+    numeric_attributes: list[str]
+    date_format: dict[str, str | None]
+    facts: GlobalFacts
+    out_columns: list[str] = field(default_factory=list)
+    with_labels: bool = False
+
+    @property
+    def children(self) -> list[str]:
+        return [r for r in ROLES[1:] if r in self.columns]
+
+    # ---------------------------------------------------------------- phantom rows
+    def _phantom_customer(self) -> pd.DataFrame:
+        from features.contract import validate_customers
+
+        raw = {"customer_id": [PHANTOM_ID], "signup_date": pd.Series([pd.Timestamp("1970-01-01")], dtype="datetime64[ns]")}
+        if "churn_date" in self.columns["customers"]:
+            raw["churn_date"] = pd.Series([pd.NaT], dtype="datetime64[ns]")
+        for a in self.attributes:
+            raw[a] = [np.nan] if a in self.numeric_attributes else [PHANTOM_CATEGORY]
+        return validate_customers(pd.DataFrame(raw), self.attributes, None, signup_required=True)
+
+    def _phantom_child(self, role: str) -> pd.DataFrame:
+        """One row carrying the table's global facts (first timestamp; event value; top rating)."""
+        ts = self.facts.first_ts[role]
+        row: dict[str, list[Any]] = {"customer_id": [PHANTOM_ID],
+                                     "timestamp": pd.Series([ts], dtype="datetime64[ns]")}
+        cols = self.columns[role]
+        if role == "events":
+            row["event_type"] = [PHANTOM_CATEGORY]
+            if "value" in cols:
+                row["value"] = [0.0 if self.facts.has_event_value else np.nan]
+        elif role == "transactions":
+            row["amount"] = [0.0]
+        elif role == "interactions":
+            for c in ("channel", "category"):
+                if c in cols:
+                    row[c] = ["unknown" if c == "channel" else PHANTOM_CATEGORY]
+            if "text" in cols:
+                row["text"] = [""]
+            if "rating" in cols:
+                rating = self.facts.max_rating_before
+                # the top rating sits at the table's first timestamp, which is before the cutoff
+                # whenever any rating is (else there is none, and NaN keeps it that way)
+                row["rating"] = [rating]
+            for c in ("response_hours", "resolution_hours"):
+                if c in cols:
+                    row[c] = [np.nan]
+        return pd.DataFrame(row)
+
+    # ---------------------------------------------------------------- tables
+    def tables(self, pdf: pd.DataFrame) -> tuple[Tables, np.ndarray]:
+        """The bucket's validated ``Tables`` (phantom customer last) and the row keys of its real customers."""
+        from pandas.api.types import union_categoricals
+
+        from features.contract import Tables, validate_child, validate_customers
+
+        tag = pdf[TAG].to_numpy()
+
+        def part(role: str) -> pd.DataFrame:
+            pre = PREFIX[role]
+            rows = pdf.loc[tag == TAGS[role]]
+            rows = rows.sort_values(ROW, kind="stable")
+            cols = self.columns[role]
+            return pd.DataFrame({c: rows[pre + c].to_numpy() for c in cols} | {ROW: rows[ROW].to_numpy()})
+
+        raw_c = part("customers")
+        phantom = self._phantom_customer()
+        if len(raw_c):
+            real = validate_customers(raw_c.drop(columns=[ROW]), self.attributes, self.date_format["customers"])
+            if (real["customer_id"] == PHANTOM_ID).any():
+                raise DataError("customers", "customer_id", "reserved customer id")
+            customers = pd.concat([real, phantom], ignore_index=True)
+        else:
+            customers = phantom
+        for a in self.attributes:  # keep the validated dtypes (float64 / str) across the concat
+            if a in self.numeric_attributes:
+                customers[a] = customers[a].astype("float64")
+        tables = Tables(customers=customers, attributes=list(self.attributes))
+        for role in self.children:
+            raw = part(role).drop(columns=[ROW])
+            ph = validate_child(self._phantom_child(role), role, customers, None)
+            if len(raw):
+                v = validate_child(raw, role, customers, self.date_format[role])
+                t = pd.concat([v, ph[v.columns]], ignore_index=True)
+                for col in v.columns:  # keep categoricals (e.g. event_type) categorical across the concat
+                    if isinstance(v[col].dtype, pd.CategoricalDtype) and isinstance(ph[col].dtype, pd.CategoricalDtype):
+                        t[col] = union_categoricals([v[col], ph[col]], ignore_order=True)
+                t = t.sort_values(["timestamp", "_code"], kind="stable").reset_index(drop=True)
+            else:
+                t = ph
+            setattr(tables, role, t)
+        return tables, raw_c[ROW].to_numpy(dtype=np.int64)
+
+    # ---------------------------------------------------------------- features
+    def build(self, pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[FeatureSpec]]:
+        """Feature rows of the bucket's active customers (phantom dropped), with ROW and P365 columns."""
+        from features.build import FeatureBuilder
+
+        tables, keys = self.tables(pdf)
+        scorer = _scorer(self.cfg.features.sentiment.scorer) if tables.interactions is not None else None
+        fb = FeatureBuilder(tables, self.cfg, scorer=scorer, event_types=self.facts.event_types)
+        fs = fb.build(self.as_of, with_labels=self.with_labels)
+        frame = fs.frame
+        c = tables.customers
+        pos = pd.Index(c["customer_id"]).get_indexer(frame["customer_id"])
+        keep = pos < len(keys)  # the phantom is the last customers row
+        frame = frame.loc[keep].reset_index(drop=True)
+        pos = pos[keep]
+        frame.insert(0, ROW, keys[pos])
+        if tables.transactions is not None:
+            tx = tables.transactions
+            sl = window_slice(tx["timestamp"], self.as_of - 365 * DAY, self.as_of)  # as features.value does
+            frame[P365] = count_by(tx["_code"].to_numpy()[sl], len(c))[pos]
+        return frame, fs.specs
+
+    def __call__(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        """applyInPandas entry point: Spark-ready columns (categoricals as text)."""
+        frame, _ = self.build(pdf)
+        out = {}
+        for col in self.out_columns:
+            s = frame[col]
+            if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object:
+                s = s.astype(object).where(s.notna(), None)
+            out[col] = s
+        return pd.DataFrame(out)
+
+    def empty_input(self) -> pd.DataFrame:
+        cols: dict[str, Any] = {TAG: pd.Series([], dtype="int64"), ROW: pd.Series([], dtype="int64")}
+        for role, names in self.columns.items():
+            for c in names:
+                cols[PREFIX[role] + c] = pd.Series([], dtype="datetime64[ns]" if c in (
+                    "timestamp", "signup_date", "churn_date") else object)
+        return pd.DataFrame(cols)
+
+
+def _bucket_config(cfg: Config) -> Config:
+    """Inside a bucket the CLV is only a placeholder (recomputed globally): use the cheap contractual form."""
+    clv = cfg.features.clv.model_copy(update={"method": "contractual"})
+    feats = cfg.features.model_copy(update={"clv": clv})
+    return cfg.model_copy(update={"features": feats})
+
+
+def _spark_type(s: pd.Series) -> str:
+    if s.name in (ROW,):
+        return "long"
+    ints = {np.dtype("int8"): "tinyint", np.dtype("int16"): "smallint", np.dtype("int32"): "int",
+            np.dtype("int64"): "long"}
+    if s.dtype in ints:
+        return ints[s.dtype]
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return "timestamp_ntz"
+    if isinstance(s.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(s.dtype):
+        return "string"
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return "boolean"
+    return "double"
+
+
+def union_input(inputs: SparkInputs, n_buckets: int) -> DataFrame:
+    """All tables in one frame: TAG, ROW, BUCKET and each table's columns under its prefix."""
+    from pyspark.sql import functions as F
+
+    parts = []
+    for role in ROLES:
+        df = inputs.frames.get(role)
+        if df is None:
+            continue
+        cols = [c for c in df.columns if c != ROW]
+        parts.append(df.select(F.lit(TAGS[role]).cast("long").alias(TAG), F.col(ROW),
+                               F.pmod(F.xxhash64(F.col("customer_id")), F.lit(n_buckets)).alias(BUCKET),
+                               *[F.col(f"`{c}`").alias(PREFIX[role] + c) for c in cols]))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p, allowMissingColumns=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- global ordering
+def _materialize(df: DataFrame) -> DataFrame:
+    """Pin a DataFrame (reliable checkpoint if a checkpoint dir is set, else a local checkpoint)."""
+    sc = df.sparkSession.sparkContext
+    if sc.getCheckpointDir():
+        return df.checkpoint(eager=True)
+    return df.localCheckpoint(eager=True)
+
+
+def prefix_before(df: DataFrame, order: list[Column], weight: str | None = None,
+                  n_partitions: int | None = None, out: str = "_before") -> DataFrame:
+    """Add ``out``: the total ``weight`` (row count if None) of the rows strictly before each row in ``order``.
+
+    Scales out: rows are range-partitioned on ``order`` (equal keys land in one partition), each partition
+    sums locally, the per-partition totals (one number per partition) are collected and turned into
+    offsets. ``order`` must be a total order for positions, or the caller handles ties (equal keys then
+    get different positions in an unspecified order). Integer weights: exact.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+    spark = df.sparkSession
+    n = n_partitions or max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    w = "_w"
+    src = df.withColumn(w, F.lit(1).cast("long") if weight is None else F.col(weight).cast("long"))
+    parts = src.repartitionByRange(n, *order).sortWithinPartitions(*order)
+    schema = StructType([*parts.schema.fields, StructField("_pid", IntegerType()), StructField("_local", LongType())])
+
+    def local(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        pid = TaskContext.get().partitionId()
+        running = 0
+        for b in batches:
+            wv = b[w].to_numpy(dtype=np.int64)
+            cs = np.cumsum(wv)
+            b = b.assign(_pid=np.int32(pid), _local=running + cs - wv)
+            running += int(cs[-1]) if len(cs) else 0
+            yield b
+
+    pinned = _materialize(parts.mapInPandas(local, schema))
+    totals = {r["_pid"]: int(r["t"]) for r in pinned.groupBy("_pid").agg(F.sum(w).alias("t")).collect()}
+    offsets, acc = {}, 0
+    for pid in sorted(totals):
+        offsets[pid] = acc
+        acc += totals[pid]
+    if not offsets:
+        return pinned.withColumn(out, F.lit(0).cast("long")).drop(w, "_pid", "_local")
+    mapping = F.create_map(*[x for pid, off in offsets.items() for x in (F.lit(pid), F.lit(off).cast("long"))])
+    return pinned.withColumn(out, F.col("_local") + F.element_at(mapping, F.col("_pid"))).drop(w, "_pid", "_local")
+
+
+def _sort_key(col: Column, nan_as: float) -> Column:
+    """A double sort key with pandas' semantics made explicit: NaN/null -> ``nan_as``, -0.0 -> 0.0."""
+    from pyspark.sql import functions as F
+
+    c = F.col(col) if isinstance(col, str) else col
+    c = c.cast("double")
+    return F.when(c.isNull() | F.isnan(c), F.lit(nan_as)).otherwise(c + F.lit(0.0))
+
+
+# --------------------------------------------------------------------------------------------- global value step
+def population_ranks_spark(frame: DataFrame, clv_col: str | None, quintile_keys: dict[str, Column],
+                           tiers: list[tuple[str, float]], n_population: int) -> DataFrame:
+    """The population-relative value features of ``features.value`` in one global ordering (ROW + columns).
+
+    * ``value_tiers``: rank by CLV descending (NaN last), ties by the customers row order (ROW), share =
+      (position + 1) / N, first tier whose ``top_share + 1e-12`` covers the share;
+    * ``quintile_score`` (higher is better, NaN worst): pandas' average rank of a tie block at 0-based
+      sorted positions s..s+d-1 is s + (d + 1) / 2 (exact in floating point), pct = rank / N,
+      score = clip(ceil(pct * 5), 1, 5).
+
+    All kinds are stacked as (kind, key, ROW) rows and ordered once by :func:`prefix_before`; kind ``k``
+    occupies positions k*N .. (k+1)*N - 1, so positions within a kind need no extra pass.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    kinds: list[tuple[str, Column]] = []
+    if clv_col is not None:
+        kinds.append(("value_tier", -_sort_key(F.col(clv_col), -math.inf) + F.lit(0.0)))
+    kinds += [(name, _sort_key(key, -math.inf)) for name, key in quintile_keys.items()]
+    stacked = None
+    for i, (_, key) in enumerate(kinds):
+        part = frame.select(F.lit(i).alias("_k"), key.alias("_v"), F.col(ROW))
+        stacked = part if stacked is None else stacked.unionByName(part)
+    ordered = prefix_before(stacked, [F.col("_k").asc(), F.col("_v").asc(), F.col(ROW).asc()], out="_pos")
+    n = float(n_population)
+    pos = F.col("_pos") - F.col("_k").cast("long") * F.lit(n_population)
+    block = Window.partitionBy("_k", "_v")
+    ordered = ordered.withColumn("_s", F.min(pos).over(block)).withColumn("_d", F.count(F.lit(1)).over(block))
+    pct = (F.col("_s").cast("double") + (F.col("_d").cast("double") + 1.0) / 2.0) / F.lit(n)
+    score = F.least(F.greatest(F.ceil(pct * 5.0).cast("double"), F.lit(1.0)), F.lit(5.0))
+    share = (pos.cast("double") + 1.0) / F.lit(n)
+    tier = None
+    for name, top in tiers:
+        cond = share <= F.lit(float(top) + 1e-12)
+        tier = F.when(cond, F.lit(name)) if tier is None else tier.when(cond, F.lit(name))
+    aggs = []
+    for i, (name, _) in enumerate(kinds):
+        value = tier.otherwise(F.lit(tiers[-1][0])) if name == "value_tier" else score
+        aggs.append(F.max(F.when(F.col("_k") == i, value)).alias(name))
+    return ordered.groupBy(ROW).agg(*aggs)
+
+
+def segment_retention_spark(customers: DataFrame, as_of: pd.Timestamp, segment_cols: list[str],
+                            lookback_days: int = 365, min_exposure_months: float = 50.0) -> DataFrame:
+    """``features.clv.segment_monthly_retention`` over all customers (ROW, monthly_retention).
+
+    Mirrors the pandas function step by step (exposure in float nanoseconds over a month of 30.4375 days),
+    with the sums in pandas' order and algorithm (see below), so the values are bitwise identical.
+    """
+    from pyspark.sql import functions as F
+
+    from features.clv import MONTH_DAYS
+
+    month_ns = float(pd.Timedelta(days=MONTH_DAYS).value)
+    cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
+    start = F.lit((as_of - pd.Timedelta(days=lookback_days)).to_pydatetime()).cast("timestamp_ntz")
+    signup = F.col("signup_date")
+    churn = F.when(F.col("churn_date") < cut, F.col("churn_date"))
+    begin = F.when(signup < start, start).otherwise(signup)
+    end = F.coalesce(churn, cut)
+
+    def ns(c: Column) -> Column:
+        return F.unix_micros(c.cast("timestamp")) * F.lit(1000)
+
+    exposure = ((ns(end) - ns(begin)).cast("double") / F.lit(month_ns))
+    exposure = F.coalesce(F.when(exposure < 0, F.lit(0.0)).otherwise(exposure), F.lit(0.0))
+    event = (churn.isNotNull() & (churn >= start) & signup.isNotNull() & (churn >= signup)).cast("double")
+    base = customers.select(ROW, *[F.col(f"`{c}`") for c in segment_cols], exposure.alias("_x"), event.alias("_e"))
+
+    # The sums run in the default engine's order, so the retention is bitwise identical: the overall totals
+    # as pandas' Series.sum (numpy's pairwise sum) over all customers in row order, in one task (16 bytes
+    # per customer); each segment's as pandas' groupby sum (Kahan, row order), in one task per segment.
+    def totals_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        xs, es = [np.zeros(0)], [np.zeros(0)]
+        for b in batches:
+            xs.append(b["_x"].to_numpy(dtype=np.float64))
+            es.append(b["_e"].to_numpy(dtype=np.float64))
+        yield pd.DataFrame({"_te": [float(pd.Series(np.concatenate(es)).sum())],
+                            "_tx": [float(pd.Series(np.concatenate(xs)).sum())]})
+
+    totals = (base.select(ROW, "_x", "_e").repartition(1).sortWithinPartitions(ROW)
+              .mapInPandas(totals_fn, "_te double, _tx double"))
+    overall = F.when(F.col("_tx") > 0, F.col("_te") / F.col("_tx")).otherwise(F.lit(0.0))
+    k = float(min_exposure_months)
+    if segment_cols:
+        def segment_fn(pdf: pd.DataFrame) -> pd.DataFrame:
+            pdf = pdf.sort_values(ROW, kind="stable")
+            g = pdf.groupby(segment_cols, dropna=False, sort=False)
+            return pd.DataFrame({ROW: pdf[ROW].to_numpy(dtype=np.int64),
+                                 "_se": g["_e"].transform("sum").to_numpy(dtype=np.float64),
+                                 "_sx": g["_x"].transform("sum").to_numpy(dtype=np.float64)})
+
+        joined = base.groupBy(*segment_cols).applyInPandas(segment_fn, f"`{ROW}` long, _se double, _sx double")
+    else:
+        joined = base.select(ROW)
+    joined = joined.crossJoin(F.broadcast(totals))
+    if not segment_cols:
+        joined = joined.withColumn("_se", F.col("_te")).withColumn("_sx", F.col("_tx"))
+    rate = F.when(F.col("_sx") + k > 0, (F.col("_se") + k * overall) / (F.col("_sx") + k)).otherwise(overall)
+    retention = F.least(F.greatest(1.0 - rate, F.lit(0.0)), F.lit(1.0))
+    return joined.select(ROW, retention.alias("_retention"))
+
+
+# --------------------------------------------------------------------------------------------- the engine
+@dataclass
+class SparkFeatureSet:
+    """Spark feature rows plus what the default engine's ``FeatureSet`` carries."""
+
+    frame: DataFrame  # ROW (row key) + customer_id, cutoff, features (categoricals as text)
+    specs: list[FeatureSpec]
+    categories: dict[str, list[str]]  # categorical feature -> category levels (as the default engine's dtype)
+    as_of: pd.Timestamp
+    input_hash: str
+    files: list[str]
+    n_population: int
+    n_buckets: int
+    event_types: list[str] | None
+    timings: dict[str, float] = field(default_factory=dict)
+    with_labels: bool = False
+    cached: list[DataFrame] = field(default_factory=list, repr=False)  # persisted intermediates
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def columns(self) -> list[str]:
+        return ["customer_id", "cutoff", *self.feature_names] + (["label"] if self.with_labels else [])
+
+    def unpersist(self) -> None:
+        """Release the cached feature rows and intermediates."""
+        for df in [self.frame, *self.cached]:
+            df.unpersist()
+
+    def public(self) -> DataFrame:
+        """The feature rows without the internal row key, in the default engine's row order when sorted."""
+        return self.frame.select(*[f"`{c}`" for c in self.columns])
+
+    def to_pandas(self) -> FeatureSet:
+        """Collect to the driver as the default engine's ``FeatureSet`` (same row order and dtypes)."""
+        from features.build import FeatureSet
+
+        pdf = self.frame.toPandas().sort_values(ROW, kind="stable").reset_index(drop=True)
+        parts = [pd.DataFrame({"customer_id": pdf["customer_id"].astype(str).to_numpy(), "cutoff": self.as_of})]
+        cols: dict[str, Any] = {}
+        for s in self.specs:
+            v = pdf[s.name]
+            if s.categorical:
+                cols[s.name] = pd.Categorical(v.astype(object).where(v.notna(), None), categories=self.categories[s.name])
+            else:
+                cols[s.name] = v.to_numpy(dtype=np.float64, na_value=np.nan)
+        parts.append(pd.DataFrame(cols))
+        frame = pd.concat(parts, axis=1)
+        if self.with_labels:
+            frame["label"] = pdf["label"].to_numpy(dtype=np.int8)
+        return FeatureSet(frame, list(self.specs))
+
+    def write(self, path: str) -> None:
+        """Partitioned Parquet (part files in the default engine's row order) plus the catalogue beside it."""
+        self.frame.orderBy(ROW).drop(ROW).select(*[f"`{c}`" for c in self.columns]).write.mode("overwrite").parquet(path)
+
+
+def _one_arg(obj: Any) -> Any:
+    """PySpark counts ``self`` in a callable object's arguments: hand it a plain function instead."""
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        return obj(pdf)
+
+    return fn
+
+
+def _two_args(obj: Any) -> Any:
+    def fn(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+        return obj(left, right)
+
+    return fn
+
+
+def _auto_buckets(spark: SparkSession, inputs: SparkInputs, rows_per_bucket: int) -> int:
+    total = sum(inputs.counts.values())
+    return max(int(spark.sparkContext.defaultParallelism), math.ceil(total / max(rows_per_bucket, 1)))
+
+
+def build_feature_set_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                            as_of: pd.Timestamp, n_buckets: int | None = None, event_types: list[str] | None = None,
+                            rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET, with_labels: bool = False) -> SparkFeatureSet:
+    """Build the features of every customer active at ``as_of`` with Spark (see the module docstring).
+
+    ``event_types``: the event types to count (scoring passes the model's); default: the config's, else
+    every type seen before the cutoff. ``n_buckets`` default: enough buckets for about ``rows_per_bucket``
+    input rows each (a bucket is processed in one pandas task, so it must fit a Python worker's memory),
+    and at least the default parallelism. ``with_labels``: add the 0/1 ``label`` column (needs data after the
+    cutoff), as ``FeatureBuilder.build(with_labels=True)``.
+    """
+    with worker_errors():
+        return _build_feature_set(spark, data, cfg, as_of, n_buckets, event_types, rows_per_bucket, with_labels)
+
+
+def _build_feature_set(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                       as_of: pd.Timestamp, n_buckets: int | None, event_types: list[str] | None,
+                       rows_per_bucket: int, with_labels: bool) -> SparkFeatureSet:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    as_of = pd.Timestamp(as_of)
+    inputs = read_tables_spark(spark, data, cfg)
+    facts = compute_facts(inputs, cfg, as_of, event_types)
+    timings["read_facts_s"] = time.perf_counter() - t0
+    if n_buckets is None:
+        n_buckets = _auto_buckets(spark, inputs, rows_per_bucket)
+    columns = {r: [c for c in df.columns if c != ROW] for r, df in inputs.frames.items()}
+    plan = BucketPlan(_bucket_config(cfg), as_of, columns, inputs.attributes, inputs.numeric_attributes,
+                      inputs.date_format, facts, with_labels=with_labels)
+
+    # the probe: the phantom alone gives the output columns, their types and the feature catalogue
+    probe, specs = plan.build(plan.empty_input())
+    feature_names = [s.name for s in specs]
+    has_tx = "transactions" in inputs.frames
+    labels = ["label"] if with_labels else []
+    plan.out_columns = [ROW, "customer_id", "cutoff", *feature_names, *labels] + ([P365] if has_tx else [])
+    ptypes = {c: _spark_type(probe[c].rename(c)) for c in plan.out_columns if c in probe}
+    ptypes[ROW] = "long"
+    ptypes["customer_id"] = "string"
+    ptypes["cutoff"] = "timestamp_ntz"
+    if has_tx:
+        ptypes[P365] = "double"
+    schema = ", ".join(f"`{c}` {ptypes[c]}" for c in plan.out_columns)
+
+    # validated customers (all rows): categories of text attributes, CLV segment retention
+    t = time.perf_counter()
+    cust = inputs.frames["customers"].withColumn(BUCKET, F.pmod(F.xxhash64(F.col("customer_id")), F.lit(n_buckets)))
+    vcols = [ROW, "customer_id", "signup_date", "churn_date", *inputs.attributes]
+    vtypes = {ROW: "long", "customer_id": "string", "signup_date": "timestamp_ntz", "churn_date": "timestamp_ntz"}
+    vtypes |= {a: "double" if a in inputs.numeric_attributes else "string" for a in inputs.attributes}
+    vplan = _ValidateCustomers(inputs.attributes, inputs.date_format["customers"], vcols)
+    validated = cust.groupBy(BUCKET).applyInPandas(_one_arg(vplan), ", ".join(f"`{c}` {vtypes[c]}" for c in vcols))
+    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
+    text_attrs = [a for a in inputs.attributes if a not in inputs.numeric_attributes]
+    categories: dict[str, list[str]] = {}
+    if text_attrs:
+        rows = (validated.select(F.explode(F.array(*[F.struct(F.lit(a).alias("a"), F.col(f"`{a}`").alias("v"))
+                                                      for a in text_attrs])).alias("x"))
+                .select("x.a", "x.v").distinct().collect())
+        for a in text_attrs:
+            categories[a] = sorted(r["v"] for r in rows if r["a"] == a)
+    for s in specs:
+        if s.categorical and s.name not in categories:
+            categories[s.name] = [str(c) for c in probe[s.name].cat.categories]
+    timings["customers_s"] = time.perf_counter() - t
+
+    # the bucket step: the pandas FeatureBuilder per bucket
+    t = time.perf_counter()
+    union = union_input(inputs, n_buckets)
+    feats = union.groupBy(BUCKET).applyInPandas(_one_arg(plan), schema).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [validated, feats]
+    n_pop = feats.count()
+    timings["buckets_s"] = time.perf_counter() - t
+    log.info("spark features: %s customers active at %s, %d buckets (%.1fs)", f"{n_pop:,}", as_of.date(), n_buckets,
+             timings["buckets_s"])
+
+    # the global step: population-relative value features
+    t = time.perf_counter()
+    if "value_tier" in feature_names and n_pop:
+        feats = _global_value_step(spark, feats, validated, inputs, cfg, as_of, n_pop, feature_names, n_buckets,
+                                   cached)
+    out = feats.select(ROW, "customer_id", "cutoff", *[f"`{c}`" for c in feature_names + labels])
+    out = out.persist(StorageLevel.MEMORY_AND_DISK)
+    out.count()
+    for df in cached:  # the result is cached; intermediates can go
+        df.unpersist()
+    timings["global_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    return SparkFeatureSet(out, specs, categories, as_of, inputs.input_hash, inputs.files, n_pop, n_buckets,
+                           facts.event_types, timings, with_labels)
+
+
+@dataclass
+class _ValidateCustomers:
+    attributes: list[str]
+    date_format: str | None
+    out_columns: list[str]
+
+    def __call__(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        from features.contract import validate_customers
+
+        pdf = pdf.sort_values(ROW, kind="stable").reset_index(drop=True)
+        v = validate_customers(pdf.drop(columns=[ROW, BUCKET]), self.attributes, self.date_format)
+        v.insert(0, ROW, pdf[ROW].to_numpy(dtype=np.int64))
+        out = {}
+        for c in self.out_columns:
+            s = v[c]
+            out[c] = s.astype(object).where(s.notna(), None) if s.dtype == object or pd.api.types.is_string_dtype(s) else s
+        return pd.DataFrame(out)
+
+
+def _global_value_step(spark: SparkSession, feats: DataFrame, validated: DataFrame, inputs: SparkInputs, cfg: Config,
+                       as_of: pd.Timestamp, n_pop: int, feature_names: list[str], n_buckets: int,
+                       cached: list[DataFrame]) -> DataFrame:
+    """Replace the bucket-relative value features with their population-wide values."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    clv_cfg = cfg.features.clv
+    if clv_cfg.method == "contractual":
+        ret = segment_retention_spark(validated, as_of, list(clv_cfg.segment_columns))
+        base = feats.drop("lifetime_value").join(ret, on=ROW, how="left")
+        d_args = (clv_cfg.horizon_months, clv_cfg.discount_rate_annual, clv_cfg.margin)
+
+        def clv_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            from features.clv import contractual_clv
+
+            for b in batches:
+                clv = contractual_clv(pd.Series(b["monthly_revenue"].to_numpy(dtype=np.float64)),
+                                      pd.Series(b["_retention"].to_numpy(dtype=np.float64)),
+                                      horizon_months=d_args[0], discount_rate_annual=d_args[1], margin=d_args[2])
+                yield b.drop(columns=["_retention"]).assign(lifetime_value=clv.to_numpy(dtype=np.float64))
+
+        schema = StructType([*base.drop("_retention").schema.fields, StructField("lifetime_value", DoubleType())])
+        with_clv = base.mapInPandas(clv_fn, schema)
+    else:
+        clv_df = _noncontractual_clv_spark(spark, inputs, cfg, as_of, n_buckets)
+        with_clv = feats.drop("lifetime_value").join(clv_df, on=ROW, how="left")
+    with_clv = with_clv.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(with_clv)
+    tiers = [(t.name, t.top_share) for t in cfg.features.value_tiers]
+    keys: dict[str, Column] = {}
+    if "rfm_recency_score" in feature_names:
+        keys = {"rfm_recency_score": -F.col("days_since_last_purchase"), "rfm_frequency_score": F.col(P365),
+                "rfm_monetary_score": F.col("spend_365d")}
+    ranks = population_ranks_spark(with_clv, "lifetime_value", keys, tiers, n_pop)
+    out = with_clv.drop(*[c for c in ranks.columns if c != ROW])
+    return out.join(ranks, on=ROW, how="left")
+
+
+@dataclass
+class _RfmSummary:
+    """cogroup(customers, transactions) per bucket -> ``features.clv.rfm_summary`` rows of every customer."""
+
+    plan: BucketPlan
+
+    def __call__(self, cust: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
+        from features.clv import rfm_summary
+
+        pdf = pd.concat([cust, tx], ignore_index=True)
+        tables, keys = self.plan.tables(pdf)
+        n = len(keys)
+        c = tables.customers.iloc[:n]
+        t = tables.transactions
+        t = t[t["_code"] < n]
+        hist = window_slice(t["timestamp"], pd.Timestamp.min, self.plan.as_of)
+        txh = t.iloc[hist]
+        summary = rfm_summary(txh[["customer_id", "timestamp", "amount"]], self.plan.as_of,
+                              customers=pd.Index(c["customer_id"]),
+                              first_purchase=pd.Series(c["signup_date"].to_numpy(), index=c["customer_id"]))
+        out = summary.reset_index()
+        out.insert(0, ROW, keys)
+        out["n_transactions"] = out["n_transactions"].astype("int64")
+        return out
+
+
+def _noncontractual_clv_spark(spark: SparkSession, inputs: SparkInputs, cfg: Config, as_of: pd.Timestamp,
+                              n_buckets: int) -> DataFrame:
+    """BG/NBD + Gamma-Gamma is one global fit: per-customer RFM summaries (6 numbers each) are built in the
+    buckets, collected to the driver in customers row order and fitted there with the default engine's code.
+
+    Limit: the driver holds the summary (about 100 bytes per customer in pandas, e.g. 1 GB for 10M customers).
+    """
+    from pyspark.sql import functions as F
+
+    from features.clv import noncontractual_clv
+
+    if "transactions" not in inputs.frames:
+        raise DataError("transactions", None, "non-contractual CLV needs the transactions table")
+    un = union_input(SparkInputs({r: inputs.frames[r] for r in ("customers", "transactions")}, inputs.attributes,
+                                 inputs.numeric_attributes, inputs.date_format, True, [], ""), n_buckets)
+    columns = {r: [c for c in inputs.frames[r].columns if c != ROW] for r in ("customers", "transactions")}
+    facts = GlobalFacts(first_ts={"transactions": pd.Timestamp("1970-01-01")})
+    plan = BucketPlan(_bucket_config(cfg), as_of, columns, inputs.attributes, inputs.numeric_attributes,
+                      inputs.date_format, facts)
+    cu = un.where(F.col(TAG) == TAGS["customers"])
+    tx = un.where(F.col(TAG) == TAGS["transactions"])
+    schema = (f"`{ROW}` long, customer_id string, frequency double, recency double, T double, monetary_value double, "
+              "n_transactions long, total_amount double")
+    summ = cu.groupBy(BUCKET).cogroup(tx.groupBy(BUCKET)).applyInPandas(_two_args(_RfmSummary(plan)), schema)
+    pdf = summ.toPandas().sort_values(ROW, kind="stable").set_index("customer_id")
+    res = noncontractual_clv(pdf.drop(columns=[ROW]), horizon_days=cfg.features.clv.horizon_months * 30.44,
+                             discount_rate_annual=cfg.features.clv.discount_rate_annual, margin=cfg.features.clv.margin)
+    clv = res["clv"].reindex(pdf.index).fillna(0.0).to_numpy(dtype=np.float64)
+    return spark.createDataFrame(pd.DataFrame({ROW: pdf[ROW].to_numpy(dtype=np.int64), "lifetime_value": clv}))
+
+
+def build_features_spark(spark: SparkSession, data_dir_or_paths: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                         as_of: pd.Timestamp, out_path: str | None = None, n_buckets: int | None = None,
+                         event_types: list[str] | None = None) -> DataFrame:
+    """Feature rows (customer_id, cutoff, features) as a Spark DataFrame; also written as Parquet if ``out_path``.
+
+    Equal to ``FeatureBuilder(load_tables(data_dir, cfg), cfg).build(as_of).frame`` (categoricals as text).
+    Use :func:`build_feature_set_spark` for the catalogue and a pandas ``FeatureSet``.
+    """
+    fs = build_feature_set_spark(spark, data_dir_or_paths, cfg, as_of, n_buckets=n_buckets, event_types=event_types)
+    if out_path is not None:
+        fs.write(out_path)
+    return fs.public()

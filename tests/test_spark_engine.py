@@ -1,0 +1,231 @@
+"""``--engine spark`` gives the default engine's results: features, and alerts with a registered model.
+
+One local[2] Spark session for the module (start-up about 10 s), one generated data set
+(``generate_demo(500, seed=3)``) and one tiny model (2 Optuna trials). Skipped without pyspark or Java.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Spark needs Java", allow_module_level=True)
+
+from tests.conftest import working_directory, write_small_config  # noqa: E402
+
+N_CUSTOMERS, SEED = 500, 3
+FEATURE_CUTOFF = pd.Timestamp("2025-06-01")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from features.spark import get_spark
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = get_spark("local[2]", app_name="churn-test-spark-engine",
+                        **{"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
+                           "spark.default.parallelism": "2"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from churn.generate import generate_demo, write_demo
+
+    folder = tmp_path_factory.mktemp("spark_data")
+    write_demo(generate_demo(n_customers=N_CUSTOMERS, seed=SEED), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    """A model store with one registered model (2 Optuna trials) trained on the generated data."""
+    from churn.config import load_config
+    from features.contract import load_tables
+    from training.train import train
+
+    folder = tmp_path_factory.mktemp("spark_store")
+    path = write_small_config(folder, overrides={"training": {"tuning": {"n_trials": 2}}})
+    with working_directory(folder):
+        cfg = load_config(path)
+        tables = load_tables(data_dir, cfg.data)
+        summary = train(tables, cfg, data_dir)
+    return {"folder": folder, "cfg": cfg, "tables": tables, "summary": summary}
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def _assert_same_features(local, spark_fs) -> None:
+    assert [s.name for s in spark_fs.specs] == [s.name for s in local.specs]
+    assert spark_fs.specs == local.specs
+    got = spark_fs.to_pandas()
+    assert list(got.frame.columns) == list(local.frame.columns)
+    # same rows in the same order (customers row order), same dtypes (categories included), same values
+    pd.testing.assert_frame_equal(_sorted(got.frame), _sorted(local.frame), check_exact=False, rtol=1e-9, atol=1e-9)
+    # in fact bitwise: the global sums run in the default engine's order
+    pd.testing.assert_frame_equal(got.frame, local.frame, check_exact=True)
+
+
+def test_unsupported_config_is_refused_before_any_work() -> None:
+    from churn.config import load_config
+    from churn.errors import ConfigError
+    from features.spark import _check_supported
+
+    cfg = load_config()
+    tables = dict(cfg.data.tables)
+    tables["customers"] = tables["customers"].model_copy(update={"derived": {"age": {"years_since": "dob"}}})
+    bad = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tables": tables})})
+    with pytest.raises(ConfigError, match="customers.derived"):
+        _check_supported(bad)
+    _check_supported(cfg)
+
+
+def test_population_ranks_match_pandas_with_ties_and_nan(spark) -> None:
+    """Quintile scores and value tiers: pandas' average ranks, NaN as worst, ties by row order."""
+    from pyspark.sql import functions as F
+
+    from features.spark import ROW, population_ranks_spark
+    from features.value import quintile_score, value_tiers
+
+    rng = np.random.default_rng(0)
+    n = 997
+    a = rng.integers(0, 6, n).astype(float)  # heavy ties
+    a[rng.random(n) < 0.1] = np.nan
+    b = np.round(rng.normal(size=n), 1)
+    b[:40] = -0.0
+    b[40:60] = 0.0
+    clv = np.where(rng.random(n) < 0.3, 0.0, np.round(rng.exponential(50, n), 0))
+    clv[rng.random(n) < 0.05] = np.nan
+    rows = rng.permutation(n).astype(np.int64) * 7  # row keys: any increasing order stands for row order
+    pdf = pd.DataFrame({ROW: rows, "a": a, "b": b, "clv": clv})
+    tiers = [("platinum", 0.01), ("gold", 0.05), ("silver", 0.2), ("bronze", 1.0)]
+    sdf = spark.createDataFrame(pdf)
+    got = population_ranks_spark(sdf, "clv", {"qa": F.col("a"), "qb": -F.col("b")}, tiers, n).toPandas()
+    got = got.set_index(ROW).loc[np.sort(rows)]
+    order = np.argsort(rows, kind="stable")  # the default engine's row order
+    pop = np.ones(n, dtype=bool)
+    np.testing.assert_array_equal(got["qa"].to_numpy(), quintile_score(a[order], pop))
+    np.testing.assert_array_equal(got["qb"].to_numpy(), quintile_score(-b[order], pop))
+    np.testing.assert_array_equal(got["value_tier"].to_numpy(dtype=object),
+                                  np.asarray(value_tiers(clv[order], pop, tiers), dtype=object))
+
+
+def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path, store) -> None:
+    """A mid-history cutoff, every feature family, labels, and the non-contractual CLV (one global BG/NBD fit)."""
+    from features.build import FeatureBuilder
+    from features.spark import build_feature_set_spark
+
+    cfg = store["cfg"]
+    clv = cfg.features.clv.model_copy(update={"method": "noncontractual"})
+    cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"clv": clv})})
+    local = FeatureBuilder(store["tables"], cfg).build(FEATURE_CUTOFF, with_labels=True)
+    fs = build_feature_set_spark(spark, data_dir, cfg, FEATURE_CUTOFF, n_buckets=3, with_labels=True)
+    assert fs.n_population == len(local.frame) > 100
+    _assert_same_features(local, fs)
+    assert set(fs.frame.columns) >= {"customer_id", "cutoff", "value_tier", "rfm_frequency_score", "label"}
+    assert 0 < local.frame["label"].sum() < len(local.frame)
+
+
+def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Path) -> None:
+    """Features at the scoring cutoff (contractual CLV), then scoring with the registered model."""
+    from features.build import FeatureBuilder
+    from features.spark import build_feature_set_spark
+    from inference.explain import typical_values
+    from inference.score import score
+    from inference.spark import score_spark, typical_values_spark
+    from training.registry import load_churn_model
+
+    cfg, tables = store["cfg"], store["tables"]
+    as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
+    with working_directory(store["folder"]):
+        from training.registry import setup_mlflow
+
+        setup_mlflow(cfg.mlflow)
+        model = load_churn_model(f"models:/{cfg.mlflow.model_name}/{store['summary']['model_version']}")
+        event_types = model.meta.get("event_types")
+        local_fs = FeatureBuilder(tables, cfg, event_types=event_types).build(as_of)
+        fs = build_feature_set_spark(spark, data_dir, cfg, as_of, n_buckets=4, event_types=event_types)
+        _assert_same_features(local_fs, fs)
+
+        specs = {s.name: s for s in local_fs.specs}
+        want = typical_values(local_fs.frame, model.features, specs)
+        got = typical_values_spark(fs.frame, model.features, specs, fs.categories)
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
+
+        local_sum = score(tables, cfg, as_of, tmp_path / "local", log_to_mlflow=False)
+        spark_sum = score_spark(spark, data_dir, cfg, as_of, tmp_path / "spark", log_to_mlflow=False, features=fs)
+        # the model shipped with the job (executors without registry access); nothing collected
+        shipped = score_spark(spark, data_dir, cfg, as_of, tmp_path / "shipped", log_to_mlflow=False, features=fs,
+                              ship_model=True, collect_limit=0)
+
+    for key in ("n_scored", "n_alerts", "n_selected", "n_control", "input_hash", "model_version"):
+        assert spark_sum[key] == local_sum[key], key
+    assert spark_sum["n_alerts"] > 5 and 0 < spark_sum["n_selected"] < spark_sum["n_alerts"]
+    for key in ("budget_spent", "expected_net_value", "value_at_risk_total", "value_at_risk_alerts", "risk_tiers"):
+        assert spark_sum[key] == local_sum[key], key
+
+    want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
+    got_alerts = pd.read_parquet(tmp_path / "spark" / "alerts.parquet")  # a folder of part files, rank order
+    assert list(got_alerts.columns) == list(want_alerts.columns)
+    for col in ("rank", "customer_id", "risk_tier", "value_tier", "lifecycle_stage", "playbook_id", "playbook_rule",
+                "selected", "control_group", "reason_1", "reason_2", "reason_3", "protective_reason"):
+        assert got_alerts[col].tolist() == want_alerts[col].tolist(), col
+    for col in ("churn_probability", "lifetime_value", "value_at_risk", "expected_net_value", "playbook_cost"):
+        np.testing.assert_allclose(got_alerts[col].to_numpy(float), want_alerts[col].to_numpy(float), rtol=1e-9)
+    for col in ("reason_families", "reason_groups"):
+        assert [list(x) for x in got_alerts[col]] == [list(x) for x in want_alerts[col]], col
+    assert [[dict(r) for r in x] for x in got_alerts["reasons"]] == [[dict(r) for r in x] for x in want_alerts["reasons"]]
+
+    assert shipped["n_alerts"] == local_sum["n_alerts"]
+    assert not (tmp_path / "shipped" / "alerts.csv").exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "shipped" / "alerts.parquet").drop(columns=["reasons"]),
+                                  got_alerts.drop(columns=["reasons"]))
+
+    want_scores = pd.read_parquet(tmp_path / "local" / "scores.parquet")
+    got_scores = pd.read_parquet(tmp_path / "spark" / "scores.parquet")
+    assert got_scores["customer_id"].tolist() == want_scores["customer_id"].tolist()
+    np.testing.assert_array_equal(got_scores["churn_probability"].to_numpy(), want_scores["churn_probability"].to_numpy())
+    # the collected outputs are byte-identical
+    for name in ("alerts.csv", "alerts.jsonl"):
+        assert (tmp_path / "spark" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    assert (tmp_path / "spark" / "report.html").exists() and (tmp_path / "spark" / "summary.json").exists()
+
+
+def test_contract_errors_in_a_bucket_surface_as_data_errors(spark, data_dir: Path, tmp_path: Path) -> None:
+    """A child row whose customer is unknown fails inside a Spark task; the caller still gets a DataError."""
+    from churn.config import load_config
+    from churn.errors import DataError
+    from features.spark import build_feature_set_spark
+
+    customers = pd.read_parquet(data_dir / "customers.parquet").head(20)
+    events = pd.read_parquet(data_dir / "events.parquet")
+    events = events[events["customer_id"].isin(customers["customer_id"])].head(200).copy()
+    events.loc[events.index[5], "customer_id"] = "NOT-A-CUSTOMER"
+    customers.to_parquet(tmp_path / "customers.parquet", index=False)
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    with pytest.raises(DataError, match="not in the customers table"):
+        build_feature_set_spark(spark, tmp_path, load_config(), FEATURE_CUTOFF, n_buckets=2)
+
+
+def test_values_at_middle_ranks() -> None:
+    from inference.spark import _values_at
+
+    counts = [(1.0, 2), (2.5, 3), (7.0, 1)]  # sorted values 1 1 2.5 2.5 2.5 7 after 10 smaller ones
+    assert _values_at(counts, 10, (12, 15)) == (2.5, 7.0)
+    assert _values_at(counts, 10, (10, 11)) == (1.0, 1.0)
+    assert _values_at(counts, 10, (9, 10)) is None  # a rank below the window
+    assert _values_at(counts, 10, (15, 16)) is None  # a rank above it
