@@ -48,7 +48,7 @@ class DataError(ChurnError):
                 shown = examples.head(5).to_string(max_colwidth=40)
             else:
                 shown = ", ".join(repr(x) for x in list(examples)[:5])
-            msg += f"\n  examples:\n    " + shown.replace("\n", "\n    ")
+            msg += "\n  examples:\n    " + shown.replace("\n", "\n    ")
         super().__init__(msg)
 
 

@@ -102,7 +102,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     typical = typical_values(frame, model.features, specs)
     reason_parts = []
     contribs = []
-    for i, sl in enumerate(_chunks(len(explain_idx), 50_000), 1):
+    for sl in _chunks(len(explain_idx), 50_000):
         rows = explain_idx[sl]
         sub = frame.iloc[rows]
         contrib = model.contributions(sub, explainer=scfg.explainer)

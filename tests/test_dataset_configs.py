@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from churn.config import Config, load_config
-from churn.errors import DataError
 from features.contract import load_tables
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -15,7 +15,14 @@ import pandas as pd
 
 from churn.config import Config
 from churn.errors import ChurnError, InputNotFoundError
-from training.registry import CHALLENGER, CHAMPION, champion_history, get_alias_version, set_champion, setup_mlflow
+from training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    champion_history,
+    get_alias_version,
+    set_champion,
+    setup_mlflow,
+)
 
 log = logging.getLogger(__name__)
 
