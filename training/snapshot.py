@@ -31,6 +31,7 @@ from churn.config import Config
 from churn.errors import DataError
 from features.build import profile_features
 from features.contract import Tables
+from training.train import logistic_baseline
 
 log = logging.getLogger(__name__)
 
@@ -91,34 +92,6 @@ def _fit_xgb(train: pd.DataFrame, test: pd.DataFrame, features: list[str], param
     return booster.predict(_dmatrix(test, features, None, n_threads)), rounds
 
 
-def _fit_logistic(train: pd.DataFrame, test: pd.DataFrame, features: list[str], cats: list[str],
-                  seed: int) -> np.ndarray:
-    """Logistic regression: one-hot categoricals, median-imputed and scaled numbers (as training.train's baseline)."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    nums = [f for f in features if f not in cats]
-    pre = ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), nums),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), cats),
-    ])
-    pipe = make_pipeline(pre, LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
-
-    def _x(df: pd.DataFrame) -> pd.DataFrame:
-        x = df[features].copy()
-        for c in cats:
-            x[c] = x[c].astype(str)
-        for c in nums:
-            x[c] = x[c].astype(float).replace([np.inf, -np.inf], np.nan)
-        return x
-
-    pipe.fit(_x(train), train["label"].to_numpy())
-    return pipe.predict_proba(_x(test))[:, 1]
-
-
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
@@ -162,7 +135,7 @@ def cross_validate(cfg: Config, tables: Tables, n_splits: int = 5, seed: int = 4
         p_xgb, r = _fit_xgb(train, test, features, xgb_params, seed + i, n_threads, max_rounds, early_stopping_rounds)
         rounds.append(r)
         res["xgboost"].append(_metrics(y_te, p_xgb))
-        res["baseline_logistic"].append(_metrics(y_te, _fit_logistic(train, test, features, cats, seed)))
+        res["baseline_logistic"].append(_metrics(y_te, logistic_baseline(train, test, features, cats, seed)))
         res["baseline_prior"].append(_metrics(y_te, np.full(len(y_te), train["label"].mean())))
         log.info("fold %d/%d: XGBoost ROC-AUC %.4f log loss %.4f (%d rounds)", i + 1, n_splits,
                  res["xgboost"][-1]["roc_auc"], res["xgboost"][-1]["log_loss"], r)
