@@ -417,22 +417,35 @@ def _resolve_attributes(raw: pd.DataFrame, tc: TableConfig, role_cols: set[str],
         if c in role_cols or c in skip:
             continue
         s = raw[c]
-        nun = int(s.nunique(dropna=True))
-        if int(s.nunique(dropna=False)) <= 1:  # value-or-missing is informative; one value everywhere is not
-            constant.append(c)
-            continue
-        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-        if not numeric and ((nun >= 20 and nun == int(s.notna().sum())) or nun > max(50, n // 2)):
-            id_like.append(c)
-            continue
-        attrs.append(str(c))
+        kind = auto_attribute_kind(n, int(s.nunique(dropna=True)), int(s.nunique(dropna=False)), int(s.notna().sum()),
+                                   pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s))
+        {"constant": constant, "id_like": id_like, "attribute": attrs}[kind].append(str(c))
+    log_auto_attributes(attrs, constant, id_like)
+    return attrs
+
+
+def auto_attribute_kind(n_rows: int, n_distinct: int, n_distinct_or_missing: int, n_present: int,
+                        numeric: bool) -> str:
+    """``attributes: auto`` rule for one column: "constant", "id_like" or "attribute".
+
+    Constant: one value (or missing) everywhere; value-or-missing is informative. Identifier-like (text
+    only): a distinct value in every non-empty row (at least 20), or more than max(50, n/2) distinct values.
+    Shared by the pandas and Spark engines so both pick the same columns.
+    """
+    if n_distinct_or_missing <= 1:
+        return "constant"
+    if not numeric and ((n_distinct >= 20 and n_distinct == n_present) or n_distinct > max(50, n_rows // 2)):
+        return "id_like"
+    return "attribute"
+
+
+def log_auto_attributes(attrs: list[str], constant: list[str], id_like: list[str]) -> None:
     if constant:
         log.info("attributes: auto: constant column(s) left out: %s", constant)
     if id_like:
         log.warning("attributes: auto: identifier-like text column(s) left out (exclude them to silence this): %s",
                     id_like)
     log.info("attributes: auto: %d column(s): %s", len(attrs), attrs)
-    return attrs
 
 
 def _snapshot_label(raw: pd.DataFrame, label: LabelConfig) -> np.ndarray:

@@ -240,30 +240,25 @@ def _resolve_attributes_spark(raw: DataFrame, tc: Any, role_cols: set[str]) -> l
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, NumericType
 
+    from features.contract import auto_attribute_kind, log_auto_attributes
+
     if not tc.auto_attributes:
         return list(tc.attributes)
     cols = [c for c in raw.columns if c not in role_cols and c != ROW]
     if not cols:
         return []
     row = raw.agg(F.count(F.lit(1)).alias("_n"),
-                  *[F.count_distinct(F.col(f"`{c}`")).alias(f"d{i}") for i, c in enumerate(cols)]).first()
+                  *[F.count_distinct(F.col(f"`{c}`")).alias(f"d{i}") for i, c in enumerate(cols)],
+                  *[F.count(F.col(f"`{c}`")).alias(f"p{i}") for i, c in enumerate(cols)]).first()
     n = int(row["_n"])
     types = {f.name: f.dataType for f in raw.schema.fields}
     attrs, constant, id_like = [], [], []
     for i, c in enumerate(cols):
-        nun = int(row[f"d{i}"])
-        if nun <= 1:
-            constant.append(c)
-            continue
+        nun, present = int(row[f"d{i}"]), int(row[f"p{i}"])
         numeric = isinstance(types[c], NumericType) and not isinstance(types[c], BooleanType)
-        if not numeric and nun > max(50, n // 2):
-            id_like.append(c)
-            continue
-        attrs.append(str(c))
-    if constant:
-        log.info("attributes: auto: constant column(s) left out: %s", constant)
-    if id_like:
-        log.warning("attributes: auto: identifier-like text column(s) left out: %s", id_like)
+        kind = auto_attribute_kind(n, nun, nun + (1 if present < n else 0), present, numeric)
+        {"constant": constant, "id_like": id_like, "attribute": attrs}[kind].append(str(c))
+    log_auto_attributes(attrs, constant, id_like)
     return attrs
 
 

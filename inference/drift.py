@@ -153,3 +153,25 @@ def drift_table(
     if n_drift:
         logger.warning("drift: %d of %d features at PSI >= %s", n_drift, len(out), alert)
     return out
+
+
+def scoring_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], p: np.ndarray,
+                  warn: float = 0.1, alert: float = 0.25) -> tuple[pd.DataFrame, str | None]:
+    """Drift of the model's inputs and of its score against the training reference, plus a recommendation.
+
+    ``reference`` holds training-time features and their ``churn_probability``; ``p`` are the new scores.
+    Returns the table (score first, then features by PSI) and a retrain recommendation when any row drifted.
+    """
+    cols = [f for f in features if f in reference.columns]
+    table = drift_table(reference[cols], current[cols], cols, warn=warn, alert=alert)
+    score_psi = psi(reference["churn_probability"].to_numpy(), p)
+    score_row = pd.DataFrame([{"feature": "churn_probability (score)", "psi": score_psi,
+                               "status": drift_status(score_psi, warn, alert),
+                               "ref_mean": float(reference["churn_probability"].mean()), "cur_mean": float(np.mean(p))}])
+    table = pd.concat([score_row, table], ignore_index=True)
+    drifted = table.loc[table["status"] == "drift", "feature"]
+    recommendation = None
+    if len(drifted):
+        recommendation = (f"{len(drifted)} input(s) drifted past PSI {alert} since training "
+                          f"({', '.join(drifted.head(5))}): retrain the model.")
+    return table, recommendation

@@ -36,7 +36,7 @@ def _chunks(n: int, size: int) -> list[slice]:
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
-    from inference.drift import drift_table, psi
+    from inference.drift import scoring_drift
     from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
@@ -137,19 +137,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     drift = None
     recommendation = None
     if model.reference is not None:
-        ref = model.reference
-        cols = [f for f in model.features if f in ref.columns]
-        cur = frame[cols].copy()
-        drift = drift_table(ref[cols], cur, cols)
-        score_psi = psi(ref["churn_probability"].to_numpy(), p)
-        drift = pd.concat([pd.DataFrame([{"feature": "churn_probability (score)", "psi": score_psi,
-                                          "status": "drift" if score_psi >= 0.25 else "warning" if score_psi >= 0.1 else "stable",
-                                          "ref_mean": float(ref["churn_probability"].mean()), "cur_mean": float(p.mean())}]),
-                           drift], ignore_index=True)
-        n_drift = int((drift["status"] == "drift").sum())
-        if n_drift:
-            recommendation = (f"{n_drift} input(s) drifted past PSI 0.25 since training "
-                              f"({', '.join(drift.loc[drift['status'] == 'drift', 'feature'].head(5))}): retrain the model.")
+        drift, recommendation = scoring_drift(model.reference, frame, model.features, p)
     importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs)
                   if contribs else None)
 

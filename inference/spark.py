@@ -563,26 +563,15 @@ def _drift_and_report(st: Path, summary: dict[str, Any], model: Any, fs: SparkFe
                       alerts_pd: pd.DataFrame | None, scfg: Any, importance: pd.DataFrame | None = None) -> None:
     """Drift table and HTML report with the default engine's code, on collected (small) outputs."""
     from churn.io import write_csv
-    from inference.drift import drift_table, psi
+    from inference.drift import scoring_drift
     from inference.report import render_report
 
     drift = None
     if model.reference is not None:
-        ref = model.reference
-        cols = [f for f in model.features if f in ref.columns]
-        cur = fs.to_pandas().frame[cols]
-        drift = drift_table(ref[cols], cur, cols)
-        p = scores_pd["churn_probability"].to_numpy()
-        score_psi = psi(ref["churn_probability"].to_numpy(), p)
-        drift = pd.concat([pd.DataFrame([{"feature": "churn_probability (score)", "psi": score_psi,
-                                          "status": "drift" if score_psi >= 0.25 else "warning" if score_psi >= 0.1 else "stable",
-                                          "ref_mean": float(ref["churn_probability"].mean()), "cur_mean": float(p.mean())}]),
-                           drift], ignore_index=True)
-        n_drift = int((drift["status"] == "drift").sum())
-        if n_drift:
-            summary["drift_recommendation"] = (
-                f"{n_drift} input(s) drifted past PSI 0.25 since training "
-                f"({', '.join(drift.loc[drift['status'] == 'drift', 'feature'].head(5))}): retrain the model.")
+        drift, recommendation = scoring_drift(model.reference, fs.to_pandas().frame, model.features,
+                                              scores_pd["churn_probability"].to_numpy())
+        if recommendation:
+            summary["drift_recommendation"] = recommendation
         write_csv(st / "drift.csv", drift)
     if alerts_pd is not None:
         render_report(st / "report.html", summary=summary, scores=scores_pd, alerts=alerts_pd, global_importance=importance,

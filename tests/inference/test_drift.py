@@ -157,3 +157,21 @@ def test_drift_table_custom_thresholds_and_missing_column() -> None:
     assert drift_table(reference, current, warn=0.01, alert=0.04)["status"].tolist() == ["drift"]
     with pytest.raises(DataError, match="table 'current', column 'only_ref'"):
         drift_table(reference.assign(only_ref=1.0), current, columns=["c", "only_ref"])
+
+
+def test_scoring_drift_adds_score_row_and_recommends_retraining() -> None:
+    from inference.drift import scoring_drift
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(size=2000), "b": rng.normal(size=2000),
+                        "churn_probability": rng.uniform(0, 0.2, 2000)})
+    same = ref[["a", "b"]].copy()
+    table, rec = scoring_drift(ref, same, ["a", "b"], ref["churn_probability"].to_numpy())
+    assert table["feature"].tolist()[0] == "churn_probability (score)"
+    assert set(table["feature"]) == {"churn_probability (score)", "a", "b"}
+    assert (table["status"] == "stable").all() and rec is None
+    shifted = same.assign(a=same["a"] + 3.0)  # one input moved far
+    table, rec = scoring_drift(ref, shifted, ["a", "b"], ref["churn_probability"].to_numpy() + 0.5)
+    status = dict(zip(table["feature"], table["status"], strict=True))
+    assert status == {"churn_probability (score)": "drift", "a": "drift", "b": "stable"}
+    assert rec is not None and rec.startswith("2 input(s) drifted") and "retrain" in rec
