@@ -275,8 +275,6 @@ class FeatureConfig(_Strict):
         shares = [t.top_share for t in self.value_tiers]
         if shares != sorted(shares) or shares[-1] != 1.0:
             raise ValueError("value_tiers: top_share must increase and the last tier must be 1.0")
-        if max(self.windows_days) < self.trend_recent_days + self.trend_baseline_days:
-            pass  # trends use their own windows
         return self
 
 

@@ -117,12 +117,19 @@ class ChurnModel:
         ``explainer="fast"`` uses :class:`inference.fast_shap.FastTreeShap` (same values within 1e-5,
         about 100x faster per row on CPU); ``"xgboost"`` uses XGBoost's ``pred_contribs``.
         """
-        if explainer == "fast":
+        if explainer == "fast" and self._fast_shap is not False:
             if self._fast_shap is None:
                 from inference.fast_shap import FastTreeShap  # lazy: numba import
 
-                self._fast_shap = FastTreeShap(self.booster, self.features, n_threads=self.meta.get("n_threads", 2))
-            return self._fast_shap.shap_values(self.prepare(X), iteration_range=self._range())
+                try:
+                    self._fast_shap = FastTreeShap(self.booster, self.features,
+                                                   n_threads=self.meta.get("n_threads", 2))
+                except (NotImplementedError, MemoryError) as exc:
+                    # a model shape the tables don't cover (e.g. very deep trees): same values, slower path
+                    log.warning("fast explainer unavailable for this model (%s): using XGBoost pred_contribs", exc)
+                    self._fast_shap = False
+            if self._fast_shap is not False:
+                return self._fast_shap.shap_values(self.prepare(X), iteration_range=self._range())
         return self.booster.predict(self.dmatrix(X), pred_contribs=True, iteration_range=self._range())
 
     def _range(self) -> tuple[int, int]:

@@ -167,3 +167,23 @@ def test_save_load_round_trip_gives_identical_predictions(tiny_model: tuple[Chur
     np.testing.assert_array_equal(loaded.predict_raw(X), model.predict_raw(X))
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     np.testing.assert_array_equal(loaded.contributions(X), model.contributions(X))
+
+
+def test_fast_explainer_falls_back_to_xgboost_when_unsupported(monkeypatch, caplog) -> None:
+    """A model the fast tables cannot cover is still explained, exactly, by XGBoost's pred_contribs."""
+    import inference.fast_shap as fs_mod
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = (X["a"] + rng.normal(size=300) > 0).astype(int)
+    booster = xgb.train({"max_depth": 3, "objective": "binary:logistic"}, xgb.DMatrix(X, label=y), 10)
+    model = ChurnModel(booster, ["a", "b"], {})
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("too deep")
+
+    monkeypatch.setattr(fs_mod, "FastTreeShap", refuse)
+    with caplog.at_level("WARNING"):
+        got = model.contributions(X, explainer="fast")
+    np.testing.assert_array_equal(got, model.contributions(X, explainer="xgboost"))
+    assert "fast explainer unavailable" in caplog.text
