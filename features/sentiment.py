@@ -84,17 +84,8 @@ def sentiment_features(inter: pd.DataFrame, n: int, as_of: pd.Timestamp, cfg: Se
                     reason="Last complaint {value} days ago", risk_direction=-1), days_since(last_c, as_of))
 
     s_l = sent[lw]
-    ok = ~np.isnan(s_l)
-    n_scored = count_by(c_l[ok], n)
-    sum_s = count_by(c_l[ok], n, s_l[ok])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_l = np.where(n_scored > 0, sum_s / n_scored, np.nan)
-        neg = count_by(c_l[ok & (s_l < cfg.negative_threshold)], n)
-        share_neg = np.where(n_scored > 0, neg / n_scored, np.nan)
-    mins = np.full(n, np.inf)
-    if ok.any():
-        np.minimum.at(mins, c_l[ok], s_l[ok])
-    mins[np.isinf(mins)] = np.nan
+    mean_l, mins, share_neg = _sentiment_stats(c_l, s_l, n, cfg.negative_threshold)
+    neg = count_by(c_l[~np.isnan(s_l) & (s_l < cfg.negative_threshold)], n)
     add(FeatureSpec(f"sentiment_mean_{long_}d", "sentiment", "text_sentiment", f"Average text sentiment, last {long_} days",
                     "score", long_, reason=f"Average tone of messages in the last {long_} days is {{value}} (-1 angry .. +1 happy; typical: {{typical}})",
                     risk_direction=-1), mean_l)
