@@ -69,7 +69,7 @@ def _metrics(y: np.ndarray, p: np.ndarray, ci: bool = False) -> dict[str, Any]:
                            "log_loss": float(log_loss(y, p, labels=[0, 1])), "n": int(len(y)),
                            "n_positive": int(y.sum())}
     if ci:  # few churners in one test cutoff: say how uncertain the AUC is
-        from training.evaluate import bootstrap_ci
+        from model.metrics import bootstrap_ci
 
         out["roc_auc_ci95"] = list(bootstrap_ci(y, p, roc_auc_score, n_boot=500, seed=0))
     return out

@@ -6,7 +6,7 @@ categoricals) and a 300-tree depth-6 XGBoost model trained on a 200k sample with
 Then times each stage in a fresh subprocess (peak RSS from ``resource.getrusage`` in the child):
 
   a. score all rows in chunks of 200k (``Booster.inplace_predict`` on the pandas chunk);
-  b. explain the top 10% by score with ``inference.fast_shap.FastTreeShap`` (chunks of 50k, as
+  b. explain the top 10% by score with ``model.fast_shap.FastTreeShap`` (chunks of 50k, as
      ``inference/score.py`` does), plus the one-off table build;
   c. ``shap.TreeExplainer(booster).shap_values`` on the same rows, or, if a pilot predicts more
      than ``--exact-budget-s``, on a ``--exact-rows`` subset with the full time extrapolated
@@ -238,7 +238,7 @@ def stage_score(args: argparse.Namespace) -> dict:
 
 
 def stage_fast(args: argparse.Namespace) -> dict:
-    from inference.fast_shap import FastTreeShap
+    from model.fast_shap import FastTreeShap
 
     wd = Path(args.workdir)
     df, booster, load_s = _load(wd)
@@ -318,7 +318,7 @@ def stage_pair(args: argparse.Namespace) -> dict:
     import shap
     import xgboost as xgb
 
-    from inference.fast_shap import FastTreeShap
+    from model.fast_shap import FastTreeShap
 
     wd = Path(args.workdir)
     df, booster, _ = _load(wd)

@@ -29,8 +29,8 @@ from churn.generate import generate_demo, write_demo  # noqa: E402
 from features.build import FeatureBuilder  # noqa: E402
 from features.contract import load_tables  # noqa: E402
 from features.timeline import label_window_days, split_cutoffs, training_cutoffs  # noqa: E402
-from training import evaluate as ev  # noqa: E402
-from training.model import Calibrator, ChurnModel  # noqa: E402
+from model import metrics as ev  # noqa: E402
+from model.artifact import Calibrator, ChurnModel  # noqa: E402
 from training.tune import fit_booster, tune  # noqa: E402
 
 log = logging.getLogger("bench")

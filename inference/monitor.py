@@ -46,7 +46,7 @@ from churn.io import write_csv, write_json
 from features.contract import Tables
 from features.timeline import DAY, active_mask, label_window_days, labels
 from inference.alerts import pseudonymize
-from training.evaluate import classification_metrics, lift_table, reliability_table
+from model.metrics import classification_metrics, lift_table, reliability_table
 
 log = logging.getLogger(__name__)
 

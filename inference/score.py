@@ -39,7 +39,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     from inference.drift import scoring_drift
     from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
     from inference.report import render_report
-    from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
+    from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
     scfg = cfg.scoring
     t0 = time.perf_counter()

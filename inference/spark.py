@@ -77,13 +77,13 @@ def _executor_model(source: Mapping[str, str]) -> Any:
         if source.get("shipped"):
             from pyspark import SparkFiles
 
-            from training.model import ChurnModel
+            from model.artifact import ChurnModel
 
             _MODELS[key] = ChurnModel.load(Path(SparkFiles.get(source["shipped"])))
         else:
             import mlflow
 
-            from training.registry import load_churn_model
+            from model.registry import load_churn_model
 
             mlflow.set_tracking_uri(source["tracking_uri"])
             mlflow.set_registry_uri(source["tracking_uri"])
@@ -335,7 +335,7 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     from inference import alerts as al
     from inference.playbooks import load_playbooks
     from inference.score import _log_scoring_run, _records
-    from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
+    from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
     scfg = cfg.scoring
     t0 = time.perf_counter()

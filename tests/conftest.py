@@ -98,7 +98,7 @@ class Store:
 
     def activate(self) -> None:
         """Point the process-global MLflow client at this store."""
-        from training.registry import setup_mlflow
+        from model.registry import setup_mlflow
 
         setup_mlflow(self.cfg.mlflow)
 

@@ -145,12 +145,12 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
     from inference.explain import typical_values
     from inference.score import score
     from inference.spark import score_spark, typical_values_spark
-    from training.registry import load_churn_model
+    from model.registry import load_churn_model
 
     cfg, tables = store["cfg"], store["tables"]
     as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
     with working_directory(store["folder"]):
-        from training.registry import setup_mlflow
+        from model.registry import setup_mlflow
 
         setup_mlflow(cfg.mlflow)
         model = load_churn_model(f"models:/{cfg.mlflow.model_name}/{store['summary']['model_version']}")

@@ -15,8 +15,8 @@ import pandas as pd
 import xgboost as xgb
 
 from features.timeline import split_cutoffs
-from training import evaluate as ev
-from training.model import Calibrator, ChurnModel
+from model import metrics as ev
+from model.artifact import Calibrator, ChurnModel
 from training.tune import fit_booster
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from churn.config import Config
 from churn.errors import ChurnError, InputNotFoundError
-from training.registry import (
+from model.registry import (
     CHALLENGER,
     CHAMPION,
     champion_history,
@@ -51,8 +51,8 @@ def evaluate_on_window(cfg: Config, data_dir: str | Path, versions: list[str], c
     """ROC-AUC of each version on the same cutoff, computed now from the data."""
     from features.build import FeatureBuilder
     from features.contract import load_tables
-    from training.evaluate import classification_metrics
-    from training.registry import load_churn_model
+    from model.metrics import classification_metrics
+    from model.registry import load_churn_model
 
     tables = load_tables(data_dir, cfg)
     models = {v: load_churn_model(f"models:/{cfg.mlflow.model_name}/{v}") for v in versions}

@@ -24,14 +24,14 @@ from features.build import FeatureBuilder, FeatureSet
 from features.catalogue import catalogue_frame
 from features.contract import Tables
 from features.timeline import label_window_days, split_cutoffs, training_cutoffs
-from training import evaluate as ev
+from model import metrics as ev
+from model.artifact import Calibrator, ChurnModel
+from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
-from training.model import Calibrator, ChurnModel, ChurnPyfunc
 from training.tune import fit_booster, tune
 
 log = logging.getLogger(__name__)
-PIP_REQUIREMENTS = ["xgboost-cpu>=3.1,<3.3", "pandas>=2.2,<3.2", "numpy>=1.26,<2.5", "scikit-learn>=1.6,<1.10"]
 
 
 def config_hash(cfg: Config) -> str:
@@ -121,7 +121,7 @@ def _plot_importance(imp: pd.DataFrame, path: Path) -> None:
 
 def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     """Build snapshots, tune, calibrate, evaluate, log to MLflow and register. Returns the run summary."""
-    from training.registry import register, setup_mlflow
+    from model.registry import log_model, register, setup_mlflow
 
     tcfg = cfg.training
     timings: dict[str, float] = {}
@@ -276,23 +276,16 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                 segments.to_csv(d / "segment_metrics.csv", index=False)
             imp.to_csv(d / "global_importance.csv", index=False)
             pd.DataFrame(result.trials).to_json(d / "optuna_trials.json", orient="records", indent=2)
-            ev.plot_reliability(y_test, p_test, d / "reliability.png")
-            ev.plot_lift(y_test, p_test, d / "lift_chart.png")
-            ev.plot_pr_curve(y_test, p_test, d / "pr_curve.png")
-            ev.plot_profit(curve, d / "profit_curve.png")
+            plots.plot_reliability(y_test, p_test, d / "reliability.png")
+            plots.plot_lift(y_test, p_test, d / "lift_chart.png")
+            plots.plot_pr_curve(y_test, p_test, d / "pr_curve.png")
+            plots.plot_profit(curve, d / "profit_curve.png")
             _plot_importance(imp, d / "shap_importance.png")
             mlflow.log_artifacts(str(d), artifact_path="evaluation")
 
-            model_dir = model.save(d / "churn_model")
-            example = test_df[features].head(5).copy()
-            for c in cats:
-                example[c] = example[c].astype(str)
-            from mlflow.models import infer_signature
-
-            signature = infer_signature(example, p_test[:5])
-            info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model_dir": str(model_dir)},
-                                    signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
-        reg = register(info.model_uri, parent_id, cfg.mlflow.model_name,
+            model.catalogue = json.loads(cat.to_json(orient="records"))
+        model_uri = log_model(model)
+        reg = register(model_uri, parent_id, cfg.mlflow.model_name,
                        tags={"input_hash": tables.input_hash, "test_cutoff": meta["test_cutoffs"][-1],
                              "test_roc_auc": f"{metrics['test_roc_auc']:.5f}", "run_id": parent_id})
         timings["total_s"] = time.perf_counter() - t0

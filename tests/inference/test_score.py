@@ -211,3 +211,37 @@ def test_pseudonymized_outputs_carry_no_raw_ids(in_store: Store, scores: pd.Data
         text = (d / name).read_text(encoding="utf-8")
         leaked = [c for c in raw_ids if c in text]
         assert not leaked, f"{name} contains raw customer ids, e.g. {leaked[:3]}"
+
+
+def test_cli_refuses_a_pickled_model_folder_without_running_it(in_store: Store, tmp_path: Path) -> None:
+    """Issue 9: a crafted model folder (pyfunc pickle whose payload touches a file) never runs on scoring."""
+    from model.registry import load_churn_model
+    from tests.model.test_artifact import pickled_pyfunc_folder
+
+    marker = tmp_path / "pwned"
+    folder = pickled_pyfunc_folder(tmp_path, marker, load_churn_model(f"models:/{MODEL_NAME}@champion"))
+    res = run_cli(["score", "--config", in_store.config_path, "--data", in_store.data_dir,
+                   "--out", tmp_path / "cli", "--model", folder])
+    assert res.exit_code == 65, res.output
+    assert "refused" in res.output and "python_model.pkl" in res.output and "retrain it with this version" in res.output
+    assert not marker.exists()
+    assert not (tmp_path / "cli").exists()
+
+
+def test_legacy_pickled_registration_is_refused_with_a_migration_message(in_store: Store, tmp_path: Path) -> None:
+    """A registry version that points at a pickled pyfunc folder (as older versions registered) is refused."""
+    import mlflow
+
+    from model.artifact import ModelFormatError
+    from model.registry import load_churn_model, register
+    from tests.model.test_artifact import pickled_pyfunc_folder
+
+    marker = tmp_path / "pwned"
+    folder = pickled_pyfunc_folder(tmp_path, marker, load_churn_model(f"models:/{MODEL_NAME}@champion"))
+    with mlflow.start_run(run_name="legacy-pyfunc") as run:
+        mlflow.log_artifacts(str(folder), artifact_path="model")
+    reg = register(f"runs:/{run.info.run_id}/model", run.info.run_id, "legacy-pyfunc", tags={})
+    with pytest.raises(ModelFormatError, match="retrain it with this version") as info:
+        load_churn_model(reg["model_uri"])
+    assert info.value.exit_code == 65
+    assert not marker.exists()

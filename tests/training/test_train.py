@@ -1,4 +1,4 @@
-"""The training pipeline on tiny generated data: summary, MLflow run, registered pyfunc, reproducibility."""
+"""The training pipeline on tiny generated data: summary, MLflow run, registered model files, reproducibility."""
 
 from __future__ import annotations
 
@@ -75,12 +75,18 @@ def test_mlflow_run_has_artifacts_metrics_and_tags(in_store: Store) -> None:
     assert float(mv.tags["test_roc_auc"]) == pytest.approx(in_store.summary["metrics"]["test_roc_auc"], abs=1e-5)
 
 
-def test_champion_loads_as_pyfunc_with_string_categoricals(in_store: Store) -> None:
+def test_champion_is_data_files_only_and_scores_string_categoricals(in_store: Store) -> None:
+    """The registered version is XGBoost JSON + JSON + Parquet (no pyfunc, no pickle) and loads with the safe loader."""
     import mlflow
 
-    from training.registry import load_churn_model
+    from model.registry import load_churn_model
 
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    client = in_store.client()
+    mv = client.get_model_version(MODEL_NAME, client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}@champion"))
+    assert sorted(p.name for p in local.iterdir()) == ["booster.json", "feature_catalogue.json", "model_meta.json",
+                                                       "reference.parquet"]
+    assert mv.run_id == in_store.summary["run_id"]
     model = load_churn_model(f"models:/{MODEL_NAME}@champion")
     frame = _test_frame(in_store, model)
     X = frame[model.features].copy()
@@ -88,14 +94,15 @@ def test_champion_loads_as_pyfunc_with_string_categoricals(in_store: Store) -> N
     assert cats, "the demo model has categorical profile features"
     for c in cats:
         X[c] = X[c].astype(str)  # what a serving client sends
-    p = np.asarray(pyfunc.predict(X))
+    p = model.predict_proba(X)
     assert p.shape == (len(X),)
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_allclose(p, model.predict_proba(frame), rtol=1e-6)
+    assert {c["name"] for c in model.catalogue} >= set(model.features)
 
 
 def test_training_is_reproducible_in_a_fresh_store(trained_store: Store, twin_store: Store) -> None:
-    from training.registry import load_churn_model
+    from model.registry import load_churn_model
 
     assert trained_store.folder != twin_store.folder
     a, b = trained_store.summary, twin_store.summary

@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from features.catalogue import FeatureSpec
 from inference.explain import explain_rows, group_impacts, typical_values
-from inference.fast_shap import FastTreeShap, _base_margin, _parse_base_score
+from model.fast_shap import FastTreeShap, _base_margin, _parse_base_score
 
 ATOL = 1e-5
 N_ROWS = 1500
@@ -162,7 +162,7 @@ def test_iteration_range_best_iteration() -> None:
 
 def test_churn_model_wiring_equals_contributions(booster: xgb.Booster, data: pd.DataFrame) -> None:
     """The call documented for ChurnModel: prepare() output plus the model's iteration range."""
-    from training.model import ChurnModel  # imports mlflow (seconds): only this test needs it
+    from model.artifact import ChurnModel  # imports mlflow (seconds): only this test needs it
 
     model = ChurnModel(booster, list(data.columns), LEVELS, meta={"best_iteration": 29, "n_threads": 1})
     raw = data.copy()

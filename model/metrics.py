@@ -1,8 +1,8 @@
-"""Evaluate a churn model the way the business judges it.
+"""Measure a churn model the way the business judges it (used by training and by monitoring alike).
 
 Ranking quality (ROC/PR AUC), calibration (ECE, reliability table), targeting value (lift and
 capture at the top of the list, profit curve, expected maximum profit) and the same numbers per
-segment, plus PNG plots of each. All functions are pure: arrays in, numbers or frames out.
+segment. All functions are pure: arrays in, numbers or frames out (plots: ``training.plots``).
 
 Ranking convention everywhere: customers are ordered by ``p`` descending with a *stable* sort on
 ``-p``, so ties keep their input order and results are deterministic. "Top fraction f" means the
@@ -15,34 +15,30 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from scipy import stats
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from churn.errors import DataError
-from churn.io import write_atomic
 
 logger = logging.getLogger(__name__)
 
 _EMP_BLOCK_CELLS = 4_000_000  # profit-matrix cells per block in expected_maximum_profit (~32 MB)
 
 __all__ = [
+    "as_arrays",
     "best_targeting",
     "bootstrap_ci",
     "classification_metrics",
     "expected_calibration_error",
     "expected_maximum_profit",
+    "has_both_classes",
     "lift_table",
-    "plot_lift",
-    "plot_pr_curve",
-    "plot_profit",
-    "plot_reliability",
     "profit_curve",
+    "rank_order",
     "reliability_table",
     "segment_metrics",
 ]
@@ -51,7 +47,7 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_arrays(y: object, p: object, *, probabilities: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def as_arrays(y: object, p: object, *, probabilities: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Validate labels (0/1) and scores (finite; in [0, 1] when ``probabilities``) and return float arrays."""
     y_arr = np.asarray(y, dtype=float).ravel()
     p_arr = np.asarray(p, dtype=float).ravel()
@@ -69,7 +65,7 @@ def _as_arrays(y: object, p: object, *, probabilities: bool = True) -> tuple[np.
     return y_arr, p_arr
 
 
-def _rank_order(p: np.ndarray) -> np.ndarray:
+def rank_order(p: np.ndarray) -> np.ndarray:
     """Indices sorting ``p`` descending; ties keep input order (stable sort on -p)."""
     return np.argsort(-p, kind="stable")
 
@@ -90,13 +86,8 @@ def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(idx, 0, n_bins - 1)
 
 
-def _has_both_classes(y: np.ndarray) -> bool:
+def has_both_classes(y: np.ndarray) -> bool:
     return bool(0 < y.sum() < y.size)
-
-
-def _save_png(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG atomically (temp file then rename)."""
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 # --------------------------------------------------------------------------- calibration
@@ -107,7 +98,7 @@ def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.Data
 
     Columns: ``bin`` (0-based index of [bin/n_bins, (bin+1)/n_bins)), ``p_mean``, ``y_rate``, ``count``.
     """
-    y_arr, p_arr = _as_arrays(y, p)
+    y_arr, p_arr = as_arrays(y, p)
     idx = _bin_index(p_arr, n_bins)
     count = np.bincount(idx, minlength=n_bins)
     p_sum = np.bincount(idx, weights=p_arr, minlength=n_bins)
@@ -143,9 +134,9 @@ def lift_table(y: np.ndarray, p: np.ndarray, fractions: Sequence[float] = (0.05,
     Columns: fraction, n_targeted (ceil(f * N)), churners_caught, precision, lift (precision / base
     rate; NaN if there are no churners), capture (share of all churners caught; NaN if none).
     """
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
+    y_arr, p_arr = as_arrays(y, p, probabilities=False)
     n = y_arr.size
-    caught_cum = np.concatenate([[0.0], np.cumsum(y_arr[_rank_order(p_arr)])])
+    caught_cum = np.concatenate([[0.0], np.cumsum(y_arr[rank_order(p_arr)])])
     total_pos = float(y_arr.sum())
     base_rate = total_pos / n
     rows = []
@@ -187,7 +178,7 @@ def profit_curve(
     ``clv`` is a scalar or one value per customer. Columns: fraction, n_targeted, profit,
     profit_per_customer (profit / N, N = all customers).
     """
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
+    y_arr, p_arr = as_arrays(y, p, probabilities=False)
     n = y_arr.size
     if n_points < 2:
         raise ValueError(f"n_points must be >= 2, got {n_points}")
@@ -199,7 +190,7 @@ def profit_curve(
         acceptance_rate * (clv_arr - incentive_cost) - contact_cost,
         -(incentive_cost + contact_cost),
     )
-    cum = np.concatenate([[0.0], np.cumsum(gain[_rank_order(p_arr)])])
+    cum = np.concatenate([[0.0], np.cumsum(gain[rank_order(p_arr)])])
     fractions = np.linspace(0.0, 1.0, n_points)
     k = np.array([_n_top(f, n) for f in fractions], dtype=int)
     profit = cum[k]
@@ -247,13 +238,13 @@ def expected_maximum_profit(
     Returns ``{"emp": ..., "fraction": ...}``: the EMP per customer and the expected share of
     customers targeted at the optimum.
     """
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
+    y_arr, p_arr = as_arrays(y, p, probabilities=False)
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"alpha and beta must be > 0, got {alpha}, {beta}")
     if n_grid < 1:
         raise ValueError(f"n_grid must be >= 1, got {n_grid}")
     n = y_arr.size
-    order = _rank_order(p_arr)
+    order = rank_order(p_arr)
     p_sorted, y_sorted = p_arr[order], y_arr[order]
     # Cut points: after the last member of each tie group, plus "nobody" (0).
     group_end = np.flatnonzero(np.append(p_sorted[1:] != p_sorted[:-1], True)) + 1
@@ -292,8 +283,8 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     Keys: roc_auc, pr_auc (average precision), log_loss, brier, ece, base_rate, n, n_positive.
     roc_auc and pr_auc are NaN, not an error, when only one class is present (e.g. a small segment).
     """
-    y_arr, p_arr = _as_arrays(y, p)
-    both = _has_both_classes(y_arr)
+    y_arr, p_arr = as_arrays(y, p)
+    both = has_both_classes(y_arr)
     return {
         "roc_auc": float(roc_auc_score(y_arr, p_arr)) if both else float("nan"),
         "pr_auc": float(average_precision_score(y_arr, p_arr)) if both else float("nan"),
@@ -322,8 +313,8 @@ def segment_metrics(
     rows = []
     for col in segment_cols:
         for value, part in df.groupby(col, sort=True, dropna=False, observed=True):
-            y_arr, p_arr = _as_arrays(part[y_col].to_numpy(), part[p_col].to_numpy())
-            both = _has_both_classes(y_arr)
+            y_arr, p_arr = as_arrays(part[y_col].to_numpy(), part[p_col].to_numpy())
+            both = has_both_classes(y_arr)
             rows.append(
                 {
                     "segment": col,
@@ -355,7 +346,7 @@ def bootstrap_ci(
     Resamples where the metric is undefined (NaN, or a ValueError such as one class for AUC) are
     skipped; (NaN, NaN) if none is usable.
     """
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
+    y_arr, p_arr = as_arrays(y, p, probabilities=False)
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if n_boot < 1:
@@ -380,94 +371,3 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     lo, hi = np.quantile(ok, [tail, 1 - tail])
     return (float(lo), float(hi))
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_reliability(
-    y: np.ndarray, p: np.ndarray, path: str | Path, n_bins: int = 10, label: str = "model"
-) -> Path:
-    """Reliability diagram (observed churn rate against mean prediction per bin) with the diagonal."""
-    table = reliability_table(y, p, n_bins)
-    ece = expected_calibration_error(y, p, n_bins)
-    fig = Figure(figsize=(5.5, 5.0))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
-    ax.plot(table["p_mean"], table["y_rate"], marker="o", label=f"{label} (ECE {ece:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean predicted churn probability")
-    ax.set_ylabel("observed churn rate")
-    ax.set_title("Reliability")
-    ax.legend(loc="upper left")
-    return _save_png(fig, path)
-
-
-def plot_lift(y: np.ndarray, p: np.ndarray, path: str | Path) -> Path:
-    """Cumulative gains: share of churners caught against share of customers contacted."""
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
-    n = y_arr.size
-    total = y_arr.sum()
-    caught = np.concatenate([[0.0], np.cumsum(y_arr[_rank_order(p_arr)])])
-    capture = caught / total if total > 0 else np.zeros_like(caught)
-    frac = np.arange(n + 1) / n
-    base = total / n
-    fig = Figure(figsize=(5.5, 5.0))
-    ax = fig.add_subplot()
-    ax.plot(frac, capture, label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="random")
-    if total > 0:
-        ax.plot([0, base, 1], [0, 1, 1], linestyle=":", color="black", linewidth=1, label="perfect")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("share of customers contacted (highest risk first)")
-    ax.set_ylabel("share of churners caught")
-    ax.set_title("Cumulative gains")
-    ax.legend(loc="lower right")
-    return _save_png(fig, path)
-
-
-def plot_pr_curve(y: np.ndarray, p: np.ndarray, path: str | Path) -> Path:
-    """Precision-recall curve with the base-rate (random) line and average precision in the legend."""
-    y_arr, p_arr = _as_arrays(y, p, probabilities=False)
-    base = float(y_arr.mean())
-    fig = Figure(figsize=(5.5, 5.0))
-    ax = fig.add_subplot()
-    if _has_both_classes(y_arr):
-        precision, recall, _ = precision_recall_curve(y_arr, p_arr)
-        ap = average_precision_score(y_arr, p_arr)
-        ax.step(recall, precision, where="post", label=f"model (AP {ap:.3f})")
-    else:
-        logger.warning("plot_pr_curve: only one class present, drawing the baseline only")
-    ax.axhline(base, linestyle="--", color="grey", linewidth=1, label=f"random ({base:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall (share of churners caught)")
-    ax.set_ylabel("precision")
-    ax.set_title("Precision-recall")
-    ax.legend(loc="upper right")
-    return _save_png(fig, path)
-
-
-def plot_profit(curve: pd.DataFrame, path: str | Path) -> Path:
-    """Profit against share of customers targeted, with the best point marked."""
-    best = best_targeting(curve)
-    fig = Figure(figsize=(6.0, 4.5))
-    ax = fig.add_subplot()
-    ax.plot(curve["fraction"], curve["profit"], label="expected profit")
-    ax.axhline(0, color="grey", linewidth=1)
-    ax.plot(
-        [best["fraction"]],
-        [best["profit"]],
-        marker="o",
-        color="red",
-        linestyle="none",
-        label=f"best: top {best['fraction']:.0%} ({best['n_targeted']} customers), {best['profit']:,.0f}",
-    )
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of customers targeted (highest risk first)")
-    ax.set_ylabel("campaign profit")
-    ax.set_title("Profit curve")
-    ax.legend(loc="best")
-    return _save_png(fig, path)

@@ -37,7 +37,7 @@ leaf value (XGBoost's ``node_mean_values[0]``), so each row sums to the margin.
 
 Wiring into ``ChurnModel`` (build once per loaded model, reuse for every chunk)::
 
-    from inference.fast_shap import FastTreeShap
+    from model.fast_shap import FastTreeShap
     explainer = FastTreeShap(model.booster, model.features, n_threads=model.meta.get("n_threads"))
     contrib = explainer.shap_values(model.prepare(frame), iteration_range=model._range())
     # same array (within float32 rounding) as

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from model.registry import CHALLENGER, CHAMPION, HISTORY_TAG, champion_history, get_alias_version
 from tests.conftest import MODEL_NAME, Store, run_cli, working_directory
-from training.registry import CHALLENGER, CHAMPION, HISTORY_TAG, champion_history, get_alias_version
 
 
 @pytest.fixture(scope="module")

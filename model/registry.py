@@ -1,4 +1,8 @@
-"""MLflow set-up and the model registry: register versions, move aliases, keep champion history.
+"""MLflow set-up and the model registry: log and register versions, move aliases, keep champion history, load.
+
+A model version points at a run's ``model/`` artifact folder, which holds only the data files that
+:meth:`model.artifact.ChurnModel.save` writes (XGBoost JSON, JSON, Parquet): no pyfunc, no pickle.
+Loading downloads that folder and reads it with the safe loader, which refuses pickled folders.
 
 Aliases, not the deprecated stages: every new version becomes ``challenger``; the first version
 also becomes ``champion``. Promotions and rollbacks are recorded as tags, so the registry itself
@@ -10,12 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from churn.config import MlflowConfig
 from churn.errors import InputNotFoundError
+from model.artifact import ChurnModel
+
+MODEL_ARTIFACT_PATH = "model"
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -79,12 +87,30 @@ def set_champion(name: str, version: str, reason: str) -> None:
     log.info("model '%s': champion is now version %s (was %s): %s", name, version, previous, reason)
 
 
-def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
-    """Register the logged model, alias it challenger, and champion too if there is none yet."""
+def log_model(model: ChurnModel, artifact_path: str = MODEL_ARTIFACT_PATH) -> str:
+    """Log ``model``'s data files as plain artifacts of the active run; return its ``runs:/`` URI."""
     import mlflow
 
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / artifact_path)
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+    return f"runs:/{mlflow.active_run().info.run_id}/{artifact_path}"
+
+
+def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
+    """Register the run's model folder as a new version, alias it challenger, and champion if there is none yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     client = mlflow.MlflowClient()
-    mv = mlflow.register_model(model_uri, name, tags={**tags, "run_id": run_id})
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    path = model_uri.removeprefix(f"runs:/{run_id}/")
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+    mv = client.create_model_version(name, source=source, run_id=run_id, tags={**tags, "run_id": run_id})
     version = str(mv.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
     aliases = [CHALLENGER]
@@ -124,13 +150,16 @@ def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str 
     return uri, None
 
 
-def load_churn_model(uri: str) -> Any:
-    """Load a registered pyfunc and return the underlying :class:`~training.model.ChurnModel`."""
+def load_churn_model(uri: str) -> ChurnModel:
+    """Load a model from a local folder or an MLflow URI (``models:/``, ``runs:/``) with the safe loader only."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except (MlflowException, OSError) as exc:
-        raise InputNotFoundError(f"cannot load model {uri}: {exc}") from exc
-    return pyfunc.unwrap_python_model().model
+    if Path(uri).is_dir():
+        return ChurnModel.load(uri)
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise InputNotFoundError(f"cannot load model {uri}: {exc}") from exc
+        return ChurnModel.load(local)

@@ -1,9 +1,8 @@
-"""Tests for training.evaluate: hand-made arrays with expected values worked out in comments."""
+"""Tests for model.metrics: hand-made arrays with expected values worked out in comments."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,23 +10,17 @@ import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from churn.errors import DataError
-from training.evaluate import (
+from model.metrics import (
     best_targeting,
     bootstrap_ci,
     classification_metrics,
     expected_calibration_error,
     expected_maximum_profit,
     lift_table,
-    plot_lift,
-    plot_pr_curve,
-    plot_profit,
-    plot_reliability,
     profit_curve,
     reliability_table,
     segment_metrics,
 )
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # --------------------------------------------------------------------------- calibration
 
@@ -309,47 +302,8 @@ def test_bootstrap_ci_constant_metric_and_undefined_metric() -> None:
     assert math.isnan(lo) and math.isnan(hi)
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _is_png(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_SIGNATURE
-
-
-def test_plots_write_png_files(tmp_path: Path) -> None:
-    curve = profit_curve(Y_LIFT, P_LIFT, 100.0, contact_cost=1.0, incentive_cost=10.0, acceptance_rate=0.3)
-    paths = [
-        plot_reliability(Y_CLS, P_CLS, tmp_path / "rel.png", n_bins=5, label="xgb"),
-        plot_lift(Y_LIFT, P_LIFT, tmp_path / "lift.png"),
-        plot_pr_curve(Y_LIFT, P_LIFT, tmp_path / "sub" / "pr.png"),
-        plot_profit(curve, tmp_path / "profit.png"),
-    ]
-    assert paths == [
-        tmp_path / "rel.png",
-        tmp_path / "lift.png",
-        tmp_path / "sub" / "pr.png",
-        tmp_path / "profit.png",
-    ]
-    assert all(_is_png(p) for p in paths)
-    # No temporary files left behind by the atomic writes.
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
-        "lift.png",
-        "pr.png",
-        "profit.png",
-        "rel.png",
-    ]
-
-
-def test_plots_leave_no_pyplot_figures(tmp_path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    before = plt.get_fignums()
-    plot_lift(Y_LIFT, P_LIFT, tmp_path / "lift.png")
-    assert plt.get_fignums() == before
-
-
 def test_emp_blocked_computation_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.evaluate as ev
+    import model.metrics as ev
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 50)

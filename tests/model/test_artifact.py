@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import pytest
 import xgboost as xgb
 
 from churn.errors import DataError
-from training.model import Calibrator, ChurnModel
+from model.artifact import Calibrator, ChurnModel, ModelFormatError
 
 P_RAW = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
 Y = np.array([0, 0, 1, 0, 1, 1, 0, 1])
@@ -118,7 +120,7 @@ def test_prepare_unseen_category_becomes_missing_and_is_logged(tiny_model: tuple
                                                                caplog: pytest.LogCaptureFixture) -> None:
     model, _ = tiny_model
     X = pd.DataFrame({"logins_30d": [3.0, 5.0, 7.0], "plan": ["basic", "platinum", None]})
-    with caplog.at_level(logging.WARNING, logger="training.model"):
+    with caplog.at_level(logging.WARNING, logger="model.artifact"):
         out = model.prepare(X, table="scoring")
     assert out["plan"].tolist()[0] == "basic"
     assert pd.isna(out["plan"].iloc[1])  # unseen -> missing (XGBoost's default branch)
@@ -136,7 +138,7 @@ def test_prepare_unseen_category_becomes_missing_and_is_logged(tiny_model: tuple
 def test_prepare_known_categories_do_not_warn(tiny_model: tuple[ChurnModel, pd.DataFrame],
                                               caplog: pytest.LogCaptureFixture) -> None:
     model, X = tiny_model
-    with caplog.at_level(logging.WARNING, logger="training.model"):
+    with caplog.at_level(logging.WARNING, logger="model.artifact"):
         model.prepare(X)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -157,7 +159,7 @@ def test_save_load_round_trip_gives_identical_predictions(tiny_model: tuple[Chur
                                                           tmp_path) -> None:
     model, X = tiny_model
     d = model.save(tmp_path / "m")
-    assert {p.name for p in d.iterdir()} == {"booster.json", "model_meta.json", "reference.parquet"}
+    assert {p.name for p in d.iterdir()} == {"booster.json", "model_meta.json", "reference.parquet"}  # no pickle
     loaded = ChurnModel.load(d)
     assert loaded.features == model.features
     assert loaded.categories == model.categories
@@ -171,7 +173,7 @@ def test_save_load_round_trip_gives_identical_predictions(tiny_model: tuple[Chur
 
 def test_fast_explainer_falls_back_to_xgboost_when_unsupported(monkeypatch, caplog) -> None:
     """A model the fast tables cannot cover is still explained, exactly, by XGBoost's pred_contribs."""
-    import inference.fast_shap as fs_mod
+    import model.fast_shap as fs_mod
 
     rng = np.random.default_rng(1)
     X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
@@ -187,3 +189,90 @@ def test_fast_explainer_falls_back_to_xgboost_when_unsupported(monkeypatch, capl
         got = model.contributions(X, explainer="fast")
     np.testing.assert_array_equal(got, model.contributions(X, explainer="xgboost"))
     assert "fast explainer unavailable" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ safe loading
+class _Payload:
+    """Unpickling this creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def pickled_pyfunc_folder(root: Path, marker: Path, model: ChurnModel) -> Path:
+    """An MLflow-pyfunc-shaped folder (as older versions registered) whose pickle would run code."""
+    import pickle
+
+    folder = root / "model"
+    model.save(folder / "artifacts" / "churn_model")  # the JSON parts are there too: still refused
+    (folder / "python_model.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    (folder / "MLmodel").write_text("flavors:\n  python_function:\n    cloudpickle_version: 3.1.1\n"
+                                    "    loader_module: mlflow.pyfunc.model\n    python_model: python_model.pkl\n")
+    return folder
+
+
+def test_malicious_pickle_proves_its_payload_runs(tmp_path: Path) -> None:
+    """The payload is live: unpickling it does create the marker (so the refusal test below means something)."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(_Payload(marker)))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("loader", ["ChurnModel.load", "load_churn_model"])
+def test_pickled_model_folder_is_refused_without_running_it(tiny_model: tuple[ChurnModel, pd.DataFrame],
+                                                           tmp_path: Path, loader: str) -> None:
+    from model.registry import load_churn_model
+
+    marker = tmp_path / "pwned"
+    folder = pickled_pyfunc_folder(tmp_path, marker, tiny_model[0])
+    load = ChurnModel.load if loader == "ChurnModel.load" else load_churn_model
+    with pytest.raises(ModelFormatError, match=r"refused.*python_model\.pkl.*retrain it with this version") as info:
+        load(str(folder))
+    assert info.value.exit_code == 65
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["extra.pkl", "calibrator.joblib", "sub/state.pickle"])
+def test_any_pickle_beside_the_json_parts_is_refused(tiny_model: tuple[ChurnModel, pd.DataFrame], tmp_path: Path,
+                                                     name: str) -> None:
+    folder = tiny_model[0].save(tmp_path / "m")
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(b"not even read")
+    with pytest.raises(ModelFormatError, match=f"pickled code \\({name}\\)"):
+        ChurnModel.load(folder)
+
+
+def test_folder_without_json_parts_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model_meta.json").write_text("{}")
+    with pytest.raises(ModelFormatError, match=r"booster\.json missing: not a churn model folder"):
+        ChurnModel.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize(("meta", "match"), [
+    ([1, 2], "needs the keys features, categories and calibrator"),
+    ({"features": "a", "categories": {}, "calibrator": {"method": "none"}}, "features must be a list of names"),
+    ({"features": ["a"], "categories": {}, "calibrator": {"method": "exec", "x": []}}, "calibrator must be"),
+    ({"features": ["a"], "categories": {}, "calibrator": {"method": "none", "__class__": 1}}, "calibrator must be"),
+], ids=["not-a-dict", "features-not-list", "unknown-method", "unknown-key"])
+def test_malformed_meta_is_a_model_format_error(tiny_model: tuple[ChurnModel, pd.DataFrame], tmp_path: Path,
+                                                meta: object, match: str) -> None:
+    folder = tiny_model[0].save(tmp_path / "m")
+    (folder / "model_meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match=match):
+        ChurnModel.load(folder)
+
+
+def test_catalogue_round_trips_as_json(tiny_model: tuple[ChurnModel, pd.DataFrame], tmp_path: Path) -> None:
+    model, X = tiny_model
+    cat = [{"name": "logins_30d", "group": "activity", "window_days": 30}, {"name": "plan", "group": "profile"}]
+    clone = ChurnModel(model.booster, model.features, model.categories, model.calibrator, model.meta, catalogue=cat)
+    loaded = ChurnModel.load(clone.save(tmp_path / "m"))
+    assert loaded.catalogue == cat
+    assert json.loads((tmp_path / "m" / "feature_catalogue.json").read_text()) == cat
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))

@@ -2,8 +2,11 @@
 
 ``ChurnModel`` owns everything needed to turn a feature table into calibrated probabilities and
 SHAP contributions, and checks its inputs (missing columns, unseen categories) at the edge.
-``ChurnPyfunc`` wraps it for MLflow, because a signature with categorical inputs cannot be served
-by the plain XGBoost flavour (see STACK-NOTES).
+
+Saved as data only, never as code: the booster as XGBoost JSON, the feature list, categories,
+calibrator, metadata and feature catalogue as JSON, the drift reference sample as Parquet. Loading
+refuses a folder that holds a pickle (an MLflow pyfunc's ``python_model.pkl``, ``*.pkl``, ``*.joblib``,
+...) without opening it: unpickling runs whatever code the file names.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from churn.errors import DataError
+from churn.errors import EXIT_DATA, ChurnError, DataError
 
 log = logging.getLogger(__name__)
 
-try:  # mlflow is heavy to import; the wrapper class needs its base only when mlflow is present
-    from mlflow.pyfunc import PythonModel as _PythonModelBase
-except Exception:  # pragma: no cover - mlflow is a core dependency
-    _PythonModelBase = object  # type: ignore[assignment,misc]
+BOOSTER_FILE = "booster.json"
+META_FILE = "model_meta.json"
+CATALOGUE_FILE = "feature_catalogue.json"
+REFERENCE_FILE = "reference.parquet"
+# files whose loading would run code: pickles in any dress, and an MLflow pyfunc's model description
+UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".dill", ".pt", ".pth")
+CALIBRATION_METHODS = ("none", "isotonic", "platt")
+
+
+class ModelFormatError(ChurnError):
+    """A model folder is not a safe ChurnModel folder (pickled code, or JSON parts missing or malformed)."""
+
+    exit_code = EXIT_DATA
 
 
 @dataclass
@@ -68,8 +80,9 @@ class ChurnModel:
 
     def __init__(self, booster: xgb.Booster, features: list[str], categories: dict[str, list[str]],
                  calibrator: Calibrator | None = None, meta: dict[str, Any] | None = None,
-                 reference: pd.DataFrame | None = None) -> None:
+                 reference: pd.DataFrame | None = None, catalogue: list[dict[str, Any]] | None = None) -> None:
         self.booster = booster
+        self.catalogue = catalogue  # the feature catalogue (names, groups, reason templates) the model was trained on
         self.reference = reference  # a sample of training features and scores, for drift monitoring
         self._fast_shap: Any = None
         self.features = features
@@ -114,12 +127,12 @@ class ChurnModel:
     def contributions(self, X: pd.DataFrame, explainer: str = "xgboost") -> np.ndarray:
         """Exact TreeSHAP values in log-odds (n_rows x (n_features + 1), last column is the bias).
 
-        ``explainer="fast"`` uses :class:`inference.fast_shap.FastTreeShap` (same values within 1e-5,
+        ``explainer="fast"`` uses :class:`model.fast_shap.FastTreeShap` (same values within 1e-5,
         about 100x faster per row on CPU); ``"xgboost"`` uses XGBoost's ``pred_contribs``.
         """
         if explainer == "fast" and self._fast_shap is not False:
             if self._fast_shap is None:
-                from inference.fast_shap import FastTreeShap  # lazy: numba import
+                from model.fast_shap import FastTreeShap  # lazy: numba import
 
                 try:
                     self._fast_shap = FastTreeShap(self.booster, self.features,
@@ -138,31 +151,69 @@ class ChurnModel:
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
+        """Write the model as data files only (XGBoost JSON, JSON, Parquet) into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(d / "booster.json")
+        self.booster.save_model(d / BOOSTER_FILE)
         meta = {"features": self.features, "categories": self.categories,
                 "calibrator": self.calibrator.__dict__, "meta": self.meta}
-        (d / "model_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        (d / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        if self.catalogue is not None:
+            (d / CATALOGUE_FILE).write_text(json.dumps(self.catalogue, indent=2, default=str))
         if self.reference is not None:
-            self.reference.to_parquet(d / "reference.parquet", index=False)
+            self.reference.to_parquet(d / REFERENCE_FILE, index=False)
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> ChurnModel:
+        """Load a folder written by :meth:`save`; refuse (without opening them) folders that hold pickled code."""
         d = Path(directory)
+        check_model_folder(d)
         booster = xgb.Booster()
-        booster.load_model(d / "booster.json")
-        meta = json.loads((d / "model_meta.json").read_text())
-        ref = pd.read_parquet(d / "reference.parquet") if (d / "reference.parquet").exists() else None
-        return cls(booster, meta["features"], meta["categories"], Calibrator(**meta["calibrator"]), meta["meta"], ref)
+        try:
+            booster.load_model(d / BOOSTER_FILE)
+            meta = json.loads((d / META_FILE).read_text())
+            cat_path = d / CATALOGUE_FILE
+            catalogue = json.loads(cat_path.read_text()) if cat_path.exists() else None
+        except (xgb.core.XGBoostError, ValueError, OSError) as exc:
+            raise ModelFormatError(f"model folder {d}: cannot read its JSON parts: {exc}") from exc
+        features, categories, calibrator = _parse_meta(d, meta)
+        ref = pd.read_parquet(d / REFERENCE_FILE) if (d / REFERENCE_FILE).exists() else None
+        return cls(booster, features, categories, calibrator, meta.get("meta", {}), ref, catalogue)
 
 
-class ChurnPyfunc(_PythonModelBase):  # type: ignore[misc,valid-type]
-    """MLflow pyfunc: ``predict`` returns calibrated churn probabilities; the ChurnModel is reachable for SHAP."""
+def check_model_folder(d: Path) -> None:
+    """Refuse a folder that needs unpickling or lacks the JSON parts, naming what to do instead."""
+    if not d.is_dir():
+        raise ModelFormatError(f"model folder {d} does not exist or is not a folder")
+    files = [p for p in d.rglob("*") if p.is_file()]
+    unsafe = sorted(str(p.relative_to(d)) for p in files if p.suffix.lower() in UNSAFE_SUFFIXES)
+    mlmodel = [p for p in files if p.name == "MLmodel" and "python_model" in p.read_text(errors="replace")]
+    unsafe += [str(p.relative_to(d)) for p in mlmodel]
+    if unsafe:
+        raise ModelFormatError(
+            f"model folder {d}: refused: it holds pickled code ({', '.join(unsafe[:5])}), and unpickling runs "
+            "whatever code the file names. Models are loaded from XGBoost JSON and JSON metadata only. If this "
+            "is a model registered by an older version (an MLflow pyfunc), retrain it with this version "
+            "(`churn train`) and promote the new version; never load a model folder from an untrusted source.")
+    missing = [n for n in (BOOSTER_FILE, META_FILE) if not (d / n).is_file()]
+    if missing:
+        raise ModelFormatError(f"model folder {d}: {', '.join(missing)} missing: not a churn model folder "
+                               "(save one with ChurnModel.save or `churn train`)")
 
-    def load_context(self, context: Any) -> None:
-        self.model = ChurnModel.load(context.artifacts["model_dir"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
-        return self.model.predict_proba(model_input)
+def _parse_meta(d: Path, meta: Any) -> tuple[list[str], dict[str, list[str]], Calibrator]:
+    """Check the shape of ``model_meta.json`` (plain data only) and build the calibrator from it."""
+    def bad(problem: str) -> ModelFormatError:
+        return ModelFormatError(f"model folder {d}: {META_FILE}: {problem}")
+
+    if not isinstance(meta, dict) or not {"features", "categories", "calibrator"} <= set(meta):
+        raise bad("needs the keys features, categories and calibrator")
+    features, categories, cal = meta["features"], meta["categories"], meta["calibrator"]
+    if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+        raise bad("features must be a list of names")
+    if not (isinstance(categories, dict) and all(isinstance(v, list) for v in categories.values())):
+        raise bad("categories must map a feature to its list of levels")
+    if not isinstance(cal, dict) or set(cal) - {"method", "x", "y", "a", "b"} or cal.get("method") not in CALIBRATION_METHODS:
+        raise bad(f"calibrator must be {{method: one of {list(CALIBRATION_METHODS)}, x, y, a, b}}, got {cal!r:.200}")
+    return features, categories, Calibrator(**cal)
