@@ -22,6 +22,7 @@ import click
 import pandas as pd
 
 from churn.errors import EXIT_SOFTWARE, ChurnError
+from churn.timebase import default_cutoff
 
 log = logging.getLogger("churn")
 
@@ -275,13 +276,13 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
 
         spark = get_spark(spark_master)
         if as_of is None:
-            as_of = (data_end_spark(spark, data_dir, cfg) + pd.Timedelta(days=1)).normalize()
+            as_of = default_cutoff(data_end_spark(spark, data_dir, cfg))
         summary = score_spark(spark, data_dir, cfg, as_of, out, model_uri=model_uri, n_buckets=n_buckets,
                               explain_all=explain_all)
     else:
         tables = load_tables(data_dir, cfg)
         if as_of is None:
-            as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
+            as_of = default_cutoff(tables.data_end)
         summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
@@ -321,7 +322,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     trained = run_train(tables, cfg, data_dir)
     stages["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
+    as_of = default_cutoff(tables.data_end)
     scored = run_score(tables, cfg, as_of, out_dir / "scoring")
     stages["score_s"] = time.perf_counter() - t
     stages["total_s"] = time.perf_counter() - t0

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from churn import io
 from churn.demo_texts import CATEGORIES, text_bank
+from churn.timebase import DAYS_PER_MONTH, SECONDS_PER_DAY
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ REGIONS: tuple[str, ...] = ("na_east", "na_west", "europe", "apac", "latam")
 EVENT_TYPES: tuple[str, ...] = ("login", "session", "feature_use", "content_share", "support_view")
 CONTACT_CHANNELS: tuple[str, ...] = ("email", "chat", "phone", "review", "app_store")
 
-_SECONDS_PER_DAY = 86_400
-_DAYS_PER_MONTH = 30.44
 
 # ---- latent segments: power, steady, price_sensitive, casual, new_unsure --------------------------------
 _SEG_MIX_BASE = np.array([0.18, 0.40, 0.20, 0.17, 0.05])  # customers already there at `start` (survivors)
@@ -281,7 +280,7 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
         s = (cust["sat_mean"] + _SAT_RHO * (s - cust["sat_mean"]) + rng.normal(0, 1, n).astype(np.float32) * sat_sd
              - 1.0 * billing[:, m] - 0.7 * outage[:, m])
         sat[:, m] = s
-        tenure = np.maximum((lo_m + hi_m) / 2 - signup, 0) / _DAYS_PER_MONTH
+        tenure = np.maximum((lo_m + hi_m) / 2 - signup, 0) / DAYS_PER_MONTH
         logit = (static_logit - 0.9 * s + 1.0 * np.exp(-tenure / 3) + 0.6 * (seg == 4) * np.exp(-tenure / 4)
                  + _SEASON_HAZARD[cal["month_of_year"][m]] + rng.normal(0, 0.3, n))
         if m == cal["price_rise_month"] or m == cal["price_rise_month"] + 1:
@@ -305,7 +304,7 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
     month_len = cal["month_days"].astype(np.float32)
     # Engagement dips that are not churn (holidays, busy spells): false alarms for a model.
     dip = np.where(rng.random((n, n_months)) < 0.06, rng.uniform(0.15, 0.6, (n, n_months)), 1.0).astype(np.float32)
-    months_since_signup = np.maximum(bounds[None, :-1] - signup[:, None], 0) / _DAYS_PER_MONTH
+    months_since_signup = np.maximum(bounds[None, :-1] - signup[:, None], 0) / DAYS_PER_MONTH
     return {
         "sat": sat,
         "billing": billing,
@@ -340,8 +339,8 @@ def _fade_factor(cust: dict[str, np.ndarray], cust_idx: np.ndarray, ts_sec: np.n
     fader = cust["fade"] & (cust["churn_rel"] < cal["n_days"])
     rows = np.flatnonzero(fader[cust_idx])
     ci = cust_idx[rows]
-    churn_sec = cal["start_sec"] + cust["churn_rel"][ci] * _SECONDS_PER_DAY
-    days_left = ((churn_sec - ts_sec[rows]) / _SECONDS_PER_DAY).astype(np.float32)
+    churn_sec = cal["start_sec"] + cust["churn_rel"][ci] * SECONDS_PER_DAY
+    days_left = ((churn_sec - ts_sec[rows]) / SECONDS_PER_DAY).astype(np.float32)
     lead, floor = cust["fade_lead"][ci], cust["fade_floor"][ci]
     out[rows] = floor + (1 - floor) * np.clip(days_left / lead, 0, 1) ** 2
     return out
@@ -385,7 +384,7 @@ def _place_in_time(u: np.ndarray, day_a: np.ndarray, day_b: np.ndarray, cal: dic
     del c_a
     sec = np.interp(target, cum, np.arange(len(cum), dtype=np.float64) * 3600).astype(np.int64)
     del target
-    np.clip(sec, day_a * _SECONDS_PER_DAY, day_b * _SECONDS_PER_DAY - 1, out=sec)
+    np.clip(sec, day_a * SECONDS_PER_DAY, day_b * SECONDS_PER_DAY - 1, out=sec)
     sec += cal["start_sec"]
     return sec
 
@@ -474,7 +473,7 @@ def _transactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], ca
         price = np.where((charge_rel >= rise_rel) & ~cust["legacy"][cidx], price + 1.0, price)
     price = np.where(cust["promo"][cidx] & (n_charge < 3), price * 0.5, price)
     price = np.where(cust["free_first"][cidx] & (n_charge == 0), 0.0, price)
-    charge_sec = (cal["start_sec"] + charge_rel * _SECONDS_PER_DAY
+    charge_sec = (cal["start_sec"] + charge_rel * SECONDS_PER_DAY
                   + rng.integers(2 * 3600, 6 * 3600, len(cidx)))  # nightly billing run
 
     # Add-ons: per customer-month Poisson, uniform in the active days, thinned for fading churners.
@@ -483,8 +482,8 @@ def _transactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], ca
     flat = counts.ravel()
     grp = np.repeat(np.arange(flat.size), flat)
     a_cidx = (grp // n_months).astype(np.int64)
-    a_sec = cal["start_sec"] + months["a"].ravel()[grp].astype(np.int64) * _SECONDS_PER_DAY
-    span = months["active_days"].ravel()[grp].astype(np.int64) * _SECONDS_PER_DAY
+    a_sec = cal["start_sec"] + months["a"].ravel()[grp].astype(np.int64) * SECONDS_PER_DAY
+    span = months["active_days"].ravel()[grp].astype(np.int64) * SECONDS_PER_DAY
     add_sec = a_sec + np.floor(rng.random(len(grp)) * span).astype(np.int64)
     keep = rng.random(len(grp)) < _fade_factor(cust, a_cidx, add_sec, cal)
     a_cidx, add_sec = a_cidx[keep], add_sec[keep]
@@ -517,8 +516,8 @@ def _interactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], ca
     for src, counts in enumerate(src_counts):
         flat = counts.ravel()
         grp = np.repeat(np.arange(flat.size), flat)
-        a_sec = cal["start_sec"] + months["a"].ravel()[grp].astype(np.int64) * _SECONDS_PER_DAY
-        span = months["active_days"].ravel()[grp].astype(np.int64) * _SECONDS_PER_DAY
+        a_sec = cal["start_sec"] + months["a"].ravel()[grp].astype(np.int64) * SECONDS_PER_DAY
+        span = months["active_days"].ravel()[grp].astype(np.int64) * SECONDS_PER_DAY
         cidx_parts.append(grp // n_months)
         sec_parts.append(a_sec + np.floor(rng.random(len(grp)) * span).astype(np.int64))
         src_parts.append(np.full(len(grp), src, np.int8))
@@ -529,9 +528,9 @@ def _interactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], ca
     k = 1 + rng.poisson(1.2, len(who))
     c_idx = np.repeat(who, k)
     lead = cust["complain_lead"][c_idx].astype(np.float64)
-    before = np.floor(lead * _SECONDS_PER_DAY * rng.random(len(c_idx)) ** 1.5).astype(np.int64)
-    c_sec = cal["start_sec"] + cust["churn_rel"][c_idx] * _SECONDS_PER_DAY - 1 - before
-    lower = cal["start_sec"] + np.maximum(cust["signup_rel"][c_idx], 0) * _SECONDS_PER_DAY
+    before = np.floor(lead * SECONDS_PER_DAY * rng.random(len(c_idx)) ** 1.5).astype(np.int64)
+    c_sec = cal["start_sec"] + cust["churn_rel"][c_idx] * SECONDS_PER_DAY - 1 - before
+    lower = cal["start_sec"] + np.maximum(cust["signup_rel"][c_idx], 0) * SECONDS_PER_DAY
     ok = c_sec >= lower
     cidx_parts.append(c_idx[ok])
     sec_parts.append(c_sec[ok])
@@ -540,12 +539,12 @@ def _interactions(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], ca
     cidx = np.concatenate(cidx_parts).astype(np.int64)
     sec = np.concatenate(sec_parts)
     src = np.concatenate(src_parts)
-    m = np.clip(np.searchsorted(cal["bounds"], (sec - cal["start_sec"]) // _SECONDS_PER_DAY, side="right") - 1,
+    m = np.clip(np.searchsorted(cal["bounds"], (sec - cal["start_sec"]) // SECONDS_PER_DAY, side="right") - 1,
                 0, n_months - 1)
     s = sat[cidx, m].astype(np.float64)
-    churn_sec = cal["start_sec"] + cust["churn_rel"][cidx] * _SECONDS_PER_DAY
+    churn_sec = cal["start_sec"] + cust["churn_rel"][cidx] * SECONDS_PER_DAY
     closeness = np.where(src == _SRC_CHURN,
-                         1 - np.clip((churn_sec - sec) / _SECONDS_PER_DAY / cust["complain_lead"][cidx], 0, 1), 0)
+                         1 - np.clip((churn_sec - sec) / SECONDS_PER_DAY / cust["complain_lead"][cidx], 0, 1), 0)
     z = (s + rng.normal(0, 1, len(s)) * np.where(src == _SRC_BASE, 0.9, 0.7)
          - 0.6 * cust["chronic"][cidx] * (src == _SRC_BASE)
          - np.select([src == _SRC_BILLING, src == _SRC_OUTAGE, src == _SRC_CHURN], [0.9, 0.7, 0.5], 0.0)

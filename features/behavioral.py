@@ -10,10 +10,17 @@ import numpy as np
 import pandas as pd
 
 from churn.config import FeatureConfig
-from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change, window_slice
-
-DAY = pd.Timedelta(days=1)
-LIFECYCLE_STAGES = ["new", "active", "at_risk", "dormant", "lapsed"]
+from churn.timebase import (
+    DAY,
+    DAYS_PER_MONTH,
+    as_ns,
+    days_since,
+    first_time_before,
+    last_time_before,
+    window_slice,
+)
+from churn.vocab import LIFECYCLE_STAGES
+from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change
 
 
 def _slug(s: str) -> str:
@@ -44,40 +51,7 @@ def type_codes(col: pd.Series, types: list[str]) -> np.ndarray:
     return mapping[inv]  # a missing type (code -1) picks the trailing -1
 
 
-def as_ns(times: np.ndarray | pd.Series) -> np.ndarray:
-    """Timestamps as int64 nanoseconds; a view (no copy) when they already are ``datetime64[ns]``."""
-    arr = times.to_numpy() if isinstance(times, pd.Series) else np.asarray(times)
-    if arr.dtype == np.int64:
-        return arr
-    if arr.dtype != np.dtype("datetime64[ns]"):
-        arr = arr.astype("datetime64[ns]")
-    return arr.view(np.int64)
-
-
-def last_time_before(codes: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
-    """Latest timestamp per customer as int64 ns (INT64 min where none)."""
-    last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    if len(codes):
-        np.maximum.at(last, codes, as_ns(times))
-    return last
-
-
-def first_time_before(codes: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
-    """Earliest timestamp per customer as int64 ns (INT64 max where none)."""
-    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    if len(codes):
-        np.minimum.at(first, codes, as_ns(times))
-    return first
-
-
-def days_since(last_ns: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
-    out = (as_of.value - last_ns.astype(np.float64)) / DAY.value
-    out[last_ns == np.iinfo(np.int64).min] = np.nan
-    return out
-
-
 _BITMAP_MAX = 600_000_000  # cells (bytes) of the day x customer activity bitmap: ~90 days x 6.7M customers
-MONTH_DAYS = 30.44
 
 
 def _day_bitmap(n: int, days: int) -> np.ndarray | None:
@@ -286,7 +260,7 @@ def behavioral_features(
 
     # ---- per-month rate over the observed tenure (at least one month, so a new customer's rate is not inflated)
     observed_from = np.maximum(as_ns(signup.to_numpy()), pd.Timestamp(data_start).value)
-    months = np.clip((as_of.value - observed_from) / DAY.value / MONTH_DAYS, 1.0, None)
+    months = np.clip((as_of.value - observed_from) / DAY.value / DAYS_PER_MONTH, 1.0, None)
     add(FeatureSpec("events_per_month", "behavioral", "activity", "Activities per month over the customer's observed tenure",
                     "count", reason="{value} activities a month over the customer's tenure (typical customer: {typical})",
                     risk_direction=-1), count_by(c_hist, n) / months)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-FAMILIES = ("behavioral", "sentiment", "value", "profile")
+from churn.vocab import REASON_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class FeatureSpec:
     categorical: bool = False
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in REASON_FAMILIES:
             raise ValueError(f"feature {self.name}: unknown family {self.family}")
 
 
@@ -109,11 +109,6 @@ def render_reason(spec: FeatureSpec, value: object, typical: object | None = Non
         abs_pct=f"{abs(v) * 100:.0f}",
         label=_fmt(v, spec.unit),
     )
-
-
-def window_slice(ts: pd.Series, start: pd.Timestamp, stop: pd.Timestamp) -> slice:
-    """Row slice of a timestamp-sorted series with ``start <= ts < stop`` (the cutoff is exclusive)."""
-    return slice(int(ts.searchsorted(start, side="left")), int(ts.searchsorted(stop, side="left")))
 
 
 def count_by(codes: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from churn.timebase import CLV_DAYS_PER_MONTH, DAYS_PER_YEAR, NS_PER_DAY
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -29,19 +31,14 @@ __all__ = [
     "noncontractual_clv",
     "contractual_clv",
     "segment_monthly_retention",
-    "MONTH_DAYS",
     "MIN_REPEAT_BUYERS",
 ]
-
-MONTH_DAYS: float = 365.25 / 12
-"""Length of the average calendar month in days (used for exposure and cash-flow months)."""
 
 MIN_REPEAT_BUYERS: int = 20
 """Below this many repeat buyers the BG/NBD + Gamma-Gamma fit is not trusted."""
 
 # A Monday: 7-day periods then coincide with lifetimes' freq="W" (W-SUN) weeks, 1-day periods with calendar days.
 _PERIOD_ORIGIN = pd.Timestamp("1970-01-05")
-_NS_PER_DAY = 86_400 * 10**9
 _SUMMARY_COLUMNS = ["frequency", "recency", "T", "monetary_value", "n_transactions", "total_amount"]
 _CLV_COLUMNS = ["clv", "expected_purchases", "p_alive", "expected_spend"]
 
@@ -76,7 +73,7 @@ def _naive_series(s: pd.Series) -> pd.Series:
 def _freq_ns(freq_days: float) -> int:
     if not freq_days > 0:
         raise ValueError(f"freq_days must be > 0, got {freq_days}")
-    return int(round(freq_days * _NS_PER_DAY))
+    return int(round(freq_days * NS_PER_DAY))
 
 
 def _period_of(values: pd.Series | pd.Timestamp, freq_ns: int) -> np.ndarray | int:
@@ -304,8 +301,8 @@ class GammaGammaModel:
 
 def _month_ends(horizon_days: float) -> np.ndarray:
     """Ends of the cash-flow months in days; the last one is cut at the horizon."""
-    n = max(0, math.ceil(horizon_days / MONTH_DAYS - 1e-9))
-    return np.minimum(np.arange(1, n + 1) * MONTH_DAYS, horizon_days)
+    n = max(0, math.ceil(horizon_days / CLV_DAYS_PER_MONTH - 1e-9))
+    return np.minimum(np.arange(1, n + 1) * CLV_DAYS_PER_MONTH, horizon_days)
 
 
 def _model_clv(
@@ -353,7 +350,7 @@ def _empirical_clv(
     m = summary["monetary_value"].to_numpy(dtype=float)
 
     pooled_rate = f.sum() / T.sum() if T.sum() > 0 else 0.0
-    pseudo = MONTH_DAYS / freq_days
+    pseudo = CLV_DAYS_PER_MONTH / freq_days
     rate = (f + pooled_rate * pseudo) / (T + pseudo)
     alive = np.clip(np.exp(-rate * np.clip(T - recency, 0, None)), 0, 1)
 
@@ -405,7 +402,7 @@ def noncontractual_clv(
         return out
 
     month_ends = _month_ends(horizon_days)
-    discount = (1 + discount_rate_annual) ** (-month_ends / 365.25)
+    discount = (1 + discount_rate_annual) ** (-month_ends / DAYS_PER_YEAR)
     try:
         out = _model_clv(summary, month_ends, discount, freq_days, penalizer)
         method = "bgnbd_gamma_gamma"
@@ -476,7 +473,7 @@ def segment_monthly_retention(
 
     begin = signup.mask(signup < start, start)
     end = churn.fillna(as_of)
-    exposure = ((end - begin) / pd.Timedelta(days=MONTH_DAYS)).clip(lower=0).fillna(0.0)
+    exposure = ((end - begin) / pd.Timedelta(days=CLV_DAYS_PER_MONTH)).clip(lower=0).fillna(0.0)
     event = churn.notna() & (churn >= start) & signup.notna() & (churn >= signup)
 
     frame = customers[segment_cols].copy()

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from churn.timebase import DAY
+
 if TYPE_CHECKING:
     from features.contract import Tables
 
-DAY = pd.Timedelta(days=1)
 _OPEN = np.iinfo(np.int64).max  # an open-ended subscription (no end date) ends "never"
 
 

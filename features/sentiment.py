@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 
 from churn.config import SentimentConfig
-from features.behavioral import _slug, days_since, last_time_before
-from features.catalogue import FeatureBlock, FeatureSpec, count_by, window_slice
-
-DAY = pd.Timedelta(days=1)
+from churn.timebase import DAY, days_since, last_time_before, window_slice
+from features.behavioral import _slug
+from features.catalogue import FeatureBlock, FeatureSpec, count_by
 
 
 def prepare_interactions(interactions: pd.DataFrame, cfg: SentimentConfig, scorer: object) -> pd.DataFrame:

@@ -48,7 +48,8 @@ import pandas as pd
 
 from churn.config import CANONICAL_COLUMNS, Config
 from churn.errors import ConfigError, DataError, InputNotFoundError
-from features.catalogue import FeatureSpec, count_by, window_slice
+from churn.timebase import CLV_DAYS_PER_MONTH, DAY, DAYS_PER_MONTH, window_slice
+from features.catalogue import FeatureSpec, count_by
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -68,7 +69,6 @@ ROLES = ("customers", "events", "transactions", "interactions")
 TAGS = {r: i for i, r in enumerate(ROLES)}
 PREFIX = {"customers": "c__", "events": "e__", "transactions": "t__", "interactions": "i__"}
 ROW_BITS = 40
-DAY = pd.Timedelta(days=1)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 OTHER_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 DEFAULT_ROWS_PER_BUCKET = 1_000_000
@@ -747,14 +747,12 @@ def segment_retention_spark(customers: DataFrame, as_of: pd.Timestamp, segment_c
                             lookback_days: int = 365, min_exposure_months: float = 50.0) -> DataFrame:
     """``features.clv.segment_monthly_retention`` over all customers (ROW, monthly_retention).
 
-    Mirrors the pandas function step by step (exposure in float nanoseconds over a month of 30.4375 days),
+    Mirrors the pandas function step by step (exposure in float nanoseconds over a month of ``CLV_DAYS_PER_MONTH`` days),
     with the sums in pandas' order and algorithm (see below), so the values are bitwise identical.
     """
     from pyspark.sql import functions as F
 
-    from features.clv import MONTH_DAYS
-
-    month_ns = float(pd.Timedelta(days=MONTH_DAYS).value)
+    month_ns = float(pd.Timedelta(days=CLV_DAYS_PER_MONTH).value)
     cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
     start = F.lit((as_of - pd.Timedelta(days=lookback_days)).to_pydatetime()).cast("timestamp_ntz")
     signup = F.col("signup_date")
@@ -1089,7 +1087,7 @@ def _noncontractual_clv_spark(spark: SparkSession, inputs: SparkInputs, cfg: Con
               "n_transactions long, total_amount double")
     summ = cu.groupBy(BUCKET).cogroup(tx.groupBy(BUCKET)).applyInPandas(_two_args(_RfmSummary(plan)), schema)
     pdf = summ.toPandas().sort_values(ROW, kind="stable").set_index("customer_id")
-    res = noncontractual_clv(pdf.drop(columns=[ROW]), horizon_days=cfg.features.clv.horizon_months * 30.44,
+    res = noncontractual_clv(pdf.drop(columns=[ROW]), horizon_days=cfg.features.clv.horizon_months * DAYS_PER_MONTH,
                              discount_rate_annual=cfg.features.clv.discount_rate_annual, margin=cfg.features.clv.margin)
     clv = res["clv"].reindex(pdf.index).fillna(0.0).to_numpy(dtype=np.float64)
     return spark.createDataFrame(pd.DataFrame({ROW: pdf[ROW].to_numpy(dtype=np.int64), "lifetime_value": clv}))

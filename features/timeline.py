@@ -16,10 +16,10 @@ import pandas as pd
 
 from churn.config import LabelConfig
 from churn.errors import DataError
+from churn.timebase import DAY
 from features.contract import Tables
 
 log = logging.getLogger(__name__)
-DAY = pd.Timedelta(days=1)
 
 
 def _activity_times(tables: Tables) -> list[pd.DataFrame]:

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 
 from churn.config import FeatureConfig
-from features.behavioral import MONTH_DAYS, as_ns, days_since, last_time_before
-from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change, window_slice
+from churn.timebase import DAY, DAYS_PER_MONTH, as_ns, days_since, last_time_before, window_slice
+from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change
 
 log = logging.getLogger(__name__)
-DAY = pd.Timedelta(days=1)
 
 
 def quintile_score(values: np.ndarray, population: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
@@ -104,7 +103,7 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
     # purchases per month over the observed tenure (from signup or the first transaction in the data;
     # at least one month so a new customer's first payment does not look like a huge rate)
     observed_from = np.maximum(as_ns(customers["signup_date"]), ts.iloc[0].value if hist.stop > hist.start else as_of.value)
-    months = np.clip((as_of.value - observed_from) / DAY.value / MONTH_DAYS, 1.0, None)
+    months = np.clip((as_of.value - observed_from) / DAY.value / DAYS_PER_MONTH, 1.0, None)
     add(FeatureSpec("purchases_per_month", "value", "purchases", "Purchases and payments per month over the observed tenure",
                     "count", reason="{value} purchases or payments a month over the customer's tenure (typical customer: {typical})",
                     risk_direction=-1), count_by(codes[hist], n) / months)
@@ -136,7 +135,7 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
                               customers=pd.Index(customers["customer_id"]),
                               first_purchase=pd.Series(customers["signup_date"].to_numpy(),
                                                        index=customers["customer_id"]))
-        res = noncontractual_clv(summary, horizon_days=clv_cfg.horizon_months * 30.44,
+        res = noncontractual_clv(summary, horizon_days=clv_cfg.horizon_months * DAYS_PER_MONTH,
                                  discount_rate_annual=clv_cfg.discount_rate_annual, margin=clv_cfg.margin)
         clv = res["clv"].reindex(customers["customer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
     add(FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from churn.config import Economics, RiskTiers
-
-RISK_ORDER = {"low": 0, "medium": 1, "high": 2}
+from churn.vocab import RISK_ORDER  # noqa: F401  (the tier ranking lives in churn.vocab; al.RISK_ORDER is its alias here)
 
 ALERT_COLUMNS: dict[str, str] = {
     # column -> description (the documented, stable schema; README "Alert schema")

@@ -43,8 +43,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from churn.config import LabelConfig
 from churn.errors import DataError, InputNotFoundError
 from churn.io import write_csv, write_json
+from churn.timebase import DAY
+from churn.vocab import RISK_TIERS
 from features.contract import Tables
-from features.timeline import DAY, active_mask, label_window_days, labels
+from features.timeline import active_mask, label_window_days, labels
 from inference.alerts import pseudonymize
 from model.metrics import classification_metrics, lift_table, reliability_table
 
@@ -344,7 +346,7 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
 
     ya = a["churned"].to_numpy(dtype=float)
     untreated_alert = ~(a["selected"] & ~a["control_group"]).to_numpy()
-    tiers = sorted(a["risk_tier"].astype(str).unique(), key=lambda t: {"high": 0, "medium": 1, "low": 2}.get(t, 3))
+    tiers = sorted(a["risk_tier"].astype(str).unique(), key=lambda t: RISK_TIERS.index(t) if t in RISK_TIERS else len(RISK_TIERS))
     alert_precision = {**_precision(ya),
                        "by_risk_tier": {t: _precision(ya[(a["risk_tier"].astype(str) == t).to_numpy()]) for t in tiers},
                        "untreated": _precision(ya[untreated_alert])}

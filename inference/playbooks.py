@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,28 +22,41 @@ import numpy as np
 import pandas as pd
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from churn.errors import ConfigError, DataError
+from churn.vocab import (
+    DEFAULT_VALUE_TIERS,
+    LIFECYCLE_STAGES,
+    RISK_TIERS,
+    LifecycleStage,
+    ReasonFamily,
+    RiskTier,
+)
 
 logger = logging.getLogger(__name__)
 
-RiskTier = Literal["high", "medium", "low"]
-ValueTier = Literal["platinum", "gold", "silver", "bronze"]
-LifecycleStage = Literal["new", "active", "dormant", "at_risk", "lapsed"]
-ReasonFamily = Literal["behavioral", "sentiment", "value", "profile"]
 
-RISK_TIERS: tuple[str, ...] = ("high", "medium", "low")
-VALUE_TIERS: tuple[str, ...] = ("platinum", "gold", "silver", "bronze")
-LIFECYCLE_STAGES: tuple[str, ...] = ("new", "active", "dormant", "at_risk", "lapsed")
-REASON_FAMILIES: tuple[str, ...] = ("behavioral", "sentiment", "value", "profile")
+
+def _known_value_tier(name: str, info: ValidationInfo) -> str:
+    """Value tiers are configurable (``features.value_tiers``): check against the names in force."""
+    tiers = (info.context or {}).get("value_tiers", DEFAULT_VALUE_TIERS)
+    if name not in tiers:
+        raise ValueError(f"'{name}' is not a value tier (configured tiers: {', '.join(tiers)})")
+    return name
+
+
+ValueTier = Annotated[str, AfterValidator(_known_value_tier)]
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -65,7 +79,7 @@ DEFAULT_RULE = "default"
 
 _ALERTS = "alerts"
 _REQUIRED_COLUMNS = ("risk_tier", "value_tier")
-_CATEGORY_FIELDS = {"risk_tier": RISK_TIERS, "value_tier": VALUE_TIERS, "lifecycle_stage": LIFECYCLE_STAGES}
+_CATEGORY_FIELDS = ("risk_tier", "value_tier", "lifecycle_stage")
 _LIST_FIELDS = ("reason_families", "reason_groups")
 _THRESHOLD_FIELDS = {"min_probability": "churn_probability", "min_value_at_risk": "value_at_risk"}
 
@@ -132,6 +146,11 @@ class PlaybookBook(_Strict):
     default_playbook: Slug
     playbooks: Annotated[list[Playbook], Field(min_length=1)]
     rules: list[Rule] = Field(default_factory=list)
+    _value_tiers: tuple[str, ...] = PrivateAttr(default=DEFAULT_VALUE_TIERS)  # the names the rules were checked against
+
+    def known_values(self, field: str) -> tuple[str, ...]:
+        """The values an alert column can take that rules may name (tiers, stages)."""
+        return {"risk_tier": RISK_TIERS, "value_tier": self._value_tiers, "lifecycle_stage": LIFECYCLE_STAGES}[field]
 
     @model_validator(mode="after")
     def _check_references(self) -> PlaybookBook:
@@ -199,8 +218,11 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def load_playbooks(path: str | Path) -> PlaybookBook:
-    """Read and validate a playbooks file; every problem becomes a ConfigError naming file, entry and field."""
+def load_playbooks(path: str | Path, value_tiers: Sequence[str] = DEFAULT_VALUE_TIERS) -> PlaybookBook:
+    """Read and validate a playbooks file; every problem becomes a ConfigError naming file, entry and field.
+
+    ``value_tiers``: the configured value tier names (``features.value_tiers``) rules may name.
+    """
     path = Path(path)
     where = str(path)
     try:
@@ -216,10 +238,11 @@ def load_playbooks(path: str | Path) -> PlaybookBook:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with campaign, playbooks and rules, got {type(raw).__name__}")
     try:
-        book = PlaybookBook.model_validate(raw)
+        book = PlaybookBook.model_validate(raw, context={"value_tiers": tuple(value_tiers)})
     except ValidationError as exc:
         lines = _describe_errors(exc, raw)
         raise ConfigError("\n".join(f"{where}: {line}" for line in lines)) from None
+    book._value_tiers = tuple(value_tiers)
     _warn_unreachable(book, where)
     logger.info("loaded %d playbooks and %d rules from %s", len(book.playbooks), len(book.rules), where)
     return book
@@ -306,7 +329,7 @@ def assign_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
     if missing:
         raise DataError(_ALERTS, missing[0], "required column is missing for playbook routing")
     n = len(alerts)
-    _warn_unknown_values(alerts)
+    _warn_unknown_values(alerts, book)
     _warn_missing_columns(alerts, book)
 
     pb_index = {p.id: i for i, p in enumerate(book.playbooks)}
@@ -386,8 +409,9 @@ def _numeric(col: pd.Series, name: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _warn_unknown_values(alerts: pd.DataFrame) -> None:
-    for field, known in _CATEGORY_FIELDS.items():
+def _warn_unknown_values(alerts: pd.DataFrame, book: PlaybookBook) -> None:
+    for field in _CATEGORY_FIELDS:
+        known = book.known_values(field)
         if field in alerts.columns:
             col = alerts[field]
             bad = col.notna() & ~col.isin(known)

@@ -27,11 +27,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from churn.io import write_text
+from churn.vocab import DEFAULT_VALUE_TIERS, RISK_TIERS
 
 logger = logging.getLogger(__name__)
 
-RISK_TIERS = ("high", "medium", "low")
-VALUE_TIERS = ("platinum", "gold", "silver", "bronze")
 RISK_COLOURS = {"high": "#c0392b", "medium": "#e08e0b", "low": "#2e8b57"}
 DRIFT_STATUSES = ("drift", "warning", "stable")
 _OTHER_COLOUR = "#7f8c8d"
@@ -442,7 +441,7 @@ def _value_section(scores: pd.DataFrame) -> dict[str, Any]:
     vt = _col(scores, "value_tier").map(_tier)
     rt = _col(scores, "risk_tier").map(_tier)
     var = _num(scores, "value_at_risk").fillna(0.0)
-    vts, rts = _ordered(vt.unique(), VALUE_TIERS), _ordered(rt.unique(), RISK_TIERS)
+    vts, rts = _ordered(vt.unique(), DEFAULT_VALUE_TIERS), _ordered(rt.unique(), RISK_TIERS)
     counts = pd.crosstab(vt, rt).reindex(index=vts, columns=rts, fill_value=0) if len(scores) else None
     sums = (
         pd.crosstab(vt, rt, values=var, aggfunc="sum").reindex(index=vts, columns=rts).fillna(0.0)

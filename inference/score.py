@@ -44,7 +44,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     scfg = cfg.scoring
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    book = load_playbooks(resolve_path(scfg.playbooks))  # validate config before any heavy work
+    tier_names = [t.name for t in cfg.features.value_tiers]
+    book = load_playbooks(resolve_path(scfg.playbooks), tier_names)  # validate config before any heavy work
     tracking_uri = setup_mlflow(cfg.mlflow)
     uri, version = resolve_model_uri(cfg.mlflow.model_name, model_uri, scfg.model_alias)
     model = load_churn_model(uri)
@@ -86,7 +87,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     scores = pd.DataFrame({
         "customer_id": out_ids.to_numpy(), "cutoff": as_of, "churn_probability": p,
         "risk_tier": al.risk_tier(p, scfg.risk_tiers),
-        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else "bronze",
+        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else tier_names[-1],
         "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
         "lifetime_value": clv, "value_at_risk": p * clv, **meta_cols})
 

@@ -1,4 +1,4 @@
-"""The feature catalogue: reason sentences, windows, rate changes and the spec/column agreement."""
+"""The feature catalogue: reason sentences, rate changes and the spec/column agreement."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from features.catalogue import (
     rate_change,
     render_reason,
     specs_from_frame,
-    window_slice,
 )
 
 EVENTS_30D = FeatureSpec("events_30d", "behavioral", "activity", "Activities in the last 30 days", "count", 30,
@@ -92,16 +91,6 @@ def test_catalogue_round_trip():
     frame.to_csv(buf, index=False)
     buf.seek(0)
     assert specs_from_frame(pd.read_csv(buf)) == specs
-
-
-def test_window_slice_is_start_inclusive_stop_exclusive():
-    ts = pd.Series(pd.to_datetime(["2024-05-01", "2024-05-02", "2024-05-02", "2024-05-31 23:59:59",
-                                   "2024-06-01", "2024-06-02"], format="mixed").astype("datetime64[ns]"))
-    sl = window_slice(ts, pd.Timestamp("2024-05-02"), pd.Timestamp("2024-06-01"))
-    assert (sl.start, sl.stop) == (1, 4)
-    everything_before = window_slice(ts, pd.Timestamp.min, pd.Timestamp("2024-06-01"))
-    assert (everything_before.start, everything_before.stop) == (0, 4)
-    assert window_slice(ts, pd.Timestamp("2025-01-01"), pd.Timestamp("2025-02-01")) == slice(6, 6)
 
 
 def test_rate_change():

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn.vocab import REASON_FAMILIES as FAMILIES
 from features import behavioral
 from features.behavioral import behavioral_features
 from features.build import FeatureBuilder
-from features.catalogue import FAMILIES
 from features.contract import load_tables
 from features.sentiment import prepare_interactions, sentiment_features
 from tests.features.conftest import (

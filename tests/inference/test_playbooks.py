@@ -330,3 +330,28 @@ def test_control_group_rejects_unknown_playbooks_and_null_ids(book: PlaybookBook
         assign_control_group(pd.DataFrame({"customer_id": ["a"], "playbook_id": ["ghost"]}), book)
     with pytest.raises(DataError, match=r"column 'customer_id': null customer ids"):
         assign_control_group(pd.DataFrame({"customer_id": ["a", None], "playbook_id": ["call", "call"]}), book)
+
+
+# ------------------------------------------------------------------------------------------ configured value tiers
+def test_rules_may_name_configured_value_tiers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Value tier names come from the config (features.value_tiers), not from a list in this module."""
+    cfg = copy.deepcopy(BASE)
+    cfg["rules"][0]["when"]["value_tier"] = ["diamond"]
+    path = _write(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"rule 'vip' field 'when\.value_tier\[0\]': .*'diamond' is not a value tier "
+                                          r"\(configured tiers: platinum, gold, silver, bronze\)"):
+        load_playbooks(path)
+    book = load_playbooks(path, value_tiers=("diamond", "rest"))
+    alerts = pd.DataFrame({"customer_id": ["a", "b", "c"], "risk_tier": ["high", "high", "low"],
+                           "value_tier": ["diamond", "rest", "gold"]})
+    with caplog.at_level("WARNING", logger="inference.playbooks"):
+        out = assign_playbooks(alerts, book)
+    assert out["playbook_rule"].tolist() == ["vip", "default", "default"]
+    assert "outside ['diamond', 'rest']" in caplog.text  # 'gold' is not a tier of this config
+
+
+def test_default_value_tiers_are_the_config_defaults() -> None:
+    from churn.config import FeatureConfig
+    from churn.vocab import DEFAULT_VALUE_TIERS
+
+    assert tuple(t.name for t in FeatureConfig().value_tiers) == DEFAULT_VALUE_TIERS
