@@ -38,11 +38,13 @@ RiskTier = Literal["high", "medium", "low"]
 ValueTier = Literal["platinum", "gold", "silver", "bronze"]
 LifecycleStage = Literal["new", "active", "dormant", "at_risk", "lapsed"]
 ReasonFamily = Literal["behavioral", "sentiment", "value", "profile"]
+Urgency = Literal["immediate", "soon", "later"]  # inference.timing: median time to churn against scoring.urgency_days
 
 RISK_TIERS: tuple[str, ...] = ("high", "medium", "low")
 VALUE_TIERS: tuple[str, ...] = ("platinum", "gold", "silver", "bronze")
 LIFECYCLE_STAGES: tuple[str, ...] = ("new", "active", "dormant", "at_risk", "lapsed")
 REASON_FAMILIES: tuple[str, ...] = ("behavioral", "sentiment", "value", "profile")
+URGENCIES: tuple[str, ...] = ("immediate", "soon", "later")
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -65,7 +67,8 @@ DEFAULT_RULE = "default"
 
 _ALERTS = "alerts"
 _REQUIRED_COLUMNS = ("risk_tier", "value_tier")
-_CATEGORY_FIELDS = {"risk_tier": RISK_TIERS, "value_tier": VALUE_TIERS, "lifecycle_stage": LIFECYCLE_STAGES}
+_CATEGORY_FIELDS = {"risk_tier": RISK_TIERS, "value_tier": VALUE_TIERS, "lifecycle_stage": LIFECYCLE_STAGES,
+                    "urgency": URGENCIES}
 _LIST_FIELDS = ("reason_families", "reason_groups")
 _THRESHOLD_FIELDS = {"min_probability": "churn_probability", "min_value_at_risk": "value_at_risk"}
 
@@ -100,12 +103,14 @@ class RuleCondition(_Strict):
     risk_tier: Annotated[list[RiskTier], Field(min_length=1)] | None = None
     value_tier: Annotated[list[ValueTier], Field(min_length=1)] | None = None
     lifecycle_stage: Annotated[list[LifecycleStage], Field(min_length=1)] | None = None
+    urgency: Annotated[list[Urgency], Field(min_length=1)] | None = None  # needs a model with a survival part
     reason_families: Annotated[list[ReasonFamily], Field(min_length=1)] | None = None
     reason_groups: Annotated[list[Slug], Field(min_length=1)] | None = None
     min_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     min_value_at_risk: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
 
-    @field_validator("risk_tier", "value_tier", "lifecycle_stage", "reason_families", "reason_groups", mode="before")
+    @field_validator("risk_tier", "value_tier", "lifecycle_stage", "urgency", "reason_families", "reason_groups",
+                     mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         """Accept ``value_tier: gold`` as shorthand for ``value_tier: [gold]``."""

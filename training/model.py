@@ -76,6 +76,7 @@ class ChurnModel:
         self.categories = categories
         self.calibrator = calibrator or Calibrator()
         self.meta = meta or {}
+        self.survival: Any = None  # model.survival.SurvivalModel, when time to churn was trained
 
     # ---------------------------------------------------------------- inputs
     def prepare(self, X: pd.DataFrame, table: str = "features") -> pd.DataFrame:
@@ -146,6 +147,8 @@ class ChurnModel:
         (d / "model_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if self.reference is not None:
             self.reference.to_parquet(d / "reference.parquet", index=False)
+        if self.survival is not None:
+            self.survival.save(d)
         return d
 
     @classmethod
@@ -155,7 +158,11 @@ class ChurnModel:
         booster.load_model(d / "booster.json")
         meta = json.loads((d / "model_meta.json").read_text())
         ref = pd.read_parquet(d / "reference.parquet") if (d / "reference.parquet").exists() else None
-        return cls(booster, meta["features"], meta["categories"], Calibrator(**meta["calibrator"]), meta["meta"], ref)
+        from model.survival import SurvivalModel
+
+        model = cls(booster, meta["features"], meta["categories"], Calibrator(**meta["calibrator"]), meta["meta"], ref)
+        model.survival = SurvivalModel.load(d)
+        return model
 
 
 class ChurnPyfunc(_PythonModelBase):  # type: ignore[misc,valid-type]
