@@ -308,6 +308,26 @@ class TuningConfig(_Strict):
     )
 
 
+class SurvivalConfig(_Strict):
+    """Time-to-churn model (XGBoost ``survival:aft``) trained next to the classifier on the same snapshots."""
+
+    enabled: bool = True  # ignored (off) for snapshot labels, which have no time
+    horizons_days: list[int] = Field(default_factory=lambda: [30, 90, 180], min_length=1)
+    n_trials: int = Field(12, ge=1)
+    timeout_s: float | None = 60.0
+    max_boost_rounds: int = Field(400, ge=10)
+    early_stopping_rounds: int = Field(30, ge=1)
+    distributions: list[Literal["normal", "logistic", "extreme"]] = Field(
+        default_factory=lambda: ["normal", "logistic", "extreme"], min_length=1)
+
+    @field_validator("horizons_days")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h <= 0 for h in v):
+            raise ValueError("horizons must be positive numbers of days")
+        return sorted(set(v))
+
+
 class TrainingConfig(_Strict):
     n_cutoffs: int = Field(12, ge=3)  # monthly cutoffs ending at the latest one whose label window is observed
     min_history_days: int = Field(90, ge=0)  # the first cutoff is at least this long after the data's start
@@ -322,6 +342,7 @@ class TrainingConfig(_Strict):
     segment_columns: list[str] = Field(default_factory=lambda: ["value_tier", "lifecycle_stage"])
     backtest_windows: int = Field(3, ge=0)  # rolling-origin test windows (0: off)
     exclude_features: list[str] = Field(default_factory=list)
+    survival: SurvivalConfig = SurvivalConfig()
 
 
 # --------------------------------------------------------------------------- mlflow & scoring
@@ -355,6 +376,10 @@ class ScoringConfig(_Strict):
     explainer: Literal["fast", "xgboost"] = "fast"  # exact TreeSHAP either way; fast = precomputed tables
     report_top_n: int = 25
     pseudonymize_key: str | None = None
+    # value at risk from: the lifetime_value feature (features.clv) or monthly revenue x the survival model's
+    # expected (discounted) lifetime within features.clv.horizon_months
+    lifetime_value: Literal["features", "survival"] = "features"
+    urgency_days: tuple[int, int] = (30, 90)  # median days to churn: <= first "immediate", <= second "soon", else "later"
 
 
 class Config(_Strict):

@@ -26,3 +26,7 @@ LIFECYCLE_STAGES: tuple[str, ...] = ("new", "active", "at_risk", "dormant", "lap
 ReasonFamily = Literal["behavioral", "sentiment", "value", "profile"]
 REASON_FAMILIES: tuple[str, ...] = ("behavioral", "sentiment", "value", "profile")
 
+
+# Urgency of an alert: its median time to churn (survival model) against ``scoring.urgency_days``.
+Urgency = Literal["immediate", "soon", "later"]
+URGENCIES: tuple[str, ...] = ("immediate", "soon", "later")

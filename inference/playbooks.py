@@ -39,9 +39,11 @@ from churn.vocab import (
     DEFAULT_VALUE_TIERS,
     LIFECYCLE_STAGES,
     RISK_TIERS,
+    URGENCIES,
     LifecycleStage,
     ReasonFamily,
     RiskTier,
+    Urgency,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ DEFAULT_RULE = "default"
 
 _ALERTS = "alerts"
 _REQUIRED_COLUMNS = ("risk_tier", "value_tier")
-_CATEGORY_FIELDS = ("risk_tier", "value_tier", "lifecycle_stage")
+_CATEGORY_FIELDS = ("risk_tier", "value_tier", "lifecycle_stage", "urgency")
 _LIST_FIELDS = ("reason_families", "reason_groups")
 _THRESHOLD_FIELDS = {"min_probability": "churn_probability", "min_value_at_risk": "value_at_risk"}
 
@@ -114,12 +116,14 @@ class RuleCondition(_Strict):
     risk_tier: Annotated[list[RiskTier], Field(min_length=1)] | None = None
     value_tier: Annotated[list[ValueTier], Field(min_length=1)] | None = None
     lifecycle_stage: Annotated[list[LifecycleStage], Field(min_length=1)] | None = None
+    urgency: Annotated[list[Urgency], Field(min_length=1)] | None = None  # needs a model with a survival part
     reason_families: Annotated[list[ReasonFamily], Field(min_length=1)] | None = None
     reason_groups: Annotated[list[Slug], Field(min_length=1)] | None = None
     min_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     min_value_at_risk: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
 
-    @field_validator("risk_tier", "value_tier", "lifecycle_stage", "reason_families", "reason_groups", mode="before")
+    @field_validator("risk_tier", "value_tier", "lifecycle_stage", "urgency", "reason_families", "reason_groups",
+                     mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         """Accept ``value_tier: gold`` as shorthand for ``value_tier: [gold]``."""
@@ -150,7 +154,8 @@ class PlaybookBook(_Strict):
 
     def known_values(self, field: str) -> tuple[str, ...]:
         """The values an alert column can take that rules may name (tiers, stages)."""
-        return {"risk_tier": RISK_TIERS, "value_tier": self._value_tiers, "lifecycle_stage": LIFECYCLE_STAGES}[field]
+        return {"risk_tier": RISK_TIERS, "value_tier": self._value_tiers, "lifecycle_stage": LIFECYCLE_STAGES,
+                "urgency": URGENCIES}[field]
 
     @model_validator(mode="after")
     def _check_references(self) -> PlaybookBook:

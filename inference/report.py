@@ -67,6 +67,7 @@ def render_report(
         "top_n": int(top_n),
         "explanations": _explanations(alerts.head(max(int(explain_top), 0)), impact_scale),
         "importance": _importance_section(global_importance),
+        "survival": _survival_section(alerts),
         "drift": _drift_section(drift, summary),
         "playbooks": _playbook_section(alerts),
     }
@@ -299,6 +300,38 @@ def _importance_svg(imp: pd.DataFrame) -> Markup:
             )
         _style_axes(ax)
         return _svg(fig, "Global feature-group importance")
+
+
+def _survival_svg(alerts: pd.DataFrame, horizons: list[int]) -> Markup:
+    """Survival curves of the top alerts through the model's horizon probabilities (S(0) = 1)."""
+    days = [0, *horizons]
+    with _rc():
+        fig = _figure(7.5, 3.2)
+        ax = fig.add_subplot()
+        for _, row in alerts.iterrows():
+            surv = [1.0] + [1.0 - float(row[f"churn_within_{h}d"]) for h in horizons]
+            ax.plot(days, [100 * v for v in surv], marker="o", linewidth=1.2, label=_plain(str(row["customer_id"])))
+        ax.set_xlabel("Days after the cutoff")
+        ax.set_ylabel("Still a customer (%)")
+        ax.set_ylim(0, 100)
+        ax.set_xticks(days)
+        ax.legend(frameon=False, fontsize=7, loc="lower left", ncol=2)
+        _style_axes(ax)
+        return _svg(fig, "Survival curves of the top alerts")
+
+
+def _survival_section(alerts: pd.DataFrame, n: int = 8) -> dict[str, Any] | None:
+    """Time to churn of the top alerts: a curve per customer and a table, when the model has a survival part."""
+    horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns
+                      if c.startswith("churn_within_") and c.endswith("d"))
+    if not len(alerts) or not horizons or "median_days_to_churn" not in alerts:
+        return None
+    top = alerts.head(n)
+    rows = [{"customer_id": _fmt_text(r["customer_id"]), "urgency": _fmt_text(r.get("urgency")),
+             "median_days": r["median_days_to_churn"], "timing": _fmt_text(r.get("timing")),
+             "chances": [(h, r[f"churn_within_{h}d"]) for h in horizons]} for _, r in top.iterrows()]
+    counts = alerts["urgency"].value_counts().to_dict() if "urgency" in alerts else {}
+    return {"chart": _survival_svg(top, horizons), "rows": rows, "horizons": horizons, "urgency": counts}
 
 
 # --------------------------------------------------------------------------- sections

@@ -80,6 +80,14 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
 
     econ = cfg.training.economics
     clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
+    t = time.perf_counter()
+    timing = _survival_columns(model, frame, cfg, chunks)
+    if timing is not None and scfg.lifetime_value == "survival":
+        from inference.timing import survival_lifetime_value
+
+        clv = survival_lifetime_value(frame["monthly_revenue"].to_numpy(dtype=float),
+                                      timing["expected_lifetime_days"].to_numpy(), cfg.features.clv.margin)
+    timings["survival_s"] = time.perf_counter() - t
     ids = frame["customer_id"].astype(str)
     out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
     meta_cols = {"model_name": cfg.mlflow.model_name, "model_version": str(version or uri),
@@ -90,6 +98,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else tier_names[-1],
         "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
         "lifetime_value": clv, "value_at_risk": p * clv, **meta_cols})
+    if timing is not None:
+        scores = pd.concat([scores, timing.set_axis(scores.index)], axis=1)
 
     # ------------------------------------------------------------ alerts: explain, playbooks, budget
     min_rank = al.RISK_ORDER[scfg.alert_min_tier]
@@ -132,6 +142,13 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
                                if len(alerts) else np.zeros(0, dtype=bool))
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
+    if timing is not None:
+        from inference.timing import alert_timing
+
+        horizons = model.meta.get("survival_horizons_days", [])
+        alerts["timing"] = alert_timing(alerts, horizons, _lifetime_days(cfg)) if len(alerts) else []
+        extra += ["timing", "urgency", "median_days_to_churn", *[f"churn_within_{h}d" for h in horizons],
+                  "expected_lifetime_days"]
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
 
     # ------------------------------------------------------------ monitoring: drift against training reference
@@ -159,6 +176,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation,
+        "time_to_churn": _timing_summary(scores, alerts, model.meta) if timing is not None else None,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
@@ -189,6 +207,50 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
              summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
     return summary
+
+
+def _timing_summary(scores: pd.DataFrame, alerts: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    """Urgency counts and how far the survival model's horizon probability is from the classifier's."""
+    h = meta.get("label", {}).get("horizon_days") if meta.get("label", {}).get("definition") == "churn_date" \
+        else meta.get("label", {}).get("inactivity_days")
+    out: dict[str, Any] = {"alerts_by_urgency": alerts["urgency"].value_counts().sort_index().to_dict()
+                           if len(alerts) else {},
+                           "median_days_to_churn_alerts": float(alerts["median_days_to_churn"].median())
+                           if len(alerts) else None}
+    col = f"churn_within_{h}d"
+    if col in scores:
+        diff = scores[col].to_numpy() - scores["churn_probability"].to_numpy()
+        out.update({"horizon_days": h, "mean_survival_probability": float(scores[col].mean()),
+                    "mean_classifier_probability": float(scores["churn_probability"].mean()),
+                    "mean_abs_disagreement": float(np.abs(diff).mean())})
+    return out
+
+
+def _lifetime_days(cfg: Config) -> float:
+    from churn.timebase import CLV_DAYS_PER_MONTH
+
+    return cfg.features.clv.horizon_months * CLV_DAYS_PER_MONTH
+
+
+def _survival_columns(model: Any, frame: pd.DataFrame, cfg: Config, chunks: list[slice]) -> pd.DataFrame | None:
+    """Time-to-churn columns per scored customer, or None when the model has no survival part."""
+    from churn.errors import ConfigError
+
+    if model.survival is None:
+        if cfg.scoring.lifetime_value == "survival":
+            raise ConfigError("scoring.lifetime_value is 'survival' but this model has no survival part "
+                              "(retrain with training.survival.enabled: true)")
+        return None
+    if cfg.scoring.lifetime_value == "survival" and "monthly_revenue" not in frame:
+        raise ConfigError("scoring.lifetime_value is 'survival' but there is no monthly_revenue feature "
+                          "(it needs a transactions table)")
+    from inference.timing import survival_columns
+
+    mu = np.empty(len(frame))
+    for sl in chunks:
+        mu[sl] = model.survival.mu(model.dmatrix(frame.iloc[sl]))
+    return survival_columns(model.survival, mu, model.meta.get("survival_horizons_days", [30, 90, 180]),
+                            _lifetime_days(cfg), cfg.features.clv.discount_rate_annual, cfg.scoring.urgency_days)
 
 
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import pandas as pd
 import xgboost as xgb
 
 from churn.errors import EXIT_DATA, ChurnError, DataError
+from model.survival import SurvivalModel
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class ChurnModel:
         self.categories = categories
         self.calibrator = calibrator or Calibrator()
         self.meta = meta or {}
+        self.survival: Any = None  # model.survival.SurvivalModel, when time to churn was trained
 
     # ---------------------------------------------------------------- inputs
     def prepare(self, X: pd.DataFrame, table: str = "features") -> pd.DataFrame:
@@ -162,6 +164,8 @@ class ChurnModel:
             (d / CATALOGUE_FILE).write_text(json.dumps(self.catalogue, indent=2, default=str))
         if self.reference is not None:
             self.reference.to_parquet(d / REFERENCE_FILE, index=False)
+        if self.survival is not None:
+            self.survival.save(d)
         return d
 
     @classmethod
@@ -175,11 +179,14 @@ class ChurnModel:
             meta = json.loads((d / META_FILE).read_text())
             cat_path = d / CATALOGUE_FILE
             catalogue = json.loads(cat_path.read_text()) if cat_path.exists() else None
-        except (xgb.core.XGBoostError, ValueError, OSError) as exc:
+            survival = SurvivalModel.load(d)
+        except (xgb.core.XGBoostError, ValueError, KeyError, TypeError, OSError) as exc:
             raise ModelFormatError(f"model folder {d}: cannot read its JSON parts: {exc}") from exc
         features, categories, calibrator = _parse_meta(d, meta)
         ref = pd.read_parquet(d / REFERENCE_FILE) if (d / REFERENCE_FILE).exists() else None
-        return cls(booster, features, categories, calibrator, meta.get("meta", {}), ref, catalogue)
+        model = cls(booster, features, categories, calibrator, meta.get("meta", {}), ref, catalogue)
+        model.survival = survival
+        return model
 
 
 def check_model_folder(d: Path) -> None:

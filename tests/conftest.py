@@ -41,7 +41,8 @@ def small_config_dict(store: Path | None, overrides: dict[str, Any] | None = Non
     # n_threads 1: on a busy shared machine XGBoost's OpenMP threads spin-wait on each other and a
     # 2-thread fit of a few hundred rows can take 20x longer than a 1-thread one
     raw = _merge(raw, {"training": {"n_cutoffs": 6, "n_threads": 1,
-                                    "tuning": {"n_trials": 3, "timeout_s": None, "max_boost_rounds": 100}}})
+                                    "tuning": {"n_trials": 3, "timeout_s": None, "max_boost_rounds": 100},
+                                    "survival": {"n_trials": 3, "timeout_s": None, "max_boost_rounds": 100}}})
     if store is not None:
         store = Path(store).resolve()
         raw = _merge(raw, {"mlflow": {"tracking_uri": f"sqlite:///{store / 'mlruns' / 'mlflow.db'}",

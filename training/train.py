@@ -119,6 +119,26 @@ def _plot_importance(imp: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _fit_survival(model: ChurnModel, frame: pd.DataFrame, tables: Tables, cfg: Config, cutoffs: list[pd.Timestamp],
+                  test_df: pd.DataFrame, p_test: np.ndarray, metrics: dict[str, Any]) -> pd.DataFrame:
+    """Attach a time-to-churn model to ``model`` and add its out-of-time metrics; returns its calibration table."""
+    from training.survival import consistency, fit_and_evaluate
+
+    if cfg.label.definition == "snapshot":
+        log.info("survival: skipped (a snapshot label has no time to churn)")
+        return pd.DataFrame()
+    tcfg = cfg.training
+    deployed, evaluated, surv_metrics, calib = fit_and_evaluate(frame, tables, cfg.label, cutoffs, model.prepare,
+                                                                tcfg.survival, tcfg.seed, tcfg.n_threads)
+    model.survival = deployed
+    model.meta["survival_horizons_days"] = list(tcfg.survival.horizons_days)
+    metrics.update(surv_metrics)
+    # consistency on the classifier's own test rows, both models out of time there
+    mu = evaluated.mu(model.dmatrix(test_df))
+    metrics.update(consistency(evaluated, mu, p_test, label_window_days(cfg.label)))
+    return calib
+
+
 def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     """Build snapshots, tune, calibrate, evaluate, log to MLflow and register. Returns the run summary."""
     from model.registry import log_model, register, setup_mlflow
@@ -235,6 +255,12 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             metrics.update(summarize_backtest(backtest))
             timings["backtest_s"] = time.perf_counter() - t1
 
+        surv_calib = pd.DataFrame()
+        if tcfg.survival.enabled:
+            t1 = time.perf_counter()
+            surv_calib = _fit_survival(model, fs.frame, tables, cfg, used, test_df, p_test, metrics)
+            timings["survival_s"] = time.perf_counter() - t1
+
         seg_cols = [c for c in tcfg.segment_columns if c in test_df.columns]
         seg_df = test_df.assign(p=p_test)
         segments = ev.segment_metrics(seg_df, "label", "p", seg_cols) if seg_cols else pd.DataFrame()
@@ -274,6 +300,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                 backtest.to_csv(d / "backtest.csv", index=False)
             if not segments.empty:
                 segments.to_csv(d / "segment_metrics.csv", index=False)
+            if not surv_calib.empty:
+                surv_calib.to_csv(d / "survival_calibration.csv", index=False)
             imp.to_csv(d / "global_importance.csv", index=False)
             pd.DataFrame(result.trials).to_json(d / "optuna_trials.json", orient="records", indent=2)
             plots.plot_reliability(y_test, p_test, d / "reliability.png")
@@ -294,7 +322,10 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
                                         "test_lift_top10", "test_capture_top10", "test_best_profit", "test_emp",
                                         "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
-                                        "backtest_roc_auc_mean", "backtest_roc_auc_std")
+                                        "backtest_roc_auc_mean", "backtest_roc_auc_std",
+                                        "survival_test_cindex_harrell", "survival_test_cindex_uno", "survival_test_ibs",
+                                        "survival_cox_cindex_harrell", "survival_cox_ibs", "survival_km_ibs",
+                                        "survival_vs_classifier_mean_abs_diff")
                 if k in metrics}
     return {"run_id": parent_id, "tracking_uri": tracking_uri, "experiment": cfg.mlflow.experiment, **reg,
             "metrics": headline, "baseline_verdict": verdict, "timings_s": timings,

@@ -85,7 +85,8 @@ def test_champion_is_data_files_only_and_scores_string_categoricals(in_store: St
     mv = client.get_model_version(MODEL_NAME, client.get_model_version_by_alias(MODEL_NAME, "champion").version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}@champion"))
     assert sorted(p.name for p in local.iterdir()) == ["booster.json", "feature_catalogue.json", "model_meta.json",
-                                                       "reference.parquet"]
+                                                       "reference.parquet", "survival_booster.json",
+                                                       "survival_meta.json"]
     assert mv.run_id == in_store.summary["run_id"]
     model = load_churn_model(f"models:/{MODEL_NAME}@champion")
     frame = _test_frame(in_store, model)
