@@ -112,8 +112,8 @@ def _inside(a: tuple[int, int, Cue], b: tuple[int, int, Cue]) -> bool:
 def adjust_valence(text: str, base: float, cues: Sequence[Cue]) -> Reading:
     """Apply the support-text rule to one text's base valence (VADER's or the lexicon's, unnormalised).
 
-    A resolution inside a problem match ("not fixed") does not count, nor a problem inside a resolution match
-    ("the bug ... is gone"). Problems after the last resolution are pending, and with them any sarcasm markers
+    A problem inside a resolution match ("the bug ... is gone") does not count, nor a resolution that starts
+    inside a problem match ("not fixed", "not working again"). Problems after the last resolution are pending, and with them any sarcasm markers
     after it. Pending problems: valence =
     min(base, 0) + their weights, a complaint. Resolved, nothing pending: max(base, 0) + the resolutions'
     weights. Neither: the base, times ``QUESTION_DAMPING`` for an information question. A polite request
@@ -125,8 +125,8 @@ def adjust_valence(text: str, base: float, cues: Sequence[Cue]) -> Reading:
     question = stripped.endswith(("?", "？")) and _INFO_QUESTION.search(stripped) is not None
     problems = _matches(text, cues, frozenset({"problem"} if question else {"problem", "topic"}))
     resolutions = _matches(text, cues, frozenset({"resolved"}))
-    kept = [r for r in resolutions if not any(_inside(r, p) for p in problems)]
-    problems = [p for p in problems if not any(_inside(p, r) for r in kept)]
+    problems = [p for p in problems if not any(_inside(p, r) for r in resolutions)]
+    kept = [r for r in resolutions if not any(p[0] <= r[0] < p[1] for p in problems)]
     last_resolution = max((r[1] for r in kept), default=-1)
     pending = [p for p in problems if p[0] >= last_resolution]
     if pending:
