@@ -7,7 +7,7 @@ cues (``features/data/support_cues.tsv``, regular expressions per language) mark
 
 * **problem**: an unresolved problem, billing dispute, threat to leave or demand (complaint intent);
 * **topic**: a problem topic (outage, maintenance) that counts as a problem unless the text is an information
-  question ("Is the outage over?");
+  question ("Is the outage over?"), where resolutions do not count either;
 * **resolved**: the problem was fixed, the money came back, there are no problems; a resolution overlapping a
   problem match ("not fixed", "还没解决") does not count;
 * **polite**: a cancellation or downgrade request, whose "thanks" is politeness, not praise;
@@ -112,7 +112,8 @@ def _inside(a: tuple[int, int, Cue], b: tuple[int, int, Cue]) -> bool:
 def adjust_valence(text: str, base: float, cues: Sequence[Cue]) -> Reading:
     """Apply the support-text rule to one text's base valence (VADER's or the lexicon's, unnormalised).
 
-    A problem inside a resolution match ("the bug ... is gone") does not count, nor a resolution that starts
+    In an information question, topics and resolutions do not count ("Is the outage over?", "If I change my
+    mind ...?"). A problem inside a resolution match ("the bug ... is gone") does not count, nor a resolution that starts
     inside a problem match ("not fixed", "not working again"). Problems after the last resolution are pending, and with them any sarcasm markers
     after it. Pending problems: valence =
     min(base, 0) + their weights, a complaint. Resolved, nothing pending: max(base, 0) + the resolutions'
@@ -124,7 +125,7 @@ def adjust_valence(text: str, base: float, cues: Sequence[Cue]) -> Reading:
         return Reading(0.0, False)
     question = stripped.endswith(("?", "？")) and _INFO_QUESTION.search(stripped) is not None
     problems = _matches(text, cues, frozenset({"problem"} if question else {"problem", "topic"}))
-    resolutions = _matches(text, cues, frozenset({"resolved"}))
+    resolutions = [] if question else _matches(text, cues, frozenset({"resolved"}))
     problems = [p for p in problems if not any(_inside(p, r) for r in resolutions)]
     kept = [r for r in resolutions if not any(p[0] <= r[0] < p[1] for p in problems)]
     last_resolution = max((r[1] for r in kept), default=-1)

@@ -158,6 +158,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation,
+        "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
