@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import ConfigError
+from features.text_sentiment import _distinct, _spread, normalise
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +175,11 @@ class SupportTextScorer:
 
     def analyse(self, texts: pd.Series) -> pd.DataFrame:
         """``sentiment`` in [-1, 1] (NaN for missing text) and ``complaint_intent`` (False for missing text)."""
-        from features.text_sentiment import _distinct, _spread, normalise
-
         texts = texts if isinstance(texts, pd.Series) else pd.Series(list(texts))
         codes, uniques = _distinct(texts)
         readings = self.read(uniques)
-        sent = np.asarray([normalise(r.valence) for r in readings], dtype="float64")
+        alpha = float(getattr(self.base, "alpha", 15.0))  # the base scorer's normalisation (VADER: 15)
+        sent = np.asarray([normalise(r.valence, alpha) for r in readings], dtype="float64")
         intent = np.asarray([r.complaint for r in readings], dtype=bool)
         return pd.DataFrame(
             {"sentiment": _spread(codes, sent, np.nan).astype("float64"),
