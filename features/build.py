@@ -17,7 +17,7 @@ from churn.config import Config
 from features.behavioral import behavioral_features, event_types_before
 from features.catalogue import FeatureBlock, FeatureSpec
 from features.contract import Tables
-from features.sentiment import prepare_interactions, sentiment_features
+from features.sentiment import complaint_disagreements, prepare_interactions, sentiment_features
 from features.timeline import active_mask, labels
 from features.value import value_features
 
@@ -80,6 +80,7 @@ class FeatureBuilder:
             self.event_types = []
         self.timings: dict[str, float] = {}  # seconds per family in the latest build()
         self.interactions = None
+        self.complaint_checks: dict[str, int] = {}
         if tables.interactions is not None:
             if scorer is None:
                 from features.text_sentiment import load_scorer
@@ -87,6 +88,8 @@ class FeatureBuilder:
                 scorer = load_scorer(self.fcfg.sentiment.scorer)
             t0 = time.perf_counter()
             self.interactions = prepare_interactions(tables.interactions, self.fcfg.sentiment, scorer)
+            # category vs content disagreements about complaints, over all input records (for the run summary)
+            self.complaint_checks = complaint_disagreements(self.interactions)
             log.info("scored sentiment of %s interactions in %.1fs", f"{len(self.interactions):,}", time.perf_counter() - t0)
 
     def families(self) -> list[str]:

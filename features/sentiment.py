@@ -6,6 +6,8 @@ score depends on that record alone; the windowed aggregates read only records be
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -14,26 +16,71 @@ from churn.timebase import DAY, days_since, last_time_before, window_slice
 from features.behavioral import _slug
 from features.catalogue import FeatureBlock, FeatureSpec, count_by
 
+logger = logging.getLogger(__name__)
+# The early-warning sign "more than N complaints in the window" (``complaints_over_3_flag``).
+COMPLAINTS_FLAG_OVER = 3
+
 
 def prepare_interactions(interactions: pd.DataFrame, cfg: SentimentConfig, scorer: object) -> pd.DataFrame:
-    """Add per-record ``sentiment`` (in [-1, 1]) and ``complaint`` (bool) columns."""
+    """Add per-record ``sentiment`` (in [-1, 1]), ``complaint`` (bool, by content) and ``complaint_by_category``.
+
+    A record with text is a complaint when its content says so (:func:`content_complaint`), whatever its
+    category: a thank-you filed under "billing" is not one, an angry message filed under "praise" is. A record
+    without text has no content to read, so its category decides. Disagreements between the two are kept
+    (``complaint_by_category``), logged, and counted as features.
+    """
     from features.text_sentiment import keyword_flags
 
     out = interactions.copy()
     text = out["text"].astype(str)
-    has_text = text.str.strip() != ""
-    sent = pd.Series(np.nan, index=out.index, dtype="float64")
+    has_text = (text.str.strip() != "").to_numpy()
+    sent = np.full(len(out), np.nan)
+    intent = np.zeros(len(out), dtype=bool)
+    reads_intent = callable(getattr(scorer, "analyse", None))
     if has_text.any():
-        sent[has_text] = scorer.score(text[has_text]).to_numpy(dtype=np.float64)
-    out["sentiment"] = sent.to_numpy()
-    complaint = out["category"].isin(cfg.complaint_categories).to_numpy()
+        if reads_intent:
+            read = scorer.analyse(text[has_text])
+            sent[has_text] = read["sentiment"].to_numpy(dtype=np.float64)
+            intent[has_text] = read["complaint_intent"].to_numpy(dtype=bool)
+        else:
+            sent[has_text] = scorer.score(text[has_text]).to_numpy(dtype=np.float64)
+    out["sentiment"] = sent
     if cfg.complaint_keywords:
         flags = keyword_flags(text, cfg.complaint_keywords)
-        complaint = complaint | flags.any(axis=1).to_numpy()
-        for kw in cfg.complaint_keywords:  # one bool column per keyword group (complaint counts by keyword)
+        for kw in cfg.complaint_keywords:  # one bool column per keyword group (mentions by keyword)
             out[KEYWORD_PREFIX + kw] = flags[kw].to_numpy(dtype=bool)
-    out["complaint"] = complaint
+        if not reads_intent:  # a scorer that does not read intent: a keyword said in a negative tone
+            with np.errstate(invalid="ignore"):
+                intent |= flags.any(axis=1).to_numpy() & (sent < 0)
+    by_category = out["category"].isin(cfg.complaint_categories).to_numpy(dtype=bool)
+    out["complaint_by_category"] = by_category
+    out["complaint"] = np.where(has_text, content_complaint(sent, intent, cfg.negative_threshold), by_category)
+    _log_disagreements(out, has_text)
     return out
+
+
+def content_complaint(sentiment: np.ndarray, intent: np.ndarray, negative_threshold: float) -> np.ndarray:
+    """A message is a complaint by content when it states one (complaint intent) or its tone is negative."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(intent, dtype=bool) | (np.asarray(sentiment, dtype=np.float64) < negative_threshold)
+
+
+def complaint_disagreements(inter: pd.DataFrame) -> dict[str, int]:
+    """Counts of records whose category and content disagree about being a complaint (records with text)."""
+    has_text = inter["text"].astype(str).str.strip().ne("").to_numpy()
+    content = inter["complaint"].to_numpy(dtype=bool) & has_text
+    category = inter["complaint_by_category"].to_numpy(dtype=bool) & has_text
+    return {"records_with_text": int(has_text.sum()),
+            "complaint_category_not_content": int((category & ~content).sum()),
+            "complaint_content_not_category": int((content & ~category).sum())}
+
+
+def _log_disagreements(inter: pd.DataFrame, has_text: np.ndarray) -> None:
+    counts = complaint_disagreements(inter)
+    logger.info("complaints by content: %s of %s records with text are in a complaint category but do not read "
+                "as one; %s read as complaints outside a complaint category",
+                f"{counts['complaint_category_not_content']:,}", f"{counts['records_with_text']:,}",
+                f"{counts['complaint_content_not_category']:,}")
 
 
 KEYWORD_PREFIX = "_kw_"
@@ -198,7 +245,43 @@ def sentiment_features(inter: pd.DataFrame, n: int, as_of: pd.Timestamp, cfg: Se
         add(FeatureSpec(f"nps_{long_}d", "sentiment", "ratings", f"NPS-style score of ratings, last {long_} days", "score",
                         long_, reason=f"Net promoter score {{value}} (-1 .. +1) from ratings in the last {long_} days",
                         risk_direction=-1), nps)
+    for spec, values in _content_signals(inter, codes, (sw, lw), n, cfg, windows):
+        add(spec, values)
     return FeatureBlock(pd.DataFrame(cols), specs)
+
+
+def _content_signals(inter: pd.DataFrame, codes: np.ndarray, slices: tuple[slice, slice], n: int,
+                     cfg: SentimentConfig, windows: tuple[int, int]) -> list[tuple[FeatureSpec, np.ndarray]]:
+    """Early-warning flags read from content, and the category/content disagreement counts."""
+    (sw, lw), (short, long_) = slices, windows
+    sent = inter["sentiment"].to_numpy(dtype=np.float64)
+    complaint = inter["complaint"].to_numpy(dtype=bool)
+    by_category = inter["complaint_by_category"].to_numpy(dtype=bool)
+    has_text = ~np.isnan(sent)
+    with np.errstate(invalid="ignore"):
+        negative = sent < cfg.negative_threshold
+    c_l = codes[lw]
+    over = COMPLAINTS_FLAG_OVER
+    return [
+        (FeatureSpec("negative_text_recent_flag", "sentiment", "text_sentiment",
+                     f"A negative message in the last {short} days", "flag", short,
+                     reason=f"Wrote a negative message in the last {short} days", risk_direction=1),
+         (count_by(codes[sw][negative[sw]], n) > 0).astype(np.float64)),
+        (FeatureSpec(f"complaints_over_{over}_flag", "sentiment", "complaints",
+                     f"More than {over} complaints in the last {long_} days", "flag", long_,
+                     reason=f"More than {over} complaints in the last {long_} days", risk_direction=1),
+         (count_by(c_l[complaint[lw]], n) > over).astype(np.float64)),
+        (FeatureSpec(f"complaint_category_not_content_{long_}d", "sentiment", "complaints",
+                     f"Messages in a complaint category that do not read as a complaint, last {long_} days",
+                     "count", long_, reason=f"{{value}} messages filed in a complaint category in the last {long_} days "
+                     "do not read as complaints", risk_direction=0),
+         count_by(c_l[(by_category & has_text & ~complaint)[lw]], n)),
+        (FeatureSpec(f"complaint_content_not_category_{long_}d", "sentiment", "complaints",
+                     f"Complaints written outside a complaint category, last {long_} days", "count", long_,
+                     reason=f"{{value}} complaints in the last {long_} days were filed under other categories",
+                     risk_direction=1),
+         count_by(c_l[(~by_category & has_text & complaint)[lw]], n)),
+    ]
 
 
 def _sentiment_stats(codes: np.ndarray, sent: np.ndarray, n: int, negative_threshold: float

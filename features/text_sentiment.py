@@ -6,6 +6,11 @@ Texts repeat a lot in practice (templates, "ok", "谢谢"), so every function wo
 maps the results back; a few million rows with a few thousand distinct texts take well under a second plus the
 scoring of the distinct ones.
 
+Scoring time is linear in text length: every reader of a text (language detection, scorers, keyword flags)
+sees only its first ``MAX_TEXT_CHARS`` characters (cut at the last sentence end inside that cap, see
+:func:`cap_text`), and VADER, whose idiom and negation checks are quadratic in the length of what it is given,
+reads that part in sentence-aligned chunks of at most ``CHUNK_CHARS`` characters whose valences are summed.
+
 Teams can plug their own scorer in with ``load_scorer("package.module:ClassName")``: any object with a
 ``score(texts: pd.Series) -> pd.Series`` method returning values in [-1, 1] on the same index.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +47,14 @@ _OTHER_LETTER_CLASS = (
     "[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff"
     "\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\uac00-\ud7af]"
 )
+# Documented cap per message: longer texts are scored on their first MAX_TEXT_CHARS characters (a support
+# message rarely runs past a page; a 1 MB paste is scored in milliseconds instead of hanging the run).
+MAX_TEXT_CHARS = 5000
+# VADER reads at most this many characters at a time (its cost grows with the square of what it reads).
+CHUNK_CHARS = 500
+# Compound scores are x / sqrt(x^2 + alpha) with VADER's alpha; chunk valences are summed before normalising.
+_ALPHA = 15.0
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？;；\n])\s*")
 # One CJK character carries about as much as two or three ASCII letters, so a text is Chinese when its CJK
 # characters are at least a third of its CJK + ASCII letters.
 _CJK_WEIGHT = 2.0
@@ -55,16 +69,14 @@ def _as_series(texts: pd.Series | Sequence[Any]) -> pd.Series:
 
 
 def _clean_text(value: object) -> str | None:
-    """Stripped text, or None for missing or blank values (NaN, None, pd.NA, "", whitespace)."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        return stripped or None
+    """Stripped text capped at ``MAX_TEXT_CHARS`` (:func:`cap_text`), or None for missing or blank values
+    (NaN, None, pd.NA, "", whitespace)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    stripped = str(value).strip()
-    return stripped or None
+    stripped = (value if isinstance(value, str) else str(value)).strip()
+    return cap_text(stripped).strip() or None
 
 
 def _distinct(texts: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -96,6 +108,61 @@ def _score_distinct(texts: pd.Series, score_many: Callable[[list[str]], Sequence
         raise ValueError(f"scorer returned {values.shape} values for {len(uniques)} distinct texts")
     values = np.clip(values, -1.0, 1.0)
     return pd.Series(_spread(codes, values, np.nan), index=texts.index, name=texts.name, dtype="float64")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounded text: the cap per message and VADER's chunks.
+
+
+def cap_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """The part of ``text`` that is scored: all of it up to ``max_chars``, else its first ``max_chars``
+    characters, cut after the last sentence end in their second half when there is one."""
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    cut = max(head.rfind(ch) for ch in ".!?。！？\n")
+    return head[: cut + 1] if cut >= max_chars // 2 else head
+
+
+def _split_long(sentence: str, size: int) -> list[str]:
+    """A sentence longer than ``size`` cut into pieces of at most ``size`` characters, at spaces if possible."""
+    parts: list[str] = []
+    while len(sentence) > size:
+        cut = sentence.rfind(" ", 0, size + 1)
+        cut = cut if cut > 0 else size
+        parts.append(sentence[:cut])
+        sentence = sentence[cut:].lstrip()
+    return [*parts, sentence] if sentence else parts
+
+
+def text_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """``text`` as consecutive sentence-aligned pieces of at most ``size`` characters (a longer sentence is cut
+    at spaces, or hard at ``size``); whole sentences are packed greedily, so short texts stay one piece."""
+    if len(text) <= size:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(text):
+        for part in _split_long(sentence, size):
+            if current and len(current) + 1 + len(part) > size:
+                pieces.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    if current:
+        pieces.append(current)
+    return [p for p in pieces if p.strip()]
+
+
+def normalise(raw: float, alpha: float = _ALPHA) -> float:
+    """VADER's normalisation of a summed valence into (-1, 1)."""
+    return raw / math.sqrt(raw * raw + alpha)
+
+
+def valence(compound: float, alpha: float = _ALPHA) -> float:
+    """Inverse of :func:`normalise` (compound scores are rounded, so they are clipped just inside +-1)."""
+    c = min(max(compound, -0.9999), 0.9999)
+    return c * math.sqrt(alpha / (1.0 - c * c))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,12 +228,25 @@ class VaderScorer:
 
         self.analyzer_ = SentimentIntensityAnalyzer()
 
-    def _score_many(self, texts: list[str]) -> list[float]:
+    def override_terms(self, terms: Mapping[str, float]) -> None:
+        """Set the valence of lexicon words (0 removes a word's tone), e.g. for a domain."""
+        self.analyzer_.lexicon.update({term.lower(): float(w) for term, w in terms.items()})
+
+    def raw_score(self, text: str) -> float:
+        """Summed valence of the text's chunks (:func:`text_chunks`), before normalisation."""
         polarity = self.analyzer_.polarity_scores
-        return [polarity(t)["compound"] for t in texts]
+        return sum(valence(polarity(chunk)["compound"]) for chunk in text_chunks(text))
+
+    def _score_one(self, text: str) -> float:
+        if len(text) <= CHUNK_CHARS:  # one chunk: VADER's own compound, unchanged
+            return float(self.analyzer_.polarity_scores(text)["compound"])
+        return normalise(self.raw_score(text))
+
+    def _score_many(self, texts: list[str]) -> list[float]:
+        return [self._score_one(t) for t in texts]
 
     def score(self, texts: pd.Series) -> pd.Series:
-        """Compound score per row; VADER runs once per distinct text."""
+        """Compound score per row; VADER runs once per distinct text, on its capped part in bounded chunks."""
         return _score_distinct(texts, self._score_many)
 
 
@@ -245,14 +325,18 @@ class ChineseLexiconScorer:
         else:
             text, source = Path(lexicon_path).read_text(encoding="utf-8"), str(lexicon_path)
         self.terms_ = _read_lexicon(text, source)
-        for term, weight in self.extra_terms.items():
+        self.override_terms(self.extra_terms)
+        logger.debug("loaded %d Chinese lexicon terms from %s", len(self.terms_), source)
+
+    def override_terms(self, terms: Mapping[str, float]) -> None:
+        """Add or replace sentiment terms (weight 0 makes a term neutral), e.g. for a domain."""
+        for term, weight in terms.items():
             self.terms_[term.lower()] = _Term("sentiment", float(weight))
         # Candidate term lengths per first character, longest first, so scanning tries few slices.
         lengths: dict[str, set[int]] = {}
         for term in self.terms_:
             lengths.setdefault(term[0], set()).add(len(term))
         self.lengths_ = {ch: sorted(ls, reverse=True) for ch, ls in lengths.items()}
-        logger.debug("loaded %d Chinese lexicon terms from %s", len(self.terms_), source)
 
     def _tokens(self, text: str) -> list[tuple[int, int, _Term | None]]:
         """(start, end, term) for lexicon matches, and (i, i+1, None) for clause boundaries."""
@@ -337,15 +421,20 @@ class ChineseLexiconScorer:
 class MultilingualScorer:
     """Detects each distinct text's language and routes it to that language's scorer.
 
-    Languages without a scorer (including "other") go to ``fallback``. Each scorer is called at most once per
-    ``score`` call, with the distinct texts it should handle.
+    The default routes English to VADER and Chinese to the lexicon, each read as support text
+    (:class:`features.support_text.SupportTextScorer`: domain cues for billing disputes, threats, outages,
+    "still not fixed", polite cancellations). Languages without a scorer (including "other") go to
+    ``fallback``. Each scorer is called at most once per call, with the distinct texts it should handle.
     """
 
     name = "multilingual"
 
     def __init__(self, scorers: dict[str, SentimentScorer] | None = None, fallback: str = "en") -> None:
         if scorers is None:
-            scorers = {"en": VaderScorer(), "zh": ChineseLexiconScorer()}
+            from features.support_text import SupportTextScorer
+
+            scorers = {"en": SupportTextScorer(VaderScorer(), "en"),
+                       "zh": SupportTextScorer(ChineseLexiconScorer(), "zh")}
         for lang, scorer in scorers.items():
             if not callable(getattr(scorer, "score", None)):
                 raise ConfigError(f"sentiment scorer for language {lang!r} has no score() method: {scorer!r}")
@@ -356,11 +445,15 @@ class MultilingualScorer:
         self.scorers = scorers
         self.fallback = fallback
 
-    def score(self, texts: pd.Series) -> pd.Series:
-        """Sentiment in [-1, 1] per row, same index; NaN where text is missing or blank."""
+    def analyse(self, texts: pd.Series) -> pd.DataFrame:
+        """``sentiment`` in [-1, 1] (NaN where text is missing or blank) and ``complaint_intent`` per row.
+
+        Complaint intent comes from language scorers that read it (``analyse``); others give False.
+        """
         texts = _as_series(texts)
         codes, uniques = _distinct(texts)
         values = np.full(len(uniques), np.nan)
+        intent = np.zeros(len(uniques), dtype=bool)
         if uniques:
             langs = np.asarray(LANGUAGES, dtype=object)[_language_codes(uniques)]
             routes = np.asarray(
@@ -370,24 +463,46 @@ class MultilingualScorer:
             for route in pd.unique(routes):
                 positions = np.flatnonzero(routes == route)
                 batch = pd.Series(uniques_arr[positions], index=positions, dtype="str")
-                result = self.scorers[route].score(batch)
+                scorer = self.scorers[route]
+                if callable(getattr(scorer, "analyse", None)):
+                    frame = scorer.analyse(batch).reindex(batch.index)
+                    result = frame["sentiment"]
+                    intent[positions] = frame["complaint_intent"].fillna(False).to_numpy(dtype=bool)
+                else:
+                    result = scorer.score(batch)
                 values[positions] = pd.to_numeric(result.reindex(batch.index), errors="coerce").to_numpy(
                     "float64"
                 )
                 logger.debug("scored %d distinct texts with the %r scorer", len(positions), route)
         values = np.clip(values, -1.0, 1.0)
-        return pd.Series(_spread(codes, values, np.nan), index=texts.index, name=texts.name, dtype="float64")
+        return pd.DataFrame(
+            {"sentiment": _spread(codes, values, np.nan).astype("float64"),
+             "complaint_intent": _spread(codes, intent, False).astype(bool)},
+            index=texts.index,
+        )
+
+    def score(self, texts: pd.Series) -> pd.Series:
+        """Sentiment in [-1, 1] per row, same index; NaN where text is missing or blank."""
+        texts = _as_series(texts)
+        return self.analyse(texts)["sentiment"].rename(texts.name)
+
+
+def _plain_scorer() -> MultilingualScorer:
+    """The general-purpose scorers without the support-text cues (VADER + Chinese lexicon), for comparison."""
+    return MultilingualScorer({"en": VaderScorer(), "zh": ChineseLexiconScorer()})
 
 
 _BUILTIN_SCORERS: dict[str, Callable[[], SentimentScorer]] = {
     "builtin": MultilingualScorer,
+    "plain": _plain_scorer,
     "vader": VaderScorer,
     "zh_lexicon": ChineseLexiconScorer,
 }
 
 
 def load_scorer(spec: str = "builtin") -> SentimentScorer:
-    """Scorer from a config string: "builtin" (English + Chinese), "vader", "zh_lexicon", or
+    """Scorer from a config string: "builtin" (English + Chinese support text), "plain" (the same without the
+    support-text cues), "vader", "zh_lexicon", or
     "package.module:ClassName" for a team's own scorer (a class or factory called without arguments, or an
     object that already has ``score``)."""
     spec = (spec or "").strip()

@@ -36,10 +36,17 @@ from features.contract import CHILD_TABLES, Tables, validate_child, validate_cus
 CUTOFF = pd.Timestamp("2024-06-01")
 NEGATIVE_WORDS = ("terrible", "bad", "awful", "hate", "angry", "worst")
 POSITIVE_WORDS = ("great", "love", "thanks")
+COMPLAINT_WORDS = ("bug", "charged", "cancel")
 
 
 class KeywordScorer:
-    """Deterministic stand-in for the text scorer: -0.8 for a negative word, +0.6 for a positive one, else 0."""
+    """Deterministic stand-in for the text scorer: -0.8 for a negative word, +0.6 for a positive one, else 0;
+    complaint intent where a complaint word occurs (as the builtin scorer's ``analyse`` reports it)."""
+
+    def analyse(self, texts: pd.Series) -> pd.DataFrame:
+        low = texts.astype(str).str.lower()
+        intent = low.map(lambda t: any(w in t for w in COMPLAINT_WORDS)).astype(bool)
+        return pd.DataFrame({"sentiment": self.score(texts), "complaint_intent": intent}, index=texts.index)
 
     def score(self, texts: pd.Series) -> pd.Series:
         def one(t: str) -> float:

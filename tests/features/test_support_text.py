@@ -1,0 +1,166 @@
+"""Tests for support-text reading: the cap per message, the cue rule, and the builtin scorer on support messages."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.errors import ConfigError
+from features.support_text import Cue, adjust_valence, read_cues
+from features.text_sentiment import (
+    CHUNK_CHARS,
+    MAX_TEXT_CHARS,
+    MultilingualScorer,
+    VaderScorer,
+    cap_text,
+    keyword_flags,
+    load_scorer,
+    text_chunks,
+)
+
+
+@pytest.fixture(scope="module")
+def builtin() -> MultilingualScorer:
+    return load_scorer("builtin")
+
+
+# --- the cap per message and VADER's chunks ------------------------------------------------------------------------
+
+
+def test_cap_text_cuts_at_a_sentence_end_in_the_second_half() -> None:
+    text = "a" * 3000 + ". " + "b" * 2500 + "! tail"
+    assert cap_text(text) == "a" * 3000 + "."
+    assert cap_text("x" * 6000) == "x" * MAX_TEXT_CHARS  # no sentence end: a hard cut
+    assert cap_text("short. text") == "short. text"
+    assert cap_text("a. " + "b" * 6000, max_chars=100) == "a. " + "b" * 97  # end too early: hard cut
+
+
+def test_only_the_capped_part_is_scored(builtin: MultilingualScorer) -> None:
+    head = "The export keeps failing and nobody answers. " * 120  # 5,400 characters: the cap falls inside
+    calm = head + "Everything else is lovely, thanks so much, great team! " * 2000
+    angry = head + "This is the worst, I hate it, terrible awful service. " * 2000
+    scores = builtin.score(pd.Series([calm, angry, cap_text(calm)]))
+    assert scores.iloc[0] == scores.iloc[1] == scores.iloc[2] < -0.3
+    assert builtin.score(pd.Series([angry])).iloc[0] == scores.iloc[1]  # deterministic
+    # keyword flags read the same capped part: a keyword only in the tail does not count
+    flags = keyword_flags(pd.Series([head + "x" * MAX_TEXT_CHARS + " refund"]), {"billing": ["refund"]})
+    assert flags["billing"].tolist() == [False]
+
+
+def test_text_chunks_are_bounded_and_keep_every_sentence() -> None:
+    text = " ".join(f"Sentence number {i} is here." for i in range(200))
+    chunks = text_chunks(text)
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= CHUNK_CHARS
+    assert " ".join(chunks).split() == text.split()
+    long_word = "x" * (CHUNK_CHARS * 2 + 10)
+    assert [len(c) for c in text_chunks(long_word)] == [CHUNK_CHARS, CHUNK_CHARS, 10]
+    assert text_chunks("Short one.") == ["Short one."]
+
+
+def test_vader_short_text_is_vaders_own_compound() -> None:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    text = "The agent was rude and the app is terrible"
+    expected = SentimentIntensityAnalyzer().polarity_scores(text)["compound"]
+    assert VaderScorer().score(pd.Series([text])).iloc[0] == expected
+
+
+# --- the cue rule ----------------------------------------------------------------------------------------------------
+
+
+def _cues(*rows: tuple[str, float, str]) -> list[Cue]:
+    return [Cue(kind, weight, re.compile(pattern)) for kind, weight, pattern in rows]
+
+
+CUES = _cues(("problem", -2.0, r"\bcrash\w*"), ("problem", -2.0, r"\bnot (fixed|working)"),
+             ("resolved", 1.0, r"\b(fixed|working again)\b"), ("polite", 0.0, r"\bplease cancel\b"),
+             ("sarcasm", -1.0, r"\boh great\b"), ("topic", -1.5, r"\boutage\b"), ("ack", 0.0, r"^ok$"))
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "expected"),
+    [
+        ("it crashes", 1.5, (-2.0, True)),  # positive words do not offset a pending problem
+        ("oh great, it crashes", 2.0, (-3.0, True)),  # sarcasm counts next to a problem
+        ("oh great", 2.0, (2.0, False)),  # ... and not alone
+        ("it crashed but you fixed it", -1.0, (1.0, False)),  # resolved: the past problem's words do not count
+        ("fixed, but it crashes again", 1.0, (-2.0, True)),  # a problem after the resolution is pending
+        ("not fixed", 0.5, (-2.0, True)),  # a resolution inside a problem ("not fixed") does not count
+        ("not working again", 0.0, (-2.0, True)),  # ... nor one that starts inside it
+        ("please cancel, thanks", 1.9, (0.0, False)),  # politeness is not praise
+        ("is the outage over?", 0.4, (0.2, False)),  # information question: topic ignored, base damped
+        ("another outage.", 0.0, (-1.5, True)),
+        ("ok", 1.2, (0.0, False)),
+        ("hello", 0.7, (0.7, False)),
+    ],
+    ids=["pending", "sarcasm", "sarcasm-alone", "resolved", "after-resolution", "not-fixed", "not-working-again",
+         "polite", "question", "topic", "ack", "no-cue"],
+)
+def test_adjust_valence(text: str, base: float, expected: tuple[float, bool]) -> None:
+    reading = adjust_valence(text, base, CUES)
+    assert (reading.valence, reading.complaint) == pytest.approx(expected)
+
+
+def test_read_cues_names_the_bad_line() -> None:
+    with pytest.raises(ConfigError, match=r"cues.tsv:2: expected"):
+        read_cues("en\tproblem\t-1\tok\nen\tangry\t-1\tbad", "cues.tsv")
+    with pytest.raises(ConfigError, match=r"cues.tsv:1: bad weight or pattern"):
+        read_cues("en\tproblem\t-1\t(unclosed", "cues.tsv")
+
+
+# --- the builtin scorer on support messages (both languages) ----------------------------------------------------------
+
+SUPPORT = [
+    # text, expected label (-1 / 0 / +1, neutral meaning |score| < 0.3), complaint intent
+    ("There is a charge of $7.50 I don't recognise.", -1, True),
+    ("Fix my billing or I'm done.", -1, True),
+    ("Please restore it.", -1, True),
+    ("Still not fixed after a week.", -1, True),
+    ("Great, another outage. Just perfect.", -1, True),
+    ("The outage was annoying but you fixed it, thanks!", 1, False),
+    ("Thanks, the refund arrived, great service", 1, False),
+    ("Please cancel my account, thanks.", 0, False),
+    ("How do I cancel if I change my mind?", 0, False),
+    ("Not happy with the service.", -1, True),
+    ("ok", 0, False),
+    ("账单上有一笔68元的扣费，我不知道是什么。", -1, True),
+    ("再不解决我就退订了。", -1, True),
+    ("还是没修好。", -1, True),
+    ("不太满意。", -1, True),
+    ("客服帮我把基础套餐的优惠补上了，服务很好。", 1, False),
+    ("之前的故障挺烦的，不过你们很快修好了，谢谢。", 1, False),
+    ("请帮我注销账号，谢谢。", 0, False),
+    ("好", 0, False),
+    ("app一直crash，怎么办？", -1, True),
+]
+
+
+def test_builtin_reads_support_messages(builtin: MultilingualScorer) -> None:
+    read = builtin.analyse(pd.Series([t for t, _, _ in SUPPORT]))
+    wrong = []
+    for (text, label, intent), score, got in zip(SUPPORT, read["sentiment"], read["complaint_intent"], strict=True):
+        ok = abs(score) < 0.3 if label == 0 else np.sign(score) == label and abs(score) >= 0.3
+        if not ok or bool(got) != intent:
+            wrong.append(f"{text!r}: expected {label}/{intent}, got {score:.2f}/{got}")
+    assert wrong == []
+
+
+def test_analyse_matches_score_and_handles_missing(builtin: MultilingualScorer) -> None:
+    texts = pd.Series(["It keeps crashing", None, "", "谢谢"], index=[7, 8, 9, 10])
+    read = builtin.analyse(texts)
+    assert read.index.tolist() == [7, 8, 9, 10]
+    assert read["complaint_intent"].tolist() == [True, False, False, False]
+    pd.testing.assert_series_equal(builtin.score(texts), read["sentiment"], check_names=False)
+    assert read["sentiment"].isna().tolist() == [False, True, True, False]
+
+
+def test_plain_scorer_is_the_general_purpose_one() -> None:
+    plain = load_scorer("plain")
+    assert not hasattr(plain.scorers["en"], "analyse")  # VADER and the lexicon, without the cues
+    # the motivating failures of the general-purpose scorer: a dispute and a threat not read as negative
+    scores = plain.score(pd.Series(["There is a charge of $7.50 I don't recognise. Please check it.",
+                                    "Sort it out or I'm done, thanks."]))
+    assert (scores > -0.3).all()
