@@ -180,10 +180,10 @@ class ChurnModel:
             cat_path = d / CATALOGUE_FILE
             catalogue = json.loads(cat_path.read_text()) if cat_path.exists() else None
             survival = SurvivalModel.load(d)
-        except (xgb.core.XGBoostError, ValueError, KeyError, TypeError, OSError) as exc:
-            raise ModelFormatError(f"model folder {d}: cannot read its JSON parts: {exc}") from exc
+            ref = pd.read_parquet(d / REFERENCE_FILE) if (d / REFERENCE_FILE).exists() else None
+        except (xgb.core.XGBoostError, ValueError, KeyError, TypeError, OSError) as exc:  # ArrowInvalid is a ValueError
+            raise ModelFormatError(f"model folder {d}: cannot read its parts: {exc}") from exc
         features, categories, calibrator = _parse_meta(d, meta)
-        ref = pd.read_parquet(d / REFERENCE_FILE) if (d / REFERENCE_FILE).exists() else None
         model = cls(booster, features, categories, calibrator, meta.get("meta", {}), ref, catalogue)
         model.survival = survival
         return model
@@ -221,6 +221,8 @@ def _parse_meta(d: Path, meta: Any) -> tuple[list[str], dict[str, list[str]], Ca
         raise bad("features must be a list of names")
     if not (isinstance(categories, dict) and all(isinstance(v, list) for v in categories.values())):
         raise bad("categories must map a feature to its list of levels")
+    if not isinstance(meta.get("meta", {}), dict):
+        raise bad("meta must be a mapping")
     if not isinstance(cal, dict) or set(cal) - {"method", "x", "y", "a", "b"} or cal.get("method") not in CALIBRATION_METHODS:
         raise bad(f"calibrator must be {{method: one of {list(CALIBRATION_METHODS)}, x, y, a, b}}, got {cal!r:.200}")
     return features, categories, Calibrator(**cal)

@@ -151,7 +151,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, demo_data_dir: Path)
 def twin_store(tmp_path_factory: pytest.TempPathFactory, demo_data_dir: Path) -> Store:
     """A second, independent fresh store trained on the same data and config (reproducibility).
 
-    ``tests/training/test_registry.py`` trains version 2 into it and moves its aliases; the
+    ``tests/model/test_registry.py`` trains version 2 into it and moves its aliases; the
     reproducibility test only reads version 1's run, which never changes.
     """
     return _train_store(tmp_path_factory.mktemp("twin_store"), demo_data_dir)

@@ -245,3 +245,18 @@ def test_legacy_pickled_registration_is_refused_with_a_migration_message(in_stor
         load_churn_model(reg["model_uri"])
     assert info.value.exit_code == 65
     assert not marker.exists()
+
+
+def test_score_from_a_model_folder_gives_the_registry_alerts(in_store: Store, runs: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    """``--model DIR``: a folder written by ChurnModel.save scores exactly like the registered version."""
+    from model.registry import load_churn_model
+
+    folder = load_churn_model(f"models:/{MODEL_NAME}/1").save(tmp_path / "exported")
+    res = run_cli(["score", "--config", in_store.config_path, "--data", in_store.data_dir, "--as-of", "2026-01-01",
+                   "--out", tmp_path / "out", "--model", folder])
+    assert res.exit_code == 0, res.output
+    got = pd.read_parquet(tmp_path / "out" / "alerts.parquet")
+    want = pd.read_parquet(runs["dir"] / "first" / "alerts.parquet")
+    assert set(got["model_version"]) == {str(folder)}  # no registry version: the folder names the model
+    pd.testing.assert_frame_equal(got.drop(columns="model_version"), want.drop(columns="model_version"))

@@ -259,7 +259,8 @@ def test_folder_without_json_parts_is_refused(tmp_path: Path) -> None:
     ({"features": "a", "categories": {}, "calibrator": {"method": "none"}}, "features must be a list of names"),
     ({"features": ["a"], "categories": {}, "calibrator": {"method": "exec", "x": []}}, "calibrator must be"),
     ({"features": ["a"], "categories": {}, "calibrator": {"method": "none", "__class__": 1}}, "calibrator must be"),
-], ids=["not-a-dict", "features-not-list", "unknown-method", "unknown-key"])
+    ({"features": ["a"], "categories": {}, "calibrator": {"method": "none"}, "meta": [1]}, "meta must be a mapping"),
+], ids=["not-a-dict", "features-not-list", "unknown-method", "unknown-key", "meta-not-a-mapping"])
 def test_malformed_meta_is_a_model_format_error(tiny_model: tuple[ChurnModel, pd.DataFrame], tmp_path: Path,
                                                 meta: object, match: str) -> None:
     folder = tiny_model[0].save(tmp_path / "m")
@@ -276,3 +277,12 @@ def test_catalogue_round_trips_as_json(tiny_model: tuple[ChurnModel, pd.DataFram
     assert loaded.catalogue == cat
     assert json.loads((tmp_path / "m" / "feature_catalogue.json").read_text()) == cat
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("part", ["booster.json", "model_meta.json", "reference.parquet"])
+def test_corrupt_part_is_a_model_format_error(tiny_model: tuple[ChurnModel, pd.DataFrame], tmp_path: Path,
+                                              part: str) -> None:
+    folder = tiny_model[0].save(tmp_path / "m")
+    (folder / part).write_bytes(b"\x80\x04not what it claims")  # e.g. a pickle renamed to look like data
+    with pytest.raises(ModelFormatError, match="cannot read its parts"):
+        ChurnModel.load(folder)
