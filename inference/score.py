@@ -37,7 +37,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
     from inference.drift import scoring_drift
-    from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
+    from inference.playbooks import load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
@@ -78,25 +78,17 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     timings["predict_s"] = time.perf_counter() - t
 
     econ = cfg.training.economics
-    clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
-    ids = frame["customer_id"].astype(str)
-    out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
     meta_cols = {"model_name": cfg.mlflow.model_name, "model_version": str(version or uri),
                  "input_hash": tables.input_hash}
-    scores = pd.DataFrame({
-        "customer_id": out_ids.to_numpy(), "cutoff": as_of, "churn_probability": p,
-        "risk_tier": al.risk_tier(p, scfg.risk_tiers),
-        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else "bronze",
-        "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
-        "lifetime_value": clv, "value_at_risk": p * clv, **meta_cols})
+    scores = score_rows(frame, p, scfg)
+    scores.insert(1, "cutoff", as_of)
+    scores = scores.assign(**meta_cols)
 
     # ------------------------------------------------------------ alerts: explain, playbooks, budget
     min_rank = al.RISK_ORDER[scfg.alert_min_tier]
     is_alert = scores["risk_tier"].map(al.RISK_ORDER).to_numpy() >= min_rank
     alert_idx = np.flatnonzero(is_alert)
-    if scfg.max_alerts is not None and len(alert_idx) > scfg.max_alerts:
-        keep = np.argsort(-scores["value_at_risk"].to_numpy()[alert_idx], kind="stable")[: scfg.max_alerts]
-        alert_idx = np.sort(alert_idx[keep])
+    alert_idx = alert_idx[top_alerts(scores["value_at_risk"].to_numpy()[alert_idx], scfg.max_alerts)]
     explain_idx = np.arange(n) if explain_all else alert_idx
     t = time.perf_counter()
     typical = typical_values(frame, model.features, specs)
@@ -120,18 +112,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
-    alerts = assign_playbooks(alerts, book)
-    cost = alerts["playbook_cost"].to_numpy(dtype=float)
-    alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
-                                                         alerts["lifetime_value"].to_numpy(),
-                                                         alerts["playbook_acceptance_rate"].to_numpy(dtype=float),
-                                                         cost, econ)
-    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(), cost, scfg.budget)
-    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
-                               if len(alerts) else np.zeros(0, dtype=bool))
-    alerts = al.order_alerts(alerts)
-    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
-    alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
+    alerts = decide_alerts(contact_plan(alerts, book, econ), book, scfg.budget)
 
     # ------------------------------------------------------------ monitoring: drift against training reference
     drift = None
@@ -150,12 +131,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "model_name": cfg.mlflow.model_name, "model_version": version, "model_uri": uri,
         "model_alias": scfg.model_alias if model_uri is None else None,
         "horizon_days": model.meta.get("label", {}).get("horizon_days"),
-        "n_scored": int(n), "n_alerts": int(len(alerts)), "n_selected": int(alerts["selected"].sum()),
-        "n_control": int(alerts["control_group"].sum()), "budget": scfg.budget,
-        "budget_spent": float(alerts.loc[alerts["selected"] & ~alerts["control_group"], "playbook_cost"].sum()),
-        "expected_net_value": float(alerts.loc[alerts["selected"] & ~alerts["control_group"], "expected_net_value"].sum()),
+        "n_scored": int(n), **alert_totals(alerts), "budget": scfg.budget,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
-        "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -163,13 +140,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
         st = Path(tmp)
         write_parquet(st / "scores.parquet", scores)
-        write_parquet(st / "alerts.parquet", alerts)
-        flat = alerts.drop(columns=["reasons"]).assign(
-            reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
-            reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
-            reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
-        write_csv(st / "alerts.csv", flat)
-        write_jsonl(st / "alerts.jsonl", _records(alerts))
+        write_alert_files(st, alerts)
         if drift is not None:
             write_csv(st / "drift.csv", drift)
         t = time.perf_counter()
@@ -188,6 +159,76 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
              summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
     return summary
+
+
+def score_rows(frame: pd.DataFrame, p: np.ndarray, scfg: Any) -> pd.DataFrame:
+    """Per-customer score columns (both engines): id (pseudonymised if configured), probability, tiers, value."""
+    n = len(frame)
+    clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
+    ids = frame["customer_id"].astype(str)
+    out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
+    return pd.DataFrame({
+        "customer_id": out_ids.to_numpy(), "churn_probability": p, "risk_tier": al.risk_tier(p, scfg.risk_tiers),
+        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else "bronze",
+        "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
+        "lifetime_value": clv, "value_at_risk": p * clv})
+
+
+def top_alerts(value_at_risk: np.ndarray, max_alerts: int | None) -> np.ndarray:
+    """Positions (in row order) of the alerts kept under ``scoring.max_alerts``: highest value at risk, stable."""
+    if max_alerts is None or len(value_at_risk) <= max_alerts:
+        return np.arange(len(value_at_risk))
+    return np.sort(np.argsort(-value_at_risk, kind="stable")[:max_alerts])
+
+
+def contact_plan(alerts: pd.DataFrame, book: Any, econ: Any) -> pd.DataFrame:
+    """Playbook routing and the expected net value of contacting each alert (per row, both engines)."""
+    from inference.playbooks import assign_playbooks
+
+    alerts = assign_playbooks(alerts, book)
+    alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
+                                                         alerts["lifetime_value"].to_numpy(),
+                                                         alerts["playbook_acceptance_rate"].to_numpy(dtype=float),
+                                                         alerts["playbook_cost"].to_numpy(dtype=float), econ)
+    return alerts
+
+
+def decide_alerts(alerts: pd.DataFrame, book: Any, budget: float | None) -> pd.DataFrame:
+    """Budget selection, control group, rank and the alert schema: the one population step of both engines.
+
+    ``alerts`` in the customers table's row order (ties in the selection keep it).
+    """
+    from inference.playbooks import assign_control_group
+
+    alerts = alerts.copy()
+    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(),
+                                                alerts["playbook_cost"].to_numpy(dtype=float), budget)
+    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
+                               if len(alerts) else np.zeros(0, dtype=bool))
+    alerts = al.order_alerts(alerts)
+    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
+    return alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
+
+
+def alert_totals(alerts: pd.DataFrame) -> dict[str, Any]:
+    """The summary's alert counts and totals (contacted = selected and not held out)."""
+    treated = alerts["selected"] & ~alerts["control_group"]
+    return {"n_alerts": int(len(alerts)), "n_selected": int(alerts["selected"].sum()),
+            "n_control": int(alerts["control_group"].sum()),
+            "budget_spent": float(alerts.loc[treated, "playbook_cost"].sum()),
+            "expected_net_value": float(alerts.loc[treated, "expected_net_value"].sum()),
+            "value_at_risk_alerts": float(alerts["value_at_risk"].sum())}
+
+
+def write_alert_files(folder: Path, alerts: pd.DataFrame) -> None:
+    """alerts.parquet, alerts.csv (reasons as JSON, lists joined with |) and alerts.jsonl into ``folder``."""
+    write_parquet(folder / "alerts.parquet", alerts)
+    flat = alerts.drop(columns=["reasons"]).assign(
+        reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
+        reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
+        reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
+    write_csv(folder / "alerts.csv", flat)
+    write_jsonl(folder / "alerts.jsonl", _records(alerts))
 
 
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:

@@ -92,36 +92,6 @@ def test_unsupported_config_is_refused_before_any_work() -> None:
     _check_supported(cfg)
 
 
-def test_population_ranks_match_pandas_with_ties_and_nan(spark) -> None:
-    """Quintile scores and value tiers: pandas' average ranks, NaN as worst, ties by row order."""
-    from pyspark.sql import functions as F
-
-    from features.spark import ROW, population_ranks_spark
-    from features.value import quintile_score, value_tiers
-
-    rng = np.random.default_rng(0)
-    n = 997
-    a = rng.integers(0, 6, n).astype(float)  # heavy ties
-    a[rng.random(n) < 0.1] = np.nan
-    b = np.round(rng.normal(size=n), 1)
-    b[:40] = -0.0
-    b[40:60] = 0.0
-    clv = np.where(rng.random(n) < 0.3, 0.0, np.round(rng.exponential(50, n), 0))
-    clv[rng.random(n) < 0.05] = np.nan
-    rows = rng.permutation(n).astype(np.int64) * 7  # row keys: any increasing order stands for row order
-    pdf = pd.DataFrame({ROW: rows, "a": a, "b": b, "clv": clv})
-    tiers = [("platinum", 0.01), ("gold", 0.05), ("silver", 0.2), ("bronze", 1.0)]
-    sdf = spark.createDataFrame(pdf)
-    got = population_ranks_spark(sdf, "clv", {"qa": F.col("a"), "qb": -F.col("b")}, tiers, n).toPandas()
-    got = got.set_index(ROW).loc[np.sort(rows)]
-    order = np.argsort(rows, kind="stable")  # the default engine's row order
-    pop = np.ones(n, dtype=bool)
-    np.testing.assert_array_equal(got["qa"].to_numpy(), quintile_score(a[order], pop))
-    np.testing.assert_array_equal(got["qb"].to_numpy(), quintile_score(-b[order], pop))
-    np.testing.assert_array_equal(got["value_tier"].to_numpy(dtype=object),
-                                  np.asarray(value_tiers(clv[order], pop, tiers), dtype=object))
-
-
 def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path, store) -> None:
     """A mid-history cutoff, every feature family, labels, and the non-contractual CLV (one global BG/NBD fit)."""
     from features.build import FeatureBuilder
@@ -136,6 +106,17 @@ def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path,
     _assert_same_features(local, fs)
     assert set(fs.frame.columns) >= {"customer_id", "cutoff", "value_tier", "rfm_frequency_score", "label"}
     assert 0 < local.frame["label"].sum() < len(local.frame)
+
+
+def _binding_scoring_config(cfg, pre: dict, pre_dir: Path):
+    """Scoring settings that bind, chosen from an unconstrained run: a cap two below the alert count, a budget
+    that covers about half of the contacts worth making (positive net value), and pseudonymised ids."""
+    alerts = pd.read_parquet(pre_dir / "alerts.parquet")
+    cost = alerts.loc[alerts["expected_net_value"] > 0, "playbook_cost"].to_numpy()
+    assert len(cost) >= 4
+    scoring = cfg.scoring.model_copy(update={"budget": float(np.sort(cost)[: len(cost) // 2].sum()) + 1e-3,
+                                             "max_alerts": pre["n_alerts"] - 2, "pseudonymize_key": "test-key"})
+    return cfg.model_copy(update={"scoring": scoring})
 
 
 def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Path) -> None:
@@ -166,20 +147,28 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
         for k, v in want.items():
             assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
 
+        cfg = _binding_scoring_config(cfg, score(tables, cfg, as_of, tmp_path / "pre", log_to_mlflow=False),
+                                      tmp_path / "pre")
         local_sum = score(tables, cfg, as_of, tmp_path / "local", log_to_mlflow=False)
         spark_sum = score_spark(spark, data_dir, cfg, as_of, tmp_path / "spark", log_to_mlflow=False, features=fs)
-        # the model shipped with the job (executors without registry access); nothing collected
+        # the model shipped with the job (executors without registry access); scores not collected
         shipped = score_spark(spark, data_dir, cfg, as_of, tmp_path / "shipped", log_to_mlflow=False, features=fs,
                               ship_model=True, collect_limit=0)
 
+    # the budget binds: contacts worth making (positive net value) are left out
+    want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
+    positive = want_alerts["expected_net_value"] > 0
+    assert 0 < want_alerts["selected"].sum() < positive.sum()
+    assert local_sum["budget_spent"] <= cfg.scoring.budget
+    assert len(want_alerts) == cfg.scoring.max_alerts  # the cap binds too
     for key in ("n_scored", "n_alerts", "n_selected", "n_control", "input_hash", "model_version"):
         assert spark_sum[key] == local_sum[key], key
     assert spark_sum["n_alerts"] > 5 and 0 < spark_sum["n_selected"] < spark_sum["n_alerts"]
+    assert spark_sum["budget"] == local_sum["budget"] == cfg.scoring.budget
     for key in ("budget_spent", "expected_net_value", "value_at_risk_total", "value_at_risk_alerts", "risk_tiers"):
         assert spark_sum[key] == local_sum[key], key
 
-    want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
-    got_alerts = pd.read_parquet(tmp_path / "spark" / "alerts.parquet")  # a folder of part files, rank order
+    got_alerts = pd.read_parquet(tmp_path / "spark" / "alerts.parquet")
     assert list(got_alerts.columns) == list(want_alerts.columns)
     for col in ("rank", "customer_id", "risk_tier", "value_tier", "lifecycle_stage", "playbook_id", "playbook_rule",
                 "selected", "control_group", "reason_1", "reason_2", "reason_3", "protective_reason"):
@@ -191,17 +180,17 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
     assert [[dict(r) for r in x] for x in got_alerts["reasons"]] == [[dict(r) for r in x] for x in want_alerts["reasons"]]
 
     assert shipped["n_alerts"] == local_sum["n_alerts"]
-    assert not (tmp_path / "shipped" / "alerts.csv").exists()
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "shipped" / "alerts.parquet").drop(columns=["reasons"]),
-                                  got_alerts.drop(columns=["reasons"]))
+    assert not (tmp_path / "shipped" / "report.html").exists()  # above collect_limit: no report or drift table
+    for name in ("alerts.parquet", "alerts.csv", "alerts.jsonl"):
+        assert (tmp_path / "shipped" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
     want_scores = pd.read_parquet(tmp_path / "local" / "scores.parquet")
     got_scores = pd.read_parquet(tmp_path / "spark" / "scores.parquet")
     assert got_scores["customer_id"].tolist() == want_scores["customer_id"].tolist()
     np.testing.assert_array_equal(got_scores["churn_probability"].to_numpy(), want_scores["churn_probability"].to_numpy())
-    # the collected outputs are byte-identical
-    for name in ("alerts.csv", "alerts.jsonl"):
-        assert (tmp_path / "spark" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    # the alert files are byte-identical (written by the default engine's writers from the same frame)
+    for name in ("alerts.parquet", "alerts.csv", "alerts.jsonl"):
+        assert (tmp_path / "spark" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     assert (tmp_path / "spark" / "report.html").exists() and (tmp_path / "spark" / "summary.json").exists()
 
 
@@ -219,13 +208,3 @@ def test_contract_errors_in_a_bucket_surface_as_data_errors(spark, data_dir: Pat
     events.to_parquet(tmp_path / "events.parquet", index=False)
     with pytest.raises(DataError, match="not in the customers table"):
         build_feature_set_spark(spark, tmp_path, load_config(), FEATURE_CUTOFF, n_buckets=2)
-
-
-def test_values_at_middle_ranks() -> None:
-    from inference.spark import _values_at
-
-    counts = [(1.0, 2), (2.5, 3), (7.0, 1)]  # sorted values 1 1 2.5 2.5 2.5 7 after 10 smaller ones
-    assert _values_at(counts, 10, (12, 15)) == (2.5, 7.0)
-    assert _values_at(counts, 10, (10, 11)) == (1.0, 1.0)
-    assert _values_at(counts, 10, (9, 10)) is None  # a rank below the window
-    assert _values_at(counts, 10, (15, 16)) is None  # a rank above it
