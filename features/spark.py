@@ -1,35 +1,13 @@
-"""``--engine spark``: the same point-in-time features, built on a Spark cluster.
+"""``--engine spark``: the default engine's features, built on a Spark cluster by the default engine's code.
 
-The pandas feature code (:class:`~features.build.FeatureBuilder`) is reused unchanged. Customers are
-hash-partitioned into buckets (``pmod(xxhash64(customer_id), n_buckets)``); each bucket's customers and
-child-table rows are grouped together and fed to the pandas builder inside ``applyInPandas``, after the same
-contract validation as the default engine (``validate_customers`` / ``validate_child``, which recompute
-``_code`` within the bucket). Everything per customer is therefore computed by the very same code.
-
-What is *not* per customer is made global so that the result equals the single-machine engine:
-
-* facts the family code reads from the whole table: the event types seen before the cutoff, whether event
-  values exist, the first timestamp of the activity table (observed-tenure start) and the rating scale.
-  They are computed with Spark aggregations and injected into every bucket through one *phantom* customer
-  whose rows carry exactly those facts; its row is dropped from the output;
-* population-relative value features, recomputed after the bucket step with Spark:
-  RFM 1-5 quintile scores (pandas' average-rank ties reproduced exactly), the contractual lifetime value
-  (segment retention from global churn counts and exposure) or the non-contractual one (BG/NBD +
-  Gamma-Gamma fitted once, on the driver), and the value-tier pyramid (ties broken by the customers
-  table's row order).
-
-Global orderings use a range-partitioned two-pass prefix count (per-partition counts collected to the
-driver, then offsets), never a single-partition window, so they scale with the cluster.
-
-Row order. The default engine keeps the customers file's row order and breaks value-tier ties by it; child
-rows with equal timestamps keep file order. This engine defines the same order as (input file path, row
-index in the file) via Spark's ``_metadata`` columns, which equals the default engine's order for a single
-Parquet file per table, and is a deterministic order for a folder of part files.
-
-Limits: Parquet inputs only (typed timestamp columns; any path Spark can read); no ``lookups``, ``joins``,
-``derived`` attributes, ``subscriptions`` or snapshot labels (use the default engine, or materialise those
-tables first). The session time zone is set to UTC (pandas reads naive timestamps as UTC wall clock).
-See ``docs/spark.md``.
+Per customer: customers are hash-partitioned into buckets; each bucket's rows run the contract checks
+(``validate_customers`` / ``validate_child``) and :class:`~features.build.FeatureBuilder` in ``applyInPandas``.
+Whole-table facts the family code reads (event types before the cutoff, whether event values exist, each
+table's first timestamp, the rating scale) are aggregated once and injected into every bucket through one
+*phantom* customer, whose row is dropped. Population-relative value features (RFM quintiles, lifetime value,
+value tier) are :func:`features.value.population_value` itself, run on the driver on the collected
+per-customer inputs and the customers table validated there. Row order is (file path, row index in the
+file), the default engine's order for one file per table. See ``docs/spark.md`` (limits, settings, scaling).
 """
 
 from __future__ import annotations
@@ -217,8 +195,9 @@ def _check_supported(cfg: Config) -> None:
             if getattr(tc, key):
                 unsupported.append(f"{role}.{key}")
     if unsupported:
-        raise ConfigError("--engine spark does not support " + ", ".join(unsupported)
-                          + " (use the default engine, or materialise the assembled tables as Parquet first)")
+        raise ConfigError("--engine spark does not support " + ", ".join(unsupported) + " yet: the default engine "
+                          "assembles them in its loader over whole files (use the default engine, or materialise "
+                          "the assembled tables as Parquet first; docs/spark.md, Limits)")
 
 
 def _row_key(spark: SparkSession, df: DataFrame, files: list[str]) -> DataFrame:

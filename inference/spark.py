@@ -1,25 +1,12 @@
-"""``--engine spark`` batch scoring: the default engine's alerts, computed on a Spark cluster.
+"""``--engine spark`` batch scoring: the default engine's alerts, computed by the default engine's code.
 
-Per customer, everything runs the default engine's own code inside ``mapInPandas`` (the model is loaded
-once per Python worker from the MLflow registry, pinned to one version): calibrated probability, risk tier,
-exact TreeSHAP reasons (:func:`inference.explain.explain_rows`), playbook routing
-(:func:`inference.playbooks.assign_playbooks`), expected net value and the control-group draw
-(:func:`inference.playbooks.assign_control_group`).
-
-Global steps, with Spark:
-
-* the typical (median / most common) value of each feature over all scored customers, used in the
-  reason sentences: exact medians from approximate quantile bounds plus exact counts inside them;
-* ``scoring.max_alerts`` (top by value at risk) and the rank: a range-partitioned global ordering
-  (:func:`features.spark.prefix_before`);
-* the budget: greedy by net value per unit cost with the default engine's stable tie-break (customers
-  row order) and a running sum of cost in that order. The running sum is a window over the chosen alerts
-  in one task (one narrow row per alert: key, ratio, cost), which keeps the floating-point sums in
-  exactly the default engine's order.
-
-Outputs (``out_dir``): ``scores.parquet/`` and ``alerts.parquet/`` (Parquet part files, in the default
-engine's row order and rank order; same columns), ``alerts.csv`` / ``alerts.jsonl`` / ``drift.csv`` /
-``report.html`` when the outputs are small enough to collect (``collect_limit``), and ``summary.json``.
+Per batch (``mapInPandas``; the model loaded once per Python worker, pinned to one version):
+:func:`inference.score.score_rows`, exact TreeSHAP reasons (:func:`inference.explain.explain_rows`) and
+:func:`inference.score.contact_plan` (playbooks, net value). The alerts are small and collected: ``max_alerts``,
+the budget, the control group and the rank are :func:`inference.score.top_alerts` and
+:func:`inference.score.decide_alerts` on them, and the alert files are the default engine's writers' output.
+Outputs: ``scores.parquet/`` (Spark part files), ``alerts.parquet`` / ``.csv`` / ``.jsonl``, ``summary.json``,
+and ``drift.csv`` / ``report.html`` when the scores fit ``collect_limit``.
 """
 
 from __future__ import annotations
@@ -332,8 +319,7 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
     from churn.io import write_json
     from inference.score import _log_scoring_run, write_alert_files
 
-    local = "://" not in out or out.startswith("file:")
-    target = Path(out.removeprefix("file://").removeprefix("file:")) if local else None
+    target = Path(out) if "://" not in out else None  # else through Hadoop's FileSystem (file://, s3a://, ...)
     with tempfile.TemporaryDirectory(dir=target, prefix=".staging-") as tmp:
         st = Path(tmp)
         write_alert_files(st, alerts)

@@ -152,8 +152,9 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
         local_sum = score(tables, cfg, as_of, tmp_path / "local", log_to_mlflow=False)
         spark_sum = score_spark(spark, data_dir, cfg, as_of, tmp_path / "spark", log_to_mlflow=False, features=fs)
         # the model shipped with the job (executors without registry access); scores not collected
-        shipped = score_spark(spark, data_dir, cfg, as_of, tmp_path / "shipped", log_to_mlflow=False, features=fs,
-                              ship_model=True, collect_limit=0)
+        # and the outputs written through Hadoop's FileSystem (a URI, as for s3a:// or hdfs://)
+        shipped = score_spark(spark, data_dir, cfg, as_of, (tmp_path / "shipped").as_uri(), log_to_mlflow=False,
+                              features=fs, ship_model=True, collect_limit=0)
 
     # the budget binds: contacts worth making (positive net value) are left out
     want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
@@ -181,6 +182,7 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
 
     assert shipped["n_alerts"] == local_sum["n_alerts"]
     assert not (tmp_path / "shipped" / "report.html").exists()  # above collect_limit: no report or drift table
+    assert (tmp_path / "shipped" / "summary.json").exists() and (tmp_path / "shipped" / "scores.parquet").is_dir()
     for name in ("alerts.parquet", "alerts.csv", "alerts.jsonl"):
         assert (tmp_path / "shipped" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
@@ -208,3 +210,44 @@ def test_contract_errors_in_a_bucket_surface_as_data_errors(spark, data_dir: Pat
     events.to_parquet(tmp_path / "events.parquet", index=False)
     with pytest.raises(DataError, match="not in the customers table"):
         build_feature_set_spark(spark, tmp_path, load_config(), FEATURE_CUTOFF, n_buckets=2)
+
+
+def test_features_equal_with_mapped_columns_auto_attributes_and_inactivity_label(spark, data_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Config features the engine accepts: renamed columns, ``exclude``, ``attributes: auto``, segment columns,
+    the inactivity label, an empty-valued optional table column; both engines read the same renamed files."""
+    from churn.config import load_config
+    from features.build import FeatureBuilder
+    from features.contract import load_tables
+    from features.spark import build_feature_set_spark
+
+    customers = pd.read_parquet(data_dir / "customers.parquet").head(120)
+    keep = customers["customer_id"]
+    customers = customers.rename(columns={"customer_id": "cust", "signup_date": "joined"})
+    customers["note"] = "free text"  # excluded
+    customers["row_id"] = [f"r{i:05d}" for i in range(len(customers))]  # id-like text: not an attribute (auto)
+    customers.to_parquet(tmp_path / "clients.parquet", index=False)
+    for name, renames in (("events", {"timestamp": "ts"}), ("transactions", {"amount": "amt"}),
+                          ("interactions", {})):
+        child = pd.read_parquet(data_dir / f"{name}.parquet")
+        child[child["customer_id"].isin(keep)].rename(columns={"customer_id": "cust", **renames}).to_parquet(
+            tmp_path / f"{name}.parquet", index=False)
+    base = load_config().data.tables
+    tables = {
+        "customers": {"file": "clients", "columns": {"customer_id": "cust", "signup_date": "joined",
+                                                     "churn_date": "churn_date"},
+                      "attributes": "auto", "exclude": ["note"]},
+        "events": {"file": "events", "columns": {**base["events"].columns, "customer_id": "cust", "timestamp": "ts"}},
+        "transactions": {"file": "transactions", "columns": {**base["transactions"].columns, "customer_id": "cust",
+                                                             "amount": "amt"}},
+        "interactions": {"file": "interactions", "columns": {**base["interactions"].columns, "customer_id": "cust"}},
+    }
+    path = write_small_config(tmp_path / "cfg", overrides={"data": {"tables": tables},
+                                                           "label": {"definition": "inactivity"},
+                                                           "features": {"clv": {"segment_columns": ["plan", "region"]}}})
+    cfg = load_config(path)
+    local = FeatureBuilder(load_tables(tmp_path, cfg.data), cfg).build(FEATURE_CUTOFF, with_labels=True)
+    fs = build_feature_set_spark(spark, tmp_path, cfg, FEATURE_CUTOFF, n_buckets=2, with_labels=True)
+    assert {"plan", "region", "channel"} <= set(fs.feature_names) and "row_id" not in fs.feature_names
+    assert len(local.frame) > 20
+    _assert_same_features(local, fs)
