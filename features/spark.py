@@ -185,19 +185,20 @@ def resolve_table_paths(spark: SparkSession, data: str | Path | Mapping[str, str
 
 
 def _check_supported(cfg: Config) -> None:
-    unsupported = []
-    if cfg.label.definition == "snapshot":
-        unsupported.append("label.definition: snapshot")
+    """Refuse, before any work and with the reason, what this engine cannot run yet."""
+    loader = ("assembled by the default engine's loader over whole files (features.contract.load_tables); "
+              "materialise the assembled tables as Parquet first")
+    reasons = {"label.definition: snapshot": "a snapshot has no cutoff to build features or score at (`churn "
+               "train` cross-validates it on one machine)"} if cfg.label.definition == "snapshot" else {}
     for role, tc in cfg.data.tables.items():
         if role == "subscriptions":
-            unsupported.append("the subscriptions table")
+            reasons["the subscriptions table"] = "customer dates and payments are derived from it " + loader
         for key in ("lookups", "joins", "derived"):
             if getattr(tc, key):
-                unsupported.append(f"{role}.{key}")
-    if unsupported:
-        raise ConfigError("--engine spark does not support " + ", ".join(unsupported) + " yet: the default engine "
-                          "assembles them in its loader over whole files (use the default engine, or materialise "
-                          "the assembled tables as Parquet first; docs/spark.md, Limits)")
+                reasons[f"{role}.{key}"] = loader
+    if reasons:
+        raise ConfigError("--engine spark does not support " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
+                          + " (or use the default engine; docs/spark.md, Limits)")
 
 
 def _row_key(spark: SparkSession, df: DataFrame, files: list[str]) -> DataFrame:

@@ -242,17 +242,8 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     m = _resolve_model(spark, cfg, model_uri, ship_model)
     model, version = m["model"], m["version"]
     t = time.perf_counter()
-    fs = features or build_feature_set_spark(spark, data, cfg, as_of, n_buckets=n_buckets,
-                                             event_types=model.meta.get("event_types"))
-    if pd.Timestamp(fs.as_of) != pd.Timestamp(as_of):
-        raise ValueError(f"features were built for {fs.as_of}, not {as_of}")
+    fs = _scoring_features(spark, data, cfg, as_of, n_buckets, model, features)
     specs = {s.name: s for s in fs.specs}
-    missing = [f for f in model.features if f not in specs]
-    if missing:
-        raise DataError("features", missing[0], f"the model needs feature(s) this data cannot produce: {missing[:8]} "
-                        "(is a table missing, or was the model trained with another config?)")
-    if fs.n_population == 0:
-        raise DataError("customers", None, f"no customer is active at {as_of.date()}")
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -306,6 +297,23 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     log.info("spark scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n_scored:,}",
              f"{len(alerts):,}", summary["n_selected"], summary["n_control"], timings["total_s"], out)
     return summary
+
+
+def _scoring_features(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                      as_of: pd.Timestamp, n_buckets: int | None, model: Any,
+                      features: SparkFeatureSet | None) -> SparkFeatureSet:
+    """The features to score (built with the model's event types unless given), checked against the model."""
+    fs = features or build_feature_set_spark(spark, data, cfg, as_of, n_buckets=n_buckets,
+                                             event_types=model.meta.get("event_types"))
+    if pd.Timestamp(fs.as_of) != pd.Timestamp(as_of):
+        raise ValueError(f"features were built for {fs.as_of}, not {as_of}")
+    missing = [f for f in model.features if f not in {s.name for s in fs.specs}]
+    if missing:
+        raise DataError("features", missing[0], f"the model needs feature(s) this data cannot produce: {missing[:8]} "
+                        "(is a table missing, or was the model trained with another config?)")
+    if fs.n_population == 0:
+        raise DataError("customers", None, f"no customer is active at {as_of.date()}")
+    return fs
 
 
 def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any], alerts: pd.DataFrame,
