@@ -108,14 +108,29 @@ def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path,
     assert 0 < local.frame["label"].sum() < len(local.frame)
 
 
-def _binding_scoring_config(cfg, pre: dict, pre_dir: Path):
-    """Scoring settings that bind, chosen from an unconstrained run: a cap two below the alert count, a budget
-    that covers about half of the contacts worth making (positive net value), and pseudonymised ids."""
+def _binding_scoring_config(cfg, folder: Path, pre: dict | None = None, pre_dir: Path | None = None):
+    """Scoring settings that bind. Without ``pre``: a playbook book with two cheap contacts of different cost
+    (high risk: in-app nudge, 0.05; the rest: check-in email, 0.08). With an unconstrained run ``pre``: also
+    a cap two below its alert count, pseudonymised ids, and a budget at which, in value-per-cost order, a
+    contact no longer fits while a later, cheaper one does (so skipping it and filling on differs from
+    stopping at it)."""
+    if pre is None:
+        text = (Path(__file__).resolve().parents[1] / "configs" / "playbooks.yaml").read_text(encoding="utf-8")
+        text = text.replace("    acceptance_rate: 0.03\n", "    acceptance_rate: 0.06\n")  # auto-checkin
+        text = text[: text.index("\nrules:")] + ("\nrules:\n  - id: high-nudge\n    playbook: reengage-nudge\n"
+                                                  "    when:\n      risk_tier: [high]\n")
+        (folder / "playbooks.yaml").write_text(text, encoding="utf-8")
+        scoring = cfg.scoring.model_copy(update={"playbooks": str(folder / "playbooks.yaml"), "budget": None})
+        return cfg.model_copy(update={"scoring": scoring})
     alerts = pd.read_parquet(pre_dir / "alerts.parquet")
-    cost = alerts.loc[alerts["expected_net_value"] > 0, "playbook_cost"].to_numpy()
-    assert len(cost) >= 4
-    scoring = cfg.scoring.model_copy(update={"budget": float(np.sort(cost)[: len(cost) // 2].sum()) + 1e-3,
-                                             "max_alerts": pre["n_alerts"] - 2, "pseudonymize_key": "test-key"})
+    alerts = alerts[alerts["expected_net_value"] > 0]
+    ratio = alerts["expected_net_value"] / alerts["playbook_cost"].clip(lower=1e-9)
+    cost = alerts["playbook_cost"].to_numpy()[np.argsort(-ratio.to_numpy(), kind="stable")]
+    budget = next((float(cost[:k].sum() + (cost[k] + cost[k + 1:].min()) / 2) for k in range(len(cost) - 1)
+                   if cost[k + 1:].min() < cost[k]), None)
+    assert budget is not None, f"no skip-and-fill budget in this data: costs {cost.tolist()}"
+    scoring = cfg.scoring.model_copy(update={"budget": budget, "max_alerts": pre["n_alerts"] - 2,
+                                             "pseudonymize_key": "test-key"})
     return cfg.model_copy(update={"scoring": scoring})
 
 
@@ -147,8 +162,9 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
         for k, v in want.items():
             assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
 
-        cfg = _binding_scoring_config(cfg, score(tables, cfg, as_of, tmp_path / "pre", log_to_mlflow=False),
-                                      tmp_path / "pre")
+        cfg = _binding_scoring_config(cfg, tmp_path)
+        pre = score(tables, cfg, as_of, tmp_path / "pre", log_to_mlflow=False)
+        cfg = _binding_scoring_config(cfg, tmp_path, pre, tmp_path / "pre")
         local_sum = score(tables, cfg, as_of, tmp_path / "local", log_to_mlflow=False)
         spark_sum = score_spark(spark, data_dir, cfg, as_of, tmp_path / "spark", log_to_mlflow=False, features=fs)
         # the model shipped with the job (executors without registry access); scores not collected
@@ -156,10 +172,13 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
         shipped = score_spark(spark, data_dir, cfg, as_of, (tmp_path / "shipped").as_uri(), log_to_mlflow=False,
                               features=fs, ship_model=True, collect_limit=0)
 
-    # the budget binds: contacts worth making (positive net value) are left out
+    # the budget binds: a contact worth making is left out while one with less value per unit cost is chosen
+    # (the one that no longer fits is skipped and cheaper ones still fill the budget; a prefix would stop)
     want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
+    ratio = want_alerts["expected_net_value"] / want_alerts["playbook_cost"].clip(lower=1e-9)
     positive = want_alerts["expected_net_value"] > 0
     assert 0 < want_alerts["selected"].sum() < positive.sum()
+    assert ratio[positive & ~want_alerts["selected"]].max() > ratio[want_alerts["selected"]].min()
     assert local_sum["budget_spent"] <= cfg.scoring.budget
     assert len(want_alerts) == cfg.scoring.max_alerts  # the cap binds too
     for key in ("n_scored", "n_alerts", "n_selected", "n_control", "input_hash", "model_version"):
