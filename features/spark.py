@@ -1,35 +1,13 @@
-"""``--engine spark``: the same point-in-time features, built on a Spark cluster.
+"""``--engine spark``: the default engine's features, built on a Spark cluster by the default engine's code.
 
-The pandas feature code (:class:`~features.build.FeatureBuilder`) is reused unchanged. Customers are
-hash-partitioned into buckets (``pmod(xxhash64(customer_id), n_buckets)``); each bucket's customers and
-child-table rows are grouped together and fed to the pandas builder inside ``applyInPandas``, after the same
-contract validation as the default engine (``validate_customers`` / ``validate_child``, which recompute
-``_code`` within the bucket). Everything per customer is therefore computed by the very same code.
-
-What is *not* per customer is made global so that the result equals the single-machine engine:
-
-* facts the family code reads from the whole table: the event types seen before the cutoff, whether event
-  values exist, the first timestamp of the activity table (observed-tenure start) and the rating scale.
-  They are computed with Spark aggregations and injected into every bucket through one *phantom* customer
-  whose rows carry exactly those facts; its row is dropped from the output;
-* population-relative value features, recomputed after the bucket step with Spark:
-  RFM 1-5 quintile scores (pandas' average-rank ties reproduced exactly), the contractual lifetime value
-  (segment retention from global churn counts and exposure) or the non-contractual one (BG/NBD +
-  Gamma-Gamma fitted once, on the driver), and the value-tier pyramid (ties broken by the customers
-  table's row order).
-
-Global orderings use a range-partitioned two-pass prefix count (per-partition counts collected to the
-driver, then offsets), never a single-partition window, so they scale with the cluster.
-
-Row order. The default engine keeps the customers file's row order and breaks value-tier ties by it; child
-rows with equal timestamps keep file order. This engine defines the same order as (input file path, row
-index in the file) via Spark's ``_metadata`` columns, which equals the default engine's order for a single
-Parquet file per table, and is a deterministic order for a folder of part files.
-
-Limits: Parquet inputs only (typed timestamp columns; any path Spark can read); no ``lookups``, ``joins``,
-``derived`` attributes, ``subscriptions`` or snapshot labels (use the default engine, or materialise those
-tables first). The session time zone is set to UTC (pandas reads naive timestamps as UTC wall clock).
-See ``docs/spark.md``.
+Per customer: customers are hash-partitioned into buckets; each bucket's rows run the contract checks
+(``validate_customers`` / ``validate_child``) and :class:`~features.build.FeatureBuilder` in ``applyInPandas``.
+Whole-table facts the family code reads (event types before the cutoff, whether event values exist, each
+table's first timestamp, the rating scale) are aggregated once and injected into every bucket through one
+*phantom* customer, whose row is dropped. Population-relative value features (RFM quintiles, lifetime value,
+value tier) are :func:`features.value.population_value` itself, run on the driver on the collected
+per-customer inputs and the customers table validated there. Row order is (file path, row index in the
+file), the default engine's order for one file per table. See ``docs/spark.md`` (limits, settings, scaling).
 """
 
 from __future__ import annotations
@@ -39,7 +17,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +26,11 @@ import pandas as pd
 
 from churn.config import CANONICAL_COLUMNS, Config
 from churn.errors import ConfigError, DataError, InputNotFoundError
-from churn.timebase import CLV_DAYS_PER_MONTH, DAY, DAYS_PER_MONTH, window_slice
+from churn.timebase import DAY, window_slice
 from features.catalogue import FeatureSpec, count_by
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from features.build import FeatureSet
     from features.contract import Tables
@@ -207,18 +185,20 @@ def resolve_table_paths(spark: SparkSession, data: str | Path | Mapping[str, str
 
 
 def _check_supported(cfg: Config) -> None:
-    unsupported = []
-    if cfg.label.definition == "snapshot":
-        unsupported.append("label.definition: snapshot")
+    """Refuse, before any work and with the reason, what this engine cannot run yet."""
+    loader = ("assembled by the default engine's loader over whole files (features.contract.load_tables); "
+              "materialise the assembled tables as Parquet first")
+    reasons = {"label.definition: snapshot": "a snapshot has no cutoff to build features or score at (`churn "
+               "train` cross-validates it on one machine)"} if cfg.label.definition == "snapshot" else {}
     for role, tc in cfg.data.tables.items():
         if role == "subscriptions":
-            unsupported.append("the subscriptions table")
+            reasons["the subscriptions table"] = "customer dates and payments are derived from it " + loader
         for key in ("lookups", "joins", "derived"):
             if getattr(tc, key):
-                unsupported.append(f"{role}.{key}")
-    if unsupported:
-        raise ConfigError("--engine spark does not support " + ", ".join(unsupported)
-                          + " (use the default engine, or materialise the assembled tables as Parquet first)")
+                reasons[f"{role}.{key}"] = loader
+    if reasons:
+        raise ConfigError("--engine spark does not support " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
+                          + " (or use the default engine; docs/spark.md, Limits)")
 
 
 def _row_key(spark: SparkSession, df: DataFrame, files: list[str]) -> DataFrame:
@@ -576,6 +556,17 @@ class BucketPlan:
             frame[P365] = count_by(tx["_code"].to_numpy()[sl], len(c))[pos]
         return frame, fs.specs
 
+    def rfm_rows(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        """:func:`features.value.rfm_history` of the bucket's customers (input of the non-contractual CLV fit)."""
+        from features.value import rfm_history
+
+        tables, keys = self.tables(pdf)
+        n = len(keys)
+        tx = tables.transactions
+        out = rfm_history(tx[tx["_code"] < n], tables.customers.iloc[:n], self.as_of).reset_index()
+        out.insert(0, ROW, keys)
+        return out.astype({"n_transactions": "int64"})
+
     def __call__(self, pdf: pd.DataFrame) -> pd.DataFrame:
         """applyInPandas entry point: Spark-ready columns (categoricals as text)."""
         frame, _ = self.build(pdf)
@@ -619,12 +610,12 @@ def _spark_type(s: pd.Series) -> str:
     return "double"
 
 
-def union_input(inputs: SparkInputs, n_buckets: int) -> DataFrame:
-    """All tables in one frame: TAG, ROW, BUCKET and each table's columns under its prefix."""
+def union_input(inputs: SparkInputs, n_buckets: int, roles: tuple[str, ...] = ROLES) -> DataFrame:
+    """The tables in one frame: TAG, ROW, BUCKET and each table's columns under its prefix."""
     from pyspark.sql import functions as F
 
     parts = []
-    for role in ROLES:
+    for role in roles:
         df = inputs.frames.get(role)
         if df is None:
             continue
@@ -638,171 +629,138 @@ def union_input(inputs: SparkInputs, n_buckets: int) -> DataFrame:
     return out
 
 
-# --------------------------------------------------------------------------------------------- global ordering
-def _materialize(df: DataFrame) -> DataFrame:
-    """Pin a DataFrame (reliable checkpoint if a checkpoint dir is set, else a local checkpoint)."""
-    sc = df.sparkSession.sparkContext
-    if sc.getCheckpointDir():
-        return df.checkpoint(eager=True)
-    return df.localCheckpoint(eager=True)
+
+def _pandas_fn(obj: Any) -> Any:
+    """PySpark counts ``self`` in a callable object's arguments: hand it a plain function instead."""
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        return obj(pdf)
+
+    return fn
 
 
-def prefix_before(df: DataFrame, order: list[Column], weight: str | None = None,
-                  n_partitions: int | None = None, out: str = "_before") -> DataFrame:
-    """Add ``out``: the total ``weight`` (row count if None) of the rows strictly before each row in ``order``.
+def _auto_buckets(spark: SparkSession, inputs: SparkInputs, rows_per_bucket: int) -> int:
+    total = sum(inputs.counts.values())
+    return max(int(spark.sparkContext.defaultParallelism), math.ceil(total / max(rows_per_bucket, 1)))
 
-    Scales out: rows are range-partitioned on ``order`` (equal keys land in one partition), each partition
-    sums locally, the per-partition totals (one number per partition) are collected and turned into
-    offsets. ``order`` must be a total order for positions, or the caller handles ties (equal keys then
-    get different positions in an unspecified order). Integer weights: exact.
+
+def build_feature_set_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                            as_of: pd.Timestamp, n_buckets: int | None = None, event_types: list[str] | None = None,
+                            rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET, with_labels: bool = False) -> SparkFeatureSet:
+    """Build the features of every customer active at ``as_of`` with Spark (see the module docstring).
+
+    ``event_types``: the event types to count (scoring passes the model's); default: the config's, else
+    every type seen before the cutoff. ``n_buckets`` default: enough buckets for about ``rows_per_bucket``
+    input rows each (a bucket is processed in one pandas task, so it must fit a Python worker's memory),
+    and at least the default parallelism. ``with_labels``: add the 0/1 ``label`` column (needs data after the
+    cutoff), as ``FeatureBuilder.build(with_labels=True)``.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
-
-    spark = df.sparkSession
-    n = n_partitions or max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    w = "_w"
-    src = df.withColumn(w, F.lit(1).cast("long") if weight is None else F.col(weight).cast("long"))
-    parts = src.repartitionByRange(n, *order).sortWithinPartitions(*order)
-    schema = StructType([*parts.schema.fields, StructField("_pid", IntegerType()), StructField("_local", LongType())])
-
-    def local(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from pyspark import TaskContext
-
-        pid = TaskContext.get().partitionId()
-        running = 0
-        for b in batches:
-            wv = b[w].to_numpy(dtype=np.int64)
-            cs = np.cumsum(wv)
-            b = b.assign(_pid=np.int32(pid), _local=running + cs - wv)
-            running += int(cs[-1]) if len(cs) else 0
-            yield b
-
-    pinned = _materialize(parts.mapInPandas(local, schema))
-    totals = {r["_pid"]: int(r["t"]) for r in pinned.groupBy("_pid").agg(F.sum(w).alias("t")).collect()}
-    offsets, acc = {}, 0
-    for pid in sorted(totals):
-        offsets[pid] = acc
-        acc += totals[pid]
-    if not offsets:
-        return pinned.withColumn(out, F.lit(0).cast("long")).drop(w, "_pid", "_local")
-    mapping = F.create_map(*[x for pid, off in offsets.items() for x in (F.lit(pid), F.lit(off).cast("long"))])
-    return pinned.withColumn(out, F.col("_local") + F.element_at(mapping, F.col("_pid"))).drop(w, "_pid", "_local")
+    with worker_errors():
+        return _build_feature_set(spark, data, cfg, as_of, n_buckets, event_types, rows_per_bucket, with_labels)
 
 
-def _sort_key(col: Column, nan_as: float) -> Column:
-    """A double sort key with pandas' semantics made explicit: NaN/null -> ``nan_as``, -0.0 -> 0.0."""
-    from pyspark.sql import functions as F
+def _build_feature_set(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
+                       as_of: pd.Timestamp, n_buckets: int | None, event_types: list[str] | None,
+                       rows_per_bucket: int, with_labels: bool) -> SparkFeatureSet:
+    from pyspark import StorageLevel
 
-    c = F.col(col) if isinstance(col, str) else col
-    c = c.cast("double")
-    return F.when(c.isNull() | F.isnan(c), F.lit(nan_as)).otherwise(c + F.lit(0.0))
+    from features.build import profile_features
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    as_of = pd.Timestamp(as_of)
+    inputs = read_tables_spark(spark, data, cfg)
+    facts = compute_facts(inputs, cfg, as_of, event_types)
+    customers = driver_customers(inputs)
+    categories = {s.name: [str(c) for c in b.frame[s.name].cat.categories]
+                  for b in [profile_features(customers, inputs.attributes)] for s in b.specs if s.categorical}
+    timings["read_facts_s"] = time.perf_counter() - t0
+    n_buckets = n_buckets or _auto_buckets(spark, inputs, rows_per_bucket)
+    columns = {r: [c for c in df.columns if c != ROW] for r, df in inputs.frames.items()}
+    plan = BucketPlan(_bucket_config(cfg), as_of, columns, inputs.attributes, inputs.numeric_attributes,
+                      inputs.date_format, facts, with_labels=with_labels)
+    probe, specs = plan.build(plan.empty_input())  # the phantom alone: output columns, types, catalogue
+    feature_names = [s.name for s in specs]
+    labels = ["label"] if with_labels else []
+    has_tx = "transactions" in inputs.frames
+    plan.out_columns = [ROW, "customer_id", "cutoff", *feature_names, *labels] + ([P365] if has_tx else [])
+    types = {c: _spark_type(probe[c].rename(c)) for c in plan.out_columns if c in probe}
+    types |= {ROW: "long", "customer_id": "string", "cutoff": "timestamp_ntz"} | ({P365: "double"} if has_tx else {})
+    for s in specs:
+        if s.categorical and s.name not in categories:
+            categories[s.name] = [str(c) for c in probe[s.name].cat.categories]
+
+    t = time.perf_counter()
+    schema = ", ".join(f"`{c}` {types[c]}" for c in plan.out_columns)
+    feats = union_input(inputs, n_buckets).groupBy(BUCKET).applyInPandas(_pandas_fn(plan), schema)
+    feats = feats.persist(StorageLevel.MEMORY_AND_DISK)
+    n_pop = feats.count()
+    timings["buckets_s"] = time.perf_counter() - t
+    log.info("spark features: %s customers active at %s, %d buckets (%.1fs)", f"{n_pop:,}", as_of.date(), n_buckets,
+             timings["buckets_s"])
+
+    t = time.perf_counter()
+    out = feats
+    if "value_tier" in feature_names and n_pop:
+        out = _population_step(spark, feats, customers, inputs, plan, cfg, n_buckets)
+    out = out.select(ROW, "customer_id", "cutoff", *[f"`{c}`" for c in feature_names + labels])
+    out = out.persist(StorageLevel.MEMORY_AND_DISK)
+    out.count()
+    feats.unpersist()
+    timings["global_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    return SparkFeatureSet(out, specs, categories, as_of, inputs.input_hash, inputs.files, n_pop, n_buckets,
+                           facts.event_types, timings, with_labels)
 
 
-# --------------------------------------------------------------------------------------------- global value step
-def population_ranks_spark(frame: DataFrame, clv_col: str | None, quintile_keys: dict[str, Column],
-                           tiers: list[tuple[str, float]], n_population: int) -> DataFrame:
-    """The population-relative value features of ``features.value`` in one global ordering (ROW + columns).
+def driver_customers(inputs: SparkInputs) -> pd.DataFrame:
+    """The whole customers table validated on the driver with the default engine's function (ROW kept).
 
-    * ``value_tiers``: rank by CLV descending (NaN last), ties by the customers row order (ROW), share =
-      (position + 1) / N, first tier whose ``top_share + 1e-12`` covers the share;
-    * ``quintile_score`` (higher is better, NaN worst): pandas' average rank of a tie block at 0-based
-      sorted positions s..s+d-1 is s + (d + 1) / 2 (exact in floating point), pct = rank / N,
-      score = clip(ceil(pct * 5), 1, 5).
-
-    All kinds are stacked as (kind, key, ROW) rows and ordered once by :func:`prefix_before`; kind ``k``
-    occupies positions k*N .. (k+1)*N - 1, so positions within a kind need no extra pass.
+    About 100 bytes per customer plus the attributes; it gives the population step and the category levels
+    exactly the default engine's customers table (same rows, order and dtypes).
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
+    from features.contract import validate_customers
 
-    kinds: list[tuple[str, Column]] = []
-    if clv_col is not None:
-        kinds.append(("value_tier", -_sort_key(F.col(clv_col), -math.inf) + F.lit(0.0)))
-    kinds += [(name, _sort_key(key, -math.inf)) for name, key in quintile_keys.items()]
-    stacked = None
-    for i, (_, key) in enumerate(kinds):
-        part = frame.select(F.lit(i).alias("_k"), key.alias("_v"), F.col(ROW))
-        stacked = part if stacked is None else stacked.unionByName(part)
-    ordered = prefix_before(stacked, [F.col("_k").asc(), F.col("_v").asc(), F.col(ROW).asc()], out="_pos")
-    n = float(n_population)
-    pos = F.col("_pos") - F.col("_k").cast("long") * F.lit(n_population)
-    block = Window.partitionBy("_k", "_v")
-    ordered = ordered.withColumn("_s", F.min(pos).over(block)).withColumn("_d", F.count(F.lit(1)).over(block))
-    pct = (F.col("_s").cast("double") + (F.col("_d").cast("double") + 1.0) / 2.0) / F.lit(n)
-    score = F.least(F.greatest(F.ceil(pct * 5.0).cast("double"), F.lit(1.0)), F.lit(5.0))
-    share = (pos.cast("double") + 1.0) / F.lit(n)
-    tier = None
-    for name, top in tiers:
-        cond = share <= F.lit(float(top) + 1e-12)
-        tier = F.when(cond, F.lit(name)) if tier is None else tier.when(cond, F.lit(name))
-    aggs = []
-    for i, (name, _) in enumerate(kinds):
-        value = tier.otherwise(F.lit(tiers[-1][0])) if name == "value_tier" else score
-        aggs.append(F.max(F.when(F.col("_k") == i, value)).alias(name))
-    return ordered.groupBy(ROW).agg(*aggs)
+    raw = inputs.frames["customers"].toPandas().sort_values(ROW, kind="stable").reset_index(drop=True)
+    out = validate_customers(raw.drop(columns=[ROW]), inputs.attributes, inputs.date_format["customers"])
+    for c in ("signup_date", "churn_date"):  # pandas reads nanoseconds; Arrow gives microseconds
+        out[c] = out[c].astype("datetime64[ns]")
+    out.insert(0, ROW, raw[ROW].to_numpy(dtype=np.int64))
+    return out
 
 
-def segment_retention_spark(customers: DataFrame, as_of: pd.Timestamp, segment_cols: list[str],
-                            lookback_days: int = 365, min_exposure_months: float = 50.0) -> DataFrame:
-    """``features.clv.segment_monthly_retention`` over all customers (ROW, monthly_retention).
+def _population_step(spark: SparkSession, feats: DataFrame, customers: pd.DataFrame, inputs: SparkInputs,
+                     plan: BucketPlan, cfg: Config, n_buckets: int) -> DataFrame:
+    """Replace the bucket-relative value features with :func:`features.value.population_value`'s, computed on
+    the driver from the collected per-customer inputs (a few numbers per customer)."""
+    from features.value import population_value
 
-    Mirrors the pandas function step by step (exposure in float nanoseconds over a month of ``CLV_DAYS_PER_MONTH`` days),
-    with the sums in pandas' order and algorithm (see below), so the values are bitwise identical.
-    """
-    from pyspark.sql import functions as F
-
-    month_ns = float(pd.Timedelta(days=CLV_DAYS_PER_MONTH).value)
-    cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
-    start = F.lit((as_of - pd.Timedelta(days=lookback_days)).to_pydatetime()).cast("timestamp_ntz")
-    signup = F.col("signup_date")
-    churn = F.when(F.col("churn_date") < cut, F.col("churn_date"))
-    begin = F.when(signup < start, start).otherwise(signup)
-    end = F.coalesce(churn, cut)
-
-    def ns(c: Column) -> Column:
-        return F.unix_micros(c.cast("timestamp")) * F.lit(1000)
-
-    exposure = ((ns(end) - ns(begin)).cast("double") / F.lit(month_ns))
-    exposure = F.coalesce(F.when(exposure < 0, F.lit(0.0)).otherwise(exposure), F.lit(0.0))
-    event = (churn.isNotNull() & (churn >= start) & signup.isNotNull() & (churn >= signup)).cast("double")
-    base = customers.select(ROW, *[F.col(f"`{c}`") for c in segment_cols], exposure.alias("_x"), event.alias("_e"))
-
-    # The sums run in the default engine's order, so the retention is bitwise identical: the overall totals
-    # as pandas' Series.sum (numpy's pairwise sum) over all customers in row order, in one task (16 bytes
-    # per customer); each segment's as pandas' groupby sum (Kahan, row order), in one task per segment.
-    def totals_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        xs, es = [np.zeros(0)], [np.zeros(0)]
-        for b in batches:
-            xs.append(b["_x"].to_numpy(dtype=np.float64))
-            es.append(b["_e"].to_numpy(dtype=np.float64))
-        yield pd.DataFrame({"_te": [float(pd.Series(np.concatenate(es)).sum())],
-                            "_tx": [float(pd.Series(np.concatenate(xs)).sum())]})
-
-    totals = (base.select(ROW, "_x", "_e").repartition(1).sortWithinPartitions(ROW)
-              .mapInPandas(totals_fn, "_te double, _tx double"))
-    overall = F.when(F.col("_tx") > 0, F.col("_te") / F.col("_tx")).otherwise(F.lit(0.0))
-    k = float(min_exposure_months)
-    if segment_cols:
-        def segment_fn(pdf: pd.DataFrame) -> pd.DataFrame:
-            pdf = pdf.sort_values(ROW, kind="stable")
-            g = pdf.groupby(segment_cols, dropna=False, sort=False)
-            return pd.DataFrame({ROW: pdf[ROW].to_numpy(dtype=np.int64),
-                                 "_se": g["_e"].transform("sum").to_numpy(dtype=np.float64),
-                                 "_sx": g["_x"].transform("sum").to_numpy(dtype=np.float64)})
-
-        joined = base.groupBy(*segment_cols).applyInPandas(segment_fn, f"`{ROW}` long, _se double, _sx double")
-    else:
-        joined = base.select(ROW)
-    joined = joined.crossJoin(F.broadcast(totals))
-    if not segment_cols:
-        joined = joined.withColumn("_se", F.col("_te")).withColumn("_sx", F.col("_tx"))
-    rate = F.when(F.col("_sx") + k > 0, (F.col("_se") + k * overall) / (F.col("_sx") + k)).otherwise(overall)
-    retention = F.least(F.greatest(1.0 - rate, F.lit(0.0)), F.lit(1.0))
-    return joined.select(ROW, retention.alias("_retention"))
+    inputs_cols = ["days_since_last_purchase", P365, "spend_365d", "monthly_revenue"]
+    part = feats.select(ROW, *inputs_cols).toPandas()
+    pos = pd.Index(customers[ROW]).get_indexer(part[ROW])
+    population = np.zeros(len(customers), dtype=bool)
+    population[pos] = True
+    full = {}
+    for c in inputs_cols:
+        full[c] = np.full(len(customers), np.nan)
+        full[c][pos] = part[c].to_numpy(dtype=np.float64)
+    summary = None
+    if cfg.features.clv.method != "contractual":
+        schema = (f"`{ROW}` long, customer_id string, frequency double, recency double, T double, monetary_value "
+                  "double, n_transactions long, total_amount double")
+        un = union_input(inputs, n_buckets, roles=("customers", "transactions"))
+        sub = replace(plan, columns={r: plan.columns[r] for r in ("customers", "transactions")})
+        rows = un.groupBy(BUCKET).applyInPandas(_pandas_fn(sub.rfm_rows), schema).toPandas()
+        summary = rows.sort_values(ROW, kind="stable").set_index("customer_id").drop(columns=[ROW])
+    pop = population_value(full["days_since_last_purchase"], full[P365], full["spend_365d"], full["monthly_revenue"],
+                           customers, population, plan.as_of, cfg.features, summary)
+    pop["value_tier"] = np.asarray(pop["value_tier"], dtype=object)
+    names = [c for c in pop if c in feats.columns]
+    values = pd.DataFrame({ROW: customers[ROW].to_numpy()[population], **{c: pop[c][population] for c in names}})
+    types = ", ".join(f"`{c}` {'string' if c == 'value_tier' else 'double'}" for c in names)
+    return feats.drop(*names).join(spark.createDataFrame(values, f"`{ROW}` long, {types}"), on=ROW, how="left")
 
 
-# --------------------------------------------------------------------------------------------- the engine
 @dataclass
 class SparkFeatureSet:
     """Spark feature rows plus what the default engine's ``FeatureSet`` carries."""
@@ -860,237 +818,6 @@ class SparkFeatureSet:
         """Partitioned Parquet (part files in the default engine's row order) plus the catalogue beside it."""
         self.frame.orderBy(ROW).drop(ROW).select(*[f"`{c}`" for c in self.columns]).write.mode("overwrite").parquet(path)
 
-
-def _one_arg(obj: Any) -> Any:
-    """PySpark counts ``self`` in a callable object's arguments: hand it a plain function instead."""
-
-    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        return obj(pdf)
-
-    return fn
-
-
-def _two_args(obj: Any) -> Any:
-    def fn(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
-        return obj(left, right)
-
-    return fn
-
-
-def _auto_buckets(spark: SparkSession, inputs: SparkInputs, rows_per_bucket: int) -> int:
-    total = sum(inputs.counts.values())
-    return max(int(spark.sparkContext.defaultParallelism), math.ceil(total / max(rows_per_bucket, 1)))
-
-
-def build_feature_set_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
-                            as_of: pd.Timestamp, n_buckets: int | None = None, event_types: list[str] | None = None,
-                            rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET, with_labels: bool = False) -> SparkFeatureSet:
-    """Build the features of every customer active at ``as_of`` with Spark (see the module docstring).
-
-    ``event_types``: the event types to count (scoring passes the model's); default: the config's, else
-    every type seen before the cutoff. ``n_buckets`` default: enough buckets for about ``rows_per_bucket``
-    input rows each (a bucket is processed in one pandas task, so it must fit a Python worker's memory),
-    and at least the default parallelism. ``with_labels``: add the 0/1 ``label`` column (needs data after the
-    cutoff), as ``FeatureBuilder.build(with_labels=True)``.
-    """
-    with worker_errors():
-        return _build_feature_set(spark, data, cfg, as_of, n_buckets, event_types, rows_per_bucket, with_labels)
-
-
-def _build_feature_set(spark: SparkSession, data: str | Path | Mapping[str, str | list[str]], cfg: Config,
-                       as_of: pd.Timestamp, n_buckets: int | None, event_types: list[str] | None,
-                       rows_per_bucket: int, with_labels: bool) -> SparkFeatureSet:
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    as_of = pd.Timestamp(as_of)
-    inputs = read_tables_spark(spark, data, cfg)
-    facts = compute_facts(inputs, cfg, as_of, event_types)
-    timings["read_facts_s"] = time.perf_counter() - t0
-    if n_buckets is None:
-        n_buckets = _auto_buckets(spark, inputs, rows_per_bucket)
-    columns = {r: [c for c in df.columns if c != ROW] for r, df in inputs.frames.items()}
-    plan = BucketPlan(_bucket_config(cfg), as_of, columns, inputs.attributes, inputs.numeric_attributes,
-                      inputs.date_format, facts, with_labels=with_labels)
-
-    # the probe: the phantom alone gives the output columns, their types and the feature catalogue
-    probe, specs = plan.build(plan.empty_input())
-    feature_names = [s.name for s in specs]
-    has_tx = "transactions" in inputs.frames
-    labels = ["label"] if with_labels else []
-    plan.out_columns = [ROW, "customer_id", "cutoff", *feature_names, *labels] + ([P365] if has_tx else [])
-    ptypes = {c: _spark_type(probe[c].rename(c)) for c in plan.out_columns if c in probe}
-    ptypes[ROW] = "long"
-    ptypes["customer_id"] = "string"
-    ptypes["cutoff"] = "timestamp_ntz"
-    if has_tx:
-        ptypes[P365] = "double"
-    schema = ", ".join(f"`{c}` {ptypes[c]}" for c in plan.out_columns)
-
-    # validated customers (all rows): categories of text attributes, CLV segment retention
-    t = time.perf_counter()
-    cust = inputs.frames["customers"].withColumn(BUCKET, F.pmod(F.xxhash64(F.col("customer_id")), F.lit(n_buckets)))
-    vcols = [ROW, "customer_id", "signup_date", "churn_date", *inputs.attributes]
-    vtypes = {ROW: "long", "customer_id": "string", "signup_date": "timestamp_ntz", "churn_date": "timestamp_ntz"}
-    vtypes |= {a: "double" if a in inputs.numeric_attributes else "string" for a in inputs.attributes}
-    vplan = _ValidateCustomers(inputs.attributes, inputs.date_format["customers"], vcols)
-    validated = cust.groupBy(BUCKET).applyInPandas(_one_arg(vplan), ", ".join(f"`{c}` {vtypes[c]}" for c in vcols))
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
-    text_attrs = [a for a in inputs.attributes if a not in inputs.numeric_attributes]
-    categories: dict[str, list[str]] = {}
-    if text_attrs:
-        rows = (validated.select(F.explode(F.array(*[F.struct(F.lit(a).alias("a"), F.col(f"`{a}`").alias("v"))
-                                                      for a in text_attrs])).alias("x"))
-                .select("x.a", "x.v").distinct().collect())
-        for a in text_attrs:
-            categories[a] = sorted(r["v"] for r in rows if r["a"] == a)
-    for s in specs:
-        if s.categorical and s.name not in categories:
-            categories[s.name] = [str(c) for c in probe[s.name].cat.categories]
-    timings["customers_s"] = time.perf_counter() - t
-
-    # the bucket step: the pandas FeatureBuilder per bucket
-    t = time.perf_counter()
-    union = union_input(inputs, n_buckets)
-    feats = union.groupBy(BUCKET).applyInPandas(_one_arg(plan), schema).persist(StorageLevel.MEMORY_AND_DISK)
-    cached = [validated, feats]
-    n_pop = feats.count()
-    timings["buckets_s"] = time.perf_counter() - t
-    log.info("spark features: %s customers active at %s, %d buckets (%.1fs)", f"{n_pop:,}", as_of.date(), n_buckets,
-             timings["buckets_s"])
-
-    # the global step: population-relative value features
-    t = time.perf_counter()
-    if "value_tier" in feature_names and n_pop:
-        feats = _global_value_step(spark, feats, validated, inputs, cfg, as_of, n_pop, feature_names, n_buckets,
-                                   cached)
-    out = feats.select(ROW, "customer_id", "cutoff", *[f"`{c}`" for c in feature_names + labels])
-    out = out.persist(StorageLevel.MEMORY_AND_DISK)
-    out.count()
-    for df in cached:  # the result is cached; intermediates can go
-        df.unpersist()
-    timings["global_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
-    return SparkFeatureSet(out, specs, categories, as_of, inputs.input_hash, inputs.files, n_pop, n_buckets,
-                           facts.event_types, timings, with_labels)
-
-
-@dataclass
-class _ValidateCustomers:
-    attributes: list[str]
-    date_format: str | None
-    out_columns: list[str]
-
-    def __call__(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        from features.contract import validate_customers
-
-        pdf = pdf.sort_values(ROW, kind="stable").reset_index(drop=True)
-        v = validate_customers(pdf.drop(columns=[ROW, BUCKET]), self.attributes, self.date_format)
-        v.insert(0, ROW, pdf[ROW].to_numpy(dtype=np.int64))
-        out = {}
-        for c in self.out_columns:
-            s = v[c]
-            out[c] = s.astype(object).where(s.notna(), None) if s.dtype == object or pd.api.types.is_string_dtype(s) else s
-        return pd.DataFrame(out)
-
-
-def _global_value_step(spark: SparkSession, feats: DataFrame, validated: DataFrame, inputs: SparkInputs, cfg: Config,
-                       as_of: pd.Timestamp, n_pop: int, feature_names: list[str], n_buckets: int,
-                       cached: list[DataFrame]) -> DataFrame:
-    """Replace the bucket-relative value features with their population-wide values."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StructField, StructType
-
-    clv_cfg = cfg.features.clv
-    if clv_cfg.method == "contractual":
-        ret = segment_retention_spark(validated, as_of, list(clv_cfg.segment_columns))
-        base = feats.drop("lifetime_value").join(ret, on=ROW, how="left")
-        d_args = (clv_cfg.horizon_months, clv_cfg.discount_rate_annual, clv_cfg.margin)
-
-        def clv_fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            from features.clv import contractual_clv
-
-            for b in batches:
-                clv = contractual_clv(pd.Series(b["monthly_revenue"].to_numpy(dtype=np.float64)),
-                                      pd.Series(b["_retention"].to_numpy(dtype=np.float64)),
-                                      horizon_months=d_args[0], discount_rate_annual=d_args[1], margin=d_args[2])
-                yield b.drop(columns=["_retention"]).assign(lifetime_value=clv.to_numpy(dtype=np.float64))
-
-        schema = StructType([*base.drop("_retention").schema.fields, StructField("lifetime_value", DoubleType())])
-        with_clv = base.mapInPandas(clv_fn, schema)
-    else:
-        clv_df = _noncontractual_clv_spark(spark, inputs, cfg, as_of, n_buckets)
-        with_clv = feats.drop("lifetime_value").join(clv_df, on=ROW, how="left")
-    with_clv = with_clv.persist(StorageLevel.MEMORY_AND_DISK)
-    cached.append(with_clv)
-    tiers = [(t.name, t.top_share) for t in cfg.features.value_tiers]
-    keys: dict[str, Column] = {}
-    if "rfm_recency_score" in feature_names:
-        keys = {"rfm_recency_score": -F.col("days_since_last_purchase"), "rfm_frequency_score": F.col(P365),
-                "rfm_monetary_score": F.col("spend_365d")}
-    ranks = population_ranks_spark(with_clv, "lifetime_value", keys, tiers, n_pop)
-    out = with_clv.drop(*[c for c in ranks.columns if c != ROW])
-    return out.join(ranks, on=ROW, how="left")
-
-
-@dataclass
-class _RfmSummary:
-    """cogroup(customers, transactions) per bucket -> ``features.clv.rfm_summary`` rows of every customer."""
-
-    plan: BucketPlan
-
-    def __call__(self, cust: pd.DataFrame, tx: pd.DataFrame) -> pd.DataFrame:
-        from features.clv import rfm_summary
-
-        pdf = pd.concat([cust, tx], ignore_index=True)
-        tables, keys = self.plan.tables(pdf)
-        n = len(keys)
-        c = tables.customers.iloc[:n]
-        t = tables.transactions
-        t = t[t["_code"] < n]
-        hist = window_slice(t["timestamp"], pd.Timestamp.min, self.plan.as_of)
-        txh = t.iloc[hist]
-        summary = rfm_summary(txh[["customer_id", "timestamp", "amount"]], self.plan.as_of,
-                              customers=pd.Index(c["customer_id"]),
-                              first_purchase=pd.Series(c["signup_date"].to_numpy(), index=c["customer_id"]))
-        out = summary.reset_index()
-        out.insert(0, ROW, keys)
-        out["n_transactions"] = out["n_transactions"].astype("int64")
-        return out
-
-
-def _noncontractual_clv_spark(spark: SparkSession, inputs: SparkInputs, cfg: Config, as_of: pd.Timestamp,
-                              n_buckets: int) -> DataFrame:
-    """BG/NBD + Gamma-Gamma is one global fit: per-customer RFM summaries (6 numbers each) are built in the
-    buckets, collected to the driver in customers row order and fitted there with the default engine's code.
-
-    Limit: the driver holds the summary (about 100 bytes per customer in pandas, e.g. 1 GB for 10M customers).
-    """
-    from pyspark.sql import functions as F
-
-    from features.clv import noncontractual_clv
-
-    if "transactions" not in inputs.frames:
-        raise DataError("transactions", None, "non-contractual CLV needs the transactions table")
-    un = union_input(SparkInputs({r: inputs.frames[r] for r in ("customers", "transactions")}, inputs.attributes,
-                                 inputs.numeric_attributes, inputs.date_format, True, [], ""), n_buckets)
-    columns = {r: [c for c in inputs.frames[r].columns if c != ROW] for r in ("customers", "transactions")}
-    facts = GlobalFacts(first_ts={"transactions": pd.Timestamp("1970-01-01")})
-    plan = BucketPlan(_bucket_config(cfg), as_of, columns, inputs.attributes, inputs.numeric_attributes,
-                      inputs.date_format, facts)
-    cu = un.where(F.col(TAG) == TAGS["customers"])
-    tx = un.where(F.col(TAG) == TAGS["transactions"])
-    schema = (f"`{ROW}` long, customer_id string, frequency double, recency double, T double, monetary_value double, "
-              "n_transactions long, total_amount double")
-    summ = cu.groupBy(BUCKET).cogroup(tx.groupBy(BUCKET)).applyInPandas(_two_args(_RfmSummary(plan)), schema)
-    pdf = summ.toPandas().sort_values(ROW, kind="stable").set_index("customer_id")
-    res = noncontractual_clv(pdf.drop(columns=[ROW]), horizon_days=cfg.features.clv.horizon_months * DAYS_PER_MONTH,
-                             discount_rate_annual=cfg.features.clv.discount_rate_annual, margin=cfg.features.clv.margin)
-    clv = res["clv"].reindex(pdf.index).fillna(0.0).to_numpy(dtype=np.float64)
-    return spark.createDataFrame(pd.DataFrame({ROW: pdf[ROW].to_numpy(dtype=np.int64), "lifetime_value": clv}))
 
 
 def build_features_spark(spark: SparkSession, data_dir_or_paths: str | Path | Mapping[str, str | list[str]], cfg: Config,

@@ -47,8 +47,6 @@ def value_tiers(clv: np.ndarray, population: np.ndarray, tiers: list[tuple[str, 
 def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, population: np.ndarray,
                    as_of: pd.Timestamp, cfg: FeatureConfig) -> FeatureBlock:
     """Per-customer value features as of ``as_of`` (index: row code); scores and tiers rank the population."""
-    from features.clv import contractual_clv, noncontractual_clv, rfm_summary, segment_monthly_retention
-
     n = len(customers)
     ts = transactions["timestamp"]
     codes = transactions["_code"].to_numpy()
@@ -108,39 +106,61 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
                     "count", reason="{value} purchases or payments a month over the customer's tenure (typical customer: {typical})",
                     risk_direction=-1), count_by(codes[hist], n) / months)
 
-    add(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
-                    reason="RFM recency score {value} of 5", risk_direction=-1),
-        quintile_score(-recency, population, higher_is_better=True))
-    add(FeatureSpec("rfm_frequency_score", "value", "rfm", "RFM frequency score (5 = most frequent)", "score", 365,
-                    reason="RFM frequency score {value} of 5", risk_direction=-1), quintile_score(counts[365], population))
-    add(FeatureSpec("rfm_monetary_score", "value", "rfm", "RFM monetary score (5 = highest spend)", "score", 365,
-                    reason="RFM monetary score {value} of 5", risk_direction=-1), quintile_score(sums[365], population))
-
-    clv_cfg = cfg.clv
-    months = clv_cfg.revenue_months
+    months = cfg.clv.revenue_months
     sl = window_slice(ts, as_of - months * 30 * DAY, as_of)
     monthly = count_by(codes[sl], n, amount[sl]) / months
+    summary = rfm_history(transactions, customers, as_of) if cfg.clv.method != "contractual" else None
+    pop = population_value(recency, counts[365], sums[365], monthly, customers, population, as_of, cfg, summary)
+    add(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
+                    reason="RFM recency score {value} of 5", risk_direction=-1), pop["rfm_recency_score"])
+    add(FeatureSpec("rfm_frequency_score", "value", "rfm", "RFM frequency score (5 = most frequent)", "score", 365,
+                    reason="RFM frequency score {value} of 5", risk_direction=-1), pop["rfm_frequency_score"])
+    add(FeatureSpec("rfm_monetary_score", "value", "rfm", "RFM monetary score (5 = highest spend)", "score", 365,
+                    reason="RFM monetary score {value} of 5", risk_direction=-1), pop["rfm_monetary_score"])
     add(FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months", "currency",
                     months * 30, reason="Pays {value} a month (typical customer: {typical})", risk_direction=0), monthly)
+    add(FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
+                    reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0),
+        pop["lifetime_value"])
+    add(FeatureSpec("value_tier", "value", "lifetime_value", "Value tier", "category",
+                    reason="Value tier: {label}", categorical=True), pop["value_tier"])
+    return FeatureBlock(pd.DataFrame(cols), specs)
+
+
+def rfm_history(transactions: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every customer's RFM summary of the purchases before ``as_of`` (input of the non-contractual CLV fit)."""
+    from features.clv import rfm_summary
+
+    tx = transactions.iloc[window_slice(transactions["timestamp"], pd.Timestamp.min, as_of)]
+    return rfm_summary(tx[["customer_id", "timestamp", "amount"]], as_of, customers=pd.Index(customers["customer_id"]),
+                       first_purchase=pd.Series(customers["signup_date"].to_numpy(), index=customers["customer_id"]))
+
+
+def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d: np.ndarray, monthly: np.ndarray,
+                     customers: pd.DataFrame, population: np.ndarray, as_of: pd.Timestamp, cfg: FeatureConfig,
+                     summary: pd.DataFrame | None = None) -> dict[str, np.ndarray | pd.Categorical]:
+    """The population-relative value features from per-customer inputs (one entry per customers row).
+
+    RFM quintile scores, lifetime value (segment retention or the BG/NBD + Gamma-Gamma fit over every
+    customer's ``summary``, see :func:`rfm_history`) and the value tier. Both engines call this one function:
+    the default engine inside :func:`value_features`, the Spark engine on the collected per-customer inputs.
+    """
+    from features.clv import contractual_clv, noncontractual_clv, segment_monthly_retention
+
+    clv_cfg = cfg.clv
+    ids = pd.Index(customers["customer_id"])
     if clv_cfg.method == "contractual":
         retention = segment_monthly_retention(customers, as_of, list(clv_cfg.segment_columns))
-        ids = pd.Index(customers["customer_id"])
         clv = contractual_clv(pd.Series(monthly, index=ids),
                               pd.Series(retention.reindex(ids).fillna(retention.mean()).to_numpy(), index=ids),
                               horizon_months=clv_cfg.horizon_months, discount_rate_annual=clv_cfg.discount_rate_annual,
                               margin=clv_cfg.margin).to_numpy(dtype=np.float64)
     else:
-        tx = transactions.iloc[hist]
-        summary = rfm_summary(tx[["customer_id", "timestamp", "amount"]], as_of,
-                              customers=pd.Index(customers["customer_id"]),
-                              first_purchase=pd.Series(customers["signup_date"].to_numpy(),
-                                                       index=customers["customer_id"]))
         res = noncontractual_clv(summary, horizon_days=clv_cfg.horizon_months * DAYS_PER_MONTH,
                                  discount_rate_annual=clv_cfg.discount_rate_annual, margin=clv_cfg.margin)
-        clv = res["clv"].reindex(customers["customer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
-    add(FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
-                    reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0), clv)
+        clv = res["clv"].reindex(ids).fillna(0.0).to_numpy(dtype=np.float64)
     tiers = [(t.name, t.top_share) for t in cfg.value_tiers]
-    add(FeatureSpec("value_tier", "value", "lifetime_value", "Value tier", "category",
-                    reason="Value tier: {label}", categorical=True), value_tiers(clv, population, tiers))
-    return FeatureBlock(pd.DataFrame(cols), specs)
+    return {"rfm_recency_score": quintile_score(-recency, population, higher_is_better=True),
+            "rfm_frequency_score": quintile_score(purchases_365d, population),
+            "rfm_monetary_score": quintile_score(spend_365d, population),
+            "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}

@@ -37,7 +37,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
     from inference.drift import scoring_drift
-    from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
+    from inference.playbooks import load_playbooks
     from inference.report import render_report
     from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
@@ -79,35 +79,19 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     timings["predict_s"] = time.perf_counter() - t
 
     econ = cfg.training.economics
-    clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
     t = time.perf_counter()
-    timing = _survival_columns(model, frame, cfg, chunks)
-    if timing is not None and scfg.lifetime_value == "survival":
-        from inference.timing import survival_lifetime_value
-
-        clv = survival_lifetime_value(frame["monthly_revenue"].to_numpy(dtype=float),
-                                      timing["expected_lifetime_days"].to_numpy(), cfg.features.clv.margin)
-    timings["survival_s"] = time.perf_counter() - t
-    ids = frame["customer_id"].astype(str)
-    out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
     meta_cols = {"model_name": cfg.mlflow.model_name, "model_version": str(version or uri),
                  "input_hash": tables.input_hash}
-    scores = pd.DataFrame({
-        "customer_id": out_ids.to_numpy(), "cutoff": as_of, "churn_probability": p,
-        "risk_tier": al.risk_tier(p, scfg.risk_tiers),
-        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else tier_names[-1],
-        "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
-        "lifetime_value": clv, "value_at_risk": p * clv, **meta_cols})
-    if timing is not None:
-        scores = pd.concat([scores, timing.set_axis(scores.index)], axis=1)
+    scores = score_rows(frame, p, cfg, model, chunks)
+    scores.insert(1, "cutoff", as_of)
+    scores = scores.assign(**meta_cols)
+    timings["rows_s"] = time.perf_counter() - t
 
     # ------------------------------------------------------------ alerts: explain, playbooks, budget
     min_rank = al.RISK_ORDER[scfg.alert_min_tier]
     is_alert = scores["risk_tier"].map(al.RISK_ORDER).to_numpy() >= min_rank
     alert_idx = np.flatnonzero(is_alert)
-    if scfg.max_alerts is not None and len(alert_idx) > scfg.max_alerts:
-        keep = np.argsort(-scores["value_at_risk"].to_numpy()[alert_idx], kind="stable")[: scfg.max_alerts]
-        alert_idx = np.sort(alert_idx[keep])
+    alert_idx = alert_idx[top_alerts(scores["value_at_risk"].to_numpy()[alert_idx], scfg.max_alerts)]
     explain_idx = np.arange(n) if explain_all else alert_idx
     t = time.perf_counter()
     typical = typical_values(frame, model.features, specs)
@@ -131,25 +115,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
-    alerts = assign_playbooks(alerts, book)
-    cost = alerts["playbook_cost"].to_numpy(dtype=float)
-    alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
-                                                         alerts["lifetime_value"].to_numpy(),
-                                                         alerts["playbook_acceptance_rate"].to_numpy(dtype=float),
-                                                         cost, econ)
-    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(), cost, scfg.budget)
-    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
-                               if len(alerts) else np.zeros(0, dtype=bool))
-    alerts = al.order_alerts(alerts)
-    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
-    if timing is not None:
-        from inference.timing import alert_timing
-
-        horizons = model.meta.get("survival_horizons_days", [])
-        alerts["timing"] = alert_timing(alerts, horizons, _lifetime_days(cfg)) if len(alerts) else []
-        extra += ["timing", "urgency", "median_days_to_churn", *[f"churn_within_{h}d" for h in horizons],
-                  "expected_lifetime_days"]
-    alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
+    alerts = decide_alerts(contact_plan(alerts, book, econ), book, scfg.budget, lifetime_days(cfg))
 
     # ------------------------------------------------------------ monitoring: drift against training reference
     drift = None
@@ -168,28 +134,18 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "model_name": cfg.mlflow.model_name, "model_version": version, "model_uri": uri,
         "model_alias": scfg.model_alias if model_uri is None else None,
         "horizon_days": model.meta.get("label", {}).get("horizon_days"),
-        "n_scored": int(n), "n_alerts": int(len(alerts)), "n_selected": int(alerts["selected"].sum()),
-        "n_control": int(alerts["control_group"].sum()), "budget": scfg.budget,
-        "budget_spent": float(alerts.loc[alerts["selected"] & ~alerts["control_group"], "playbook_cost"].sum()),
-        "expected_net_value": float(alerts.loc[alerts["selected"] & ~alerts["control_group"], "expected_net_value"].sum()),
+        "n_scored": int(n), **alert_totals(alerts), "budget": scfg.budget,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
-        "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation,
-        "time_to_churn": _timing_summary(scores, alerts, model.meta) if timing is not None else None,
+        "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
         st = Path(tmp)
         write_parquet(st / "scores.parquet", scores)
-        write_parquet(st / "alerts.parquet", alerts)
-        flat = alerts.drop(columns=["reasons"]).assign(
-            reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
-            reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
-            reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
-        write_csv(st / "alerts.csv", flat)
-        write_jsonl(st / "alerts.jsonl", _records(alerts))
+        write_alert_files(st, alerts)
         if drift is not None:
             write_csv(st / "drift.csv", drift)
         t = time.perf_counter()
@@ -227,7 +183,8 @@ def _timing_summary(scores: pd.DataFrame, alerts: pd.DataFrame, meta: dict[str, 
     return out
 
 
-def _lifetime_days(cfg: Config) -> float:
+def lifetime_days(cfg: Config) -> float:
+    """The CLV horizon in days: the survival model's expected lifetime is measured within it."""
     from churn.timebase import CLV_DAYS_PER_MONTH
 
     return cfg.features.clv.horizon_months * CLV_DAYS_PER_MONTH
@@ -251,7 +208,93 @@ def _survival_columns(model: Any, frame: pd.DataFrame, cfg: Config, chunks: list
     for sl in chunks:
         mu[sl] = model.survival.mu(model.dmatrix(frame.iloc[sl]))
     return survival_columns(model.survival, mu, model.meta.get("survival_horizons_days", [30, 90, 180]),
-                            _lifetime_days(cfg), cfg.features.clv.discount_rate_annual, cfg.scoring.urgency_days)
+                            lifetime_days(cfg), cfg.features.clv.discount_rate_annual, cfg.scoring.urgency_days)
+def score_rows(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any,
+               chunks: list[slice] | None = None) -> pd.DataFrame:
+    """Per-customer score columns (both engines): id (pseudonymised if configured), probability, tiers, value,
+    and the time-to-churn columns when the model has a survival part."""
+    scfg = cfg.scoring
+    n = len(frame)
+    timing = _survival_columns(model, frame, cfg, chunks or [slice(0, n)])
+    clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
+    if timing is not None and scfg.lifetime_value == "survival":
+        from inference.timing import survival_lifetime_value
+
+        clv = survival_lifetime_value(frame["monthly_revenue"].to_numpy(dtype=float),
+                                      timing["expected_lifetime_days"].to_numpy(), cfg.features.clv.margin)
+    ids = frame["customer_id"].astype(str)
+    out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
+    lowest_tier = cfg.features.value_tiers[-1].name if cfg.features.value_tiers else "bronze"
+    out = pd.DataFrame({
+        "customer_id": out_ids.to_numpy(), "churn_probability": p, "risk_tier": al.risk_tier(p, scfg.risk_tiers),
+        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else lowest_tier,
+        "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
+        "lifetime_value": clv, "value_at_risk": p * clv})
+    return out if timing is None else pd.concat([out, timing.set_axis(out.index)], axis=1)
+
+
+def top_alerts(value_at_risk: np.ndarray, max_alerts: int | None) -> np.ndarray:
+    """Positions (in row order) of the alerts kept under ``scoring.max_alerts``: highest value at risk, stable."""
+    if max_alerts is None or len(value_at_risk) <= max_alerts:
+        return np.arange(len(value_at_risk))
+    return np.sort(np.argsort(-value_at_risk, kind="stable")[:max_alerts])
+
+
+def contact_plan(alerts: pd.DataFrame, book: Any, econ: Any) -> pd.DataFrame:
+    """Playbook routing and the expected net value of contacting each alert (per row, both engines)."""
+    from inference.playbooks import assign_playbooks
+
+    alerts = assign_playbooks(alerts, book)
+    alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
+                                                         alerts["lifetime_value"].to_numpy(),
+                                                         alerts["playbook_acceptance_rate"].to_numpy(dtype=float),
+                                                         alerts["playbook_cost"].to_numpy(dtype=float), econ)
+    return alerts
+
+
+def decide_alerts(alerts: pd.DataFrame, book: Any, budget: float | None, lifetime_days: float) -> pd.DataFrame:
+    """Budget selection, control group, rank and the alert schema: the one population step of both engines.
+
+    ``alerts`` in the customers table's row order (ties in the selection keep it).
+    """
+    from inference.playbooks import assign_control_group
+
+    alerts = alerts.copy()
+    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(),
+                                                alerts["playbook_cost"].to_numpy(dtype=float), budget)
+    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
+                               if len(alerts) else np.zeros(0, dtype=bool))
+    alerts = al.order_alerts(alerts)
+    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
+    horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns if c.startswith("churn_within_"))
+    if horizons:
+        from inference.timing import alert_timing
+
+        alerts["timing"] = alert_timing(alerts, horizons, lifetime_days) if len(alerts) else []
+        extra += ["timing", "urgency", "median_days_to_churn", *[f"churn_within_{h}d" for h in horizons],
+                  "expected_lifetime_days"]
+    return alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
+
+
+def alert_totals(alerts: pd.DataFrame) -> dict[str, Any]:
+    """The summary's alert counts and totals (contacted = selected and not held out)."""
+    treated = alerts["selected"] & ~alerts["control_group"]
+    return {"n_alerts": int(len(alerts)), "n_selected": int(alerts["selected"].sum()),
+            "n_control": int(alerts["control_group"].sum()),
+            "budget_spent": float(alerts.loc[treated, "playbook_cost"].sum()),
+            "expected_net_value": float(alerts.loc[treated, "expected_net_value"].sum()),
+            "value_at_risk_alerts": float(alerts["value_at_risk"].sum())}
+
+
+def write_alert_files(folder: Path, alerts: pd.DataFrame) -> None:
+    """alerts.parquet, alerts.csv (reasons as JSON, lists joined with |) and alerts.jsonl into ``folder``."""
+    write_parquet(folder / "alerts.parquet", alerts)
+    flat = alerts.drop(columns=["reasons"]).assign(
+        reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
+        reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
+        reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
+    write_csv(folder / "alerts.csv", flat)
+    write_jsonl(folder / "alerts.jsonl", _records(alerts))
 
 
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:

@@ -92,36 +92,6 @@ def test_unsupported_config_is_refused_before_any_work() -> None:
     _check_supported(cfg)
 
 
-def test_population_ranks_match_pandas_with_ties_and_nan(spark) -> None:
-    """Quintile scores and value tiers: pandas' average ranks, NaN as worst, ties by row order."""
-    from pyspark.sql import functions as F
-
-    from features.spark import ROW, population_ranks_spark
-    from features.value import quintile_score, value_tiers
-
-    rng = np.random.default_rng(0)
-    n = 997
-    a = rng.integers(0, 6, n).astype(float)  # heavy ties
-    a[rng.random(n) < 0.1] = np.nan
-    b = np.round(rng.normal(size=n), 1)
-    b[:40] = -0.0
-    b[40:60] = 0.0
-    clv = np.where(rng.random(n) < 0.3, 0.0, np.round(rng.exponential(50, n), 0))
-    clv[rng.random(n) < 0.05] = np.nan
-    rows = rng.permutation(n).astype(np.int64) * 7  # row keys: any increasing order stands for row order
-    pdf = pd.DataFrame({ROW: rows, "a": a, "b": b, "clv": clv})
-    tiers = [("platinum", 0.01), ("gold", 0.05), ("silver", 0.2), ("bronze", 1.0)]
-    sdf = spark.createDataFrame(pdf)
-    got = population_ranks_spark(sdf, "clv", {"qa": F.col("a"), "qb": -F.col("b")}, tiers, n).toPandas()
-    got = got.set_index(ROW).loc[np.sort(rows)]
-    order = np.argsort(rows, kind="stable")  # the default engine's row order
-    pop = np.ones(n, dtype=bool)
-    np.testing.assert_array_equal(got["qa"].to_numpy(), quintile_score(a[order], pop))
-    np.testing.assert_array_equal(got["qb"].to_numpy(), quintile_score(-b[order], pop))
-    np.testing.assert_array_equal(got["value_tier"].to_numpy(dtype=object),
-                                  np.asarray(value_tiers(clv[order], pop, tiers), dtype=object))
-
-
 def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path, store) -> None:
     """A mid-history cutoff, every feature family, labels, and the non-contractual CLV (one global BG/NBD fit)."""
     from features.build import FeatureBuilder
@@ -136,6 +106,32 @@ def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path,
     _assert_same_features(local, fs)
     assert set(fs.frame.columns) >= {"customer_id", "cutoff", "value_tier", "rfm_frequency_score", "label"}
     assert 0 < local.frame["label"].sum() < len(local.frame)
+
+
+def _binding_scoring_config(cfg, folder: Path, pre: dict | None = None, pre_dir: Path | None = None):
+    """Scoring settings that bind. Without ``pre``: a playbook book with two cheap contacts of different cost
+    (high risk: in-app nudge, 0.05; the rest: check-in email, 0.08). With an unconstrained run ``pre``: also
+    a cap two below its alert count, pseudonymised ids, and a budget at which, in value-per-cost order, a
+    contact no longer fits while a later, cheaper one does (so skipping it and filling on differs from
+    stopping at it)."""
+    if pre is None:
+        text = (Path(__file__).resolve().parents[1] / "configs" / "playbooks.yaml").read_text(encoding="utf-8")
+        text = text.replace("    acceptance_rate: 0.03\n", "    acceptance_rate: 0.06\n")  # auto-checkin
+        text = text[: text.index("\nrules:")] + ("\nrules:\n  - id: high-nudge\n    playbook: reengage-nudge\n"
+                                                  "    when:\n      risk_tier: [high]\n")
+        (folder / "playbooks.yaml").write_text(text, encoding="utf-8")
+        scoring = cfg.scoring.model_copy(update={"playbooks": str(folder / "playbooks.yaml"), "budget": None})
+        return cfg.model_copy(update={"scoring": scoring})
+    alerts = pd.read_parquet(pre_dir / "alerts.parquet")
+    alerts = alerts[alerts["expected_net_value"] > 0]
+    ratio = alerts["expected_net_value"] / alerts["playbook_cost"].clip(lower=1e-9)
+    cost = alerts["playbook_cost"].to_numpy()[np.argsort(-ratio.to_numpy(), kind="stable")]
+    budget = next((float(cost[:k].sum() + (cost[k] + cost[k + 1:].min()) / 2) for k in range(len(cost) - 1)
+                   if cost[k + 1:].min() < cost[k]), None)
+    assert budget is not None, f"no skip-and-fill budget in this data: costs {cost.tolist()}"
+    scoring = cfg.scoring.model_copy(update={"budget": budget, "max_alerts": pre["n_alerts"] - 2,
+                                             "pseudonymize_key": "test-key"})
+    return cfg.model_copy(update={"scoring": scoring})
 
 
 def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Path) -> None:
@@ -166,20 +162,33 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
         for k, v in want.items():
             assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
 
+        cfg = _binding_scoring_config(cfg, tmp_path)
+        pre = score(tables, cfg, as_of, tmp_path / "pre", log_to_mlflow=False)
+        cfg = _binding_scoring_config(cfg, tmp_path, pre, tmp_path / "pre")
         local_sum = score(tables, cfg, as_of, tmp_path / "local", log_to_mlflow=False)
         spark_sum = score_spark(spark, data_dir, cfg, as_of, tmp_path / "spark", log_to_mlflow=False, features=fs)
-        # the model shipped with the job (executors without registry access); nothing collected
-        shipped = score_spark(spark, data_dir, cfg, as_of, tmp_path / "shipped", log_to_mlflow=False, features=fs,
-                              ship_model=True, collect_limit=0)
+        # the model shipped with the job (executors without registry access); scores not collected
+        # and the outputs written through Hadoop's FileSystem (a URI, as for s3a:// or hdfs://)
+        shipped = score_spark(spark, data_dir, cfg, as_of, (tmp_path / "shipped").as_uri(), log_to_mlflow=False,
+                              features=fs, ship_model=True, collect_limit=0)
 
+    # the budget binds: a contact worth making is left out while one with less value per unit cost is chosen
+    # (the one that no longer fits is skipped and cheaper ones still fill the budget; a prefix would stop)
+    want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
+    ratio = want_alerts["expected_net_value"] / want_alerts["playbook_cost"].clip(lower=1e-9)
+    positive = want_alerts["expected_net_value"] > 0
+    assert 0 < want_alerts["selected"].sum() < positive.sum()
+    assert ratio[positive & ~want_alerts["selected"]].max() > ratio[want_alerts["selected"]].min()
+    assert local_sum["budget_spent"] <= cfg.scoring.budget
+    assert len(want_alerts) == cfg.scoring.max_alerts  # the cap binds too
     for key in ("n_scored", "n_alerts", "n_selected", "n_control", "input_hash", "model_version"):
         assert spark_sum[key] == local_sum[key], key
     assert spark_sum["n_alerts"] > 5 and 0 < spark_sum["n_selected"] < spark_sum["n_alerts"]
+    assert spark_sum["budget"] == local_sum["budget"] == cfg.scoring.budget
     for key in ("budget_spent", "expected_net_value", "value_at_risk_total", "value_at_risk_alerts", "risk_tiers"):
         assert spark_sum[key] == local_sum[key], key
 
-    want_alerts = pd.read_parquet(tmp_path / "local" / "alerts.parquet")
-    got_alerts = pd.read_parquet(tmp_path / "spark" / "alerts.parquet")  # a folder of part files, rank order
+    got_alerts = pd.read_parquet(tmp_path / "spark" / "alerts.parquet")
     assert list(got_alerts.columns) == list(want_alerts.columns)
     for col in ("rank", "customer_id", "risk_tier", "value_tier", "lifecycle_stage", "playbook_id", "playbook_rule",
                 "selected", "control_group", "reason_1", "reason_2", "reason_3", "protective_reason"):
@@ -191,17 +200,18 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
     assert [[dict(r) for r in x] for x in got_alerts["reasons"]] == [[dict(r) for r in x] for x in want_alerts["reasons"]]
 
     assert shipped["n_alerts"] == local_sum["n_alerts"]
-    assert not (tmp_path / "shipped" / "alerts.csv").exists()
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "shipped" / "alerts.parquet").drop(columns=["reasons"]),
-                                  got_alerts.drop(columns=["reasons"]))
+    assert not (tmp_path / "shipped" / "report.html").exists()  # above collect_limit: no report or drift table
+    assert (tmp_path / "shipped" / "summary.json").exists() and (tmp_path / "shipped" / "scores.parquet").is_dir()
+    for name in ("alerts.parquet", "alerts.csv", "alerts.jsonl"):
+        assert (tmp_path / "shipped" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
     want_scores = pd.read_parquet(tmp_path / "local" / "scores.parquet")
     got_scores = pd.read_parquet(tmp_path / "spark" / "scores.parquet")
     assert got_scores["customer_id"].tolist() == want_scores["customer_id"].tolist()
     np.testing.assert_array_equal(got_scores["churn_probability"].to_numpy(), want_scores["churn_probability"].to_numpy())
-    # the collected outputs are byte-identical
-    for name in ("alerts.csv", "alerts.jsonl"):
-        assert (tmp_path / "spark" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    # the alert files are byte-identical (written by the default engine's writers from the same frame)
+    for name in ("alerts.parquet", "alerts.csv", "alerts.jsonl"):
+        assert (tmp_path / "spark" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     assert (tmp_path / "spark" / "report.html").exists() and (tmp_path / "spark" / "summary.json").exists()
 
 
@@ -221,11 +231,42 @@ def test_contract_errors_in_a_bucket_surface_as_data_errors(spark, data_dir: Pat
         build_feature_set_spark(spark, tmp_path, load_config(), FEATURE_CUTOFF, n_buckets=2)
 
 
-def test_values_at_middle_ranks() -> None:
-    from inference.spark import _values_at
+def test_features_equal_with_mapped_columns_auto_attributes_and_inactivity_label(spark, data_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Config features the engine accepts: renamed columns, ``exclude``, ``attributes: auto``, segment columns,
+    the inactivity label, an empty-valued optional table column; both engines read the same renamed files."""
+    from churn.config import load_config
+    from features.build import FeatureBuilder
+    from features.contract import load_tables
+    from features.spark import build_feature_set_spark
 
-    counts = [(1.0, 2), (2.5, 3), (7.0, 1)]  # sorted values 1 1 2.5 2.5 2.5 7 after 10 smaller ones
-    assert _values_at(counts, 10, (12, 15)) == (2.5, 7.0)
-    assert _values_at(counts, 10, (10, 11)) == (1.0, 1.0)
-    assert _values_at(counts, 10, (9, 10)) is None  # a rank below the window
-    assert _values_at(counts, 10, (15, 16)) is None  # a rank above it
+    customers = pd.read_parquet(data_dir / "customers.parquet").head(120)
+    keep = customers["customer_id"]
+    customers = customers.rename(columns={"customer_id": "cust", "signup_date": "joined"})
+    customers["note"] = "free text"  # excluded
+    customers["row_id"] = [f"r{i:05d}" for i in range(len(customers))]  # id-like text: not an attribute (auto)
+    customers.to_parquet(tmp_path / "clients.parquet", index=False)
+    for name, renames in (("events", {"timestamp": "ts"}), ("transactions", {"amount": "amt"}),
+                          ("interactions", {})):
+        child = pd.read_parquet(data_dir / f"{name}.parquet")
+        child[child["customer_id"].isin(keep)].rename(columns={"customer_id": "cust", **renames}).to_parquet(
+            tmp_path / f"{name}.parquet", index=False)
+    base = load_config().data.tables
+    tables = {
+        "customers": {"file": "clients", "columns": {"customer_id": "cust", "signup_date": "joined",
+                                                     "churn_date": "churn_date"},
+                      "attributes": "auto", "exclude": ["note"]},
+        "events": {"file": "events", "columns": {**base["events"].columns, "customer_id": "cust", "timestamp": "ts"}},
+        "transactions": {"file": "transactions", "columns": {**base["transactions"].columns, "customer_id": "cust",
+                                                             "amount": "amt"}},
+        "interactions": {"file": "interactions", "columns": {**base["interactions"].columns, "customer_id": "cust"}},
+    }
+    path = write_small_config(tmp_path / "cfg", overrides={"data": {"tables": tables},
+                                                           "label": {"definition": "inactivity"},
+                                                           "features": {"clv": {"segment_columns": ["plan", "region"]}}})
+    cfg = load_config(path)
+    local = FeatureBuilder(load_tables(tmp_path, cfg.data), cfg).build(FEATURE_CUTOFF, with_labels=True)
+    fs = build_feature_set_spark(spark, tmp_path, cfg, FEATURE_CUTOFF, n_buckets=2, with_labels=True)
+    assert {"plan", "region", "channel"} <= set(fs.feature_names) and "row_id" not in fs.feature_names
+    assert len(local.frame) > 20
+    _assert_same_features(local, fs)
