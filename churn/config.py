@@ -308,14 +308,47 @@ class TuningConfig(_Strict):
     )
 
 
+class RefitConfig(_Strict):
+    """The final model, after tuning on train -> validation (see ``training/refit.py``).
+
+    ``enabled``: refit on every cutoff labelled before the test cutoff (train + validation + the cutoffs the
+    tuning split embargoed); false keeps the tuned model (train cutoffs only, early-stopped on validation).
+    ``rounds``: ``scaled`` = tuned best rounds x (rows refitted / rows tuned on); ``tuned`` = the tuned count.
+    ``calibration_cutoffs``: the latest N labelled cutoffs before the test cutoff each get out-of-time
+    predictions from a model fitted on the cutoffs labelled before it; the calibrator is fitted on them.
+    ``include_test``: the registered model is refitted once more, on the test cutoff(s) too (its test metrics
+    are then those of its sibling that had not seen them); false registers the evaluated model itself.
+    """
+
+    enabled: bool = True
+    rounds: Literal["scaled", "tuned"] = "scaled"
+    calibration_cutoffs: int = Field(2, ge=1)
+    include_test: bool = False
+
+
+class CutoffRange(_Strict):
+    """Cutoffs from ``start`` to ``end`` (inclusive) every ``frequency`` (a pandas offset alias, e.g. MS, W-MON)."""
+
+    start: date
+    end: date
+    frequency: str = "MS"
+
+
 class TrainingConfig(_Strict):
+    # explicit cutoffs (a list of dates, or start/end/frequency); None: the latest n_cutoffs of the grid below
+    cutoffs: list[date] | CutoffRange | None = None
     n_cutoffs: int = Field(12, ge=3)  # monthly cutoffs ending at the latest one whose label window is observed
     min_history_days: int = Field(90, ge=0)  # the first cutoff is at least this long after the data's start
     cutoff_frequency: str = "MS"  # pandas offset alias: month starts
     valid_cutoffs: int = Field(1, ge=1)
     test_cutoffs: int = Field(1, ge=1)
     seed: int = 42
-    calibration: Literal["isotonic", "platt", "none"] = "isotonic"
+    calibration: Literal["isotonic", "platt", "none"] = "platt"  # platt keeps the ranking
+    isotonic_min_positives: int = Field(200, ge=1)  # fewer churners to calibrate on: isotonic falls back to platt
+    # training rows whose label window (T, T+N] crosses a later split's first cutoff: "censor" keeps them with
+    # the window cut at that cutoff (churn_date labels only; inactivity rows are dropped), "drop" drops the cutoff
+    embargo: Literal["censor", "drop"] = "censor"
+    refit: RefitConfig = RefitConfig()
     n_threads: int = 2
     tuning: TuningConfig = TuningConfig()
     economics: Economics = Economics()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churn.config import LabelConfig
+from churn.config import CutoffRange, LabelConfig
 from churn.errors import DataError
 from features.contract import Tables
 
@@ -86,12 +86,49 @@ def label_window_days(label: LabelConfig) -> int:
     return label.horizon_days if label.definition == "churn_date" else label.inactivity_days
 
 
+def censored_labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig, edge: pd.Timestamp) -> np.ndarray | None:
+    """Labels at ``as_of`` with the window cut at ``edge``: churned in ``(T, edge]``, known at ``edge``.
+
+    None for an inactivity label: a shorter window would make more customers look inactive, so such a
+    label cannot be censored (the row is dropped instead).
+    """
+    if label.definition != "churn_date":
+        return None
+    days = int((edge - as_of) / DAY)
+    if days < 1:
+        raise ValueError(f"censoring edge {edge.date()} must be after the cutoff {as_of.date()}")
+    return labels(tables, as_of, label.model_copy(update={"horizon_days": min(days, label.horizon_days)}))
+
+
+def explicit_cutoffs(tables: Tables, label: LabelConfig, spec: list | CutoffRange) -> list[pd.Timestamp]:
+    """The cutoffs the config lists (``training.cutoffs``), checked: after the data's start, label window observed."""
+    if isinstance(spec, CutoffRange):
+        grid = list(pd.date_range(pd.Timestamp(spec.start), pd.Timestamp(spec.end), freq=spec.frequency))
+    else:
+        grid = sorted({pd.Timestamp(d) for d in spec})
+    window = label_window_days(label) * DAY
+    for t in grid:
+        if t <= tables.data_start:
+            raise DataError("customers", None, f"training.cutoffs: {t.date()} is not after the data's start "
+                            f"({tables.data_start.date()}): no history to build features from")
+        if t + window > tables.data_end:
+            raise DataError("customers", None, f"training.cutoffs: the label window of {t.date()} ends "
+                            f"{(t + window).date()}, after the data's end {tables.data_end.date()} (set "
+                            "data.observed_until if the data is complete later, or drop this cutoff)")
+    if len(grid) < 3:
+        raise DataError("customers", None, f"training.cutoffs: need at least 3 cutoffs, got {len(grid)}")
+    return grid
+
+
 def training_cutoffs(tables: Tables, label: LabelConfig, n_cutoffs: int, freq: str = "MS",
-                     min_history_days: int = 90) -> list[pd.Timestamp]:
+                     min_history_days: int = 90, explicit: list | CutoffRange | None = None) -> list[pd.Timestamp]:
     """The latest ``n_cutoffs`` cutoffs (month starts by default) whose whole label window is observed.
 
     The first cutoff is at least ``min_history_days`` after the data's start, so features have history.
+    ``explicit`` (``training.cutoffs``) replaces the grid: every listed cutoff is used, or an error says why not.
     """
+    if explicit is not None:
+        return explicit_cutoffs(tables, label, explicit)
     window = label_window_days(label) * DAY
     last_ok = tables.data_end - window
     first = tables.data_start + pd.Timedelta(days=min_history_days)
