@@ -334,6 +334,18 @@ class CutoffRange(_Strict):
     frequency: str = "MS"
 
 
+class SnapshotTrainingConfig(_Strict):
+    """Snapshot data (``label.definition: snapshot``): cross-validated tuning and the registered model.
+
+    ``duplicates``: rows identical in every feature and the label (an exported table's repeated rows):
+    ``group`` keeps them but always in the same fold (no leak across folds), ``drop`` keeps one of each,
+    ``keep`` treats them as independent (optimistic CV scores).
+    """
+
+    n_splits: int = Field(5, ge=2)
+    duplicates: Literal["group", "drop", "keep"] = "group"
+
+
 class TrainingConfig(_Strict):
     # explicit cutoffs (a list of dates, or start/end/frequency); None: the latest n_cutoffs of the grid below
     cutoffs: list[date] | CutoffRange | None = None
@@ -349,6 +361,7 @@ class TrainingConfig(_Strict):
     # the window cut at that cutoff (churn_date labels only; inactivity rows are dropped), "drop" drops the cutoff
     embargo: Literal["censor", "drop"] = "censor"
     refit: RefitConfig = RefitConfig()
+    snapshot: SnapshotTrainingConfig = SnapshotTrainingConfig()
     n_threads: int = 2
     tuning: TuningConfig = TuningConfig()
     economics: Economics = Economics()

@@ -114,7 +114,7 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
 
 
-def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
+def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: bool = True) -> Tables:
     """Load and validate every configured table found in ``data_dir``.
 
     ``cfg`` is the ``data`` section, or the whole :class:`~churn.config.Config`: the latter is needed for a
@@ -156,7 +156,10 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
             raw = _apply_joins(raw, tc, data_dir, files)
             if snapshot:
                 assert label is not None and label.column is not None
-                snapshot_label = _snapshot_label(raw, label)
+                if require_label or label.column in raw.columns:
+                    snapshot_label = _snapshot_label(raw, label)
+                else:  # scoring current customers: no label yet (the column stays out of the features)
+                    raw = raw.assign(**{label.column: pd.NA})
             sources = [d.source for d in tc.derived.values()]
             missing_src = [c for c in sources if c not in raw.columns]
             if missing_src:

@@ -104,7 +104,7 @@ class Refitter:
         dm = xgb.DMatrix(proto.prepare(rows), label=rows["label"], enable_categorical=True, nthread=self.n_threads)
         full = {**BASE_PARAMS, **self.params, "seed": self.seed, "nthread": self.n_threads}
         booster = xgb.train(full, dm, num_boost_round=rounds, verbose_eval=False)
-        cutoffs = sorted({t.date().isoformat() for t in rows["cutoff"]})
+        cutoffs = sorted({t.date().isoformat() for t in rows["cutoff"]}) if "cutoff" in rows else []
         self.fits.append({"purpose": purpose, "rows": len(rows), "rounds": rounds, "cutoffs": cutoffs})
         log.info("refit (%s): %d rows, %d cutoffs, %d rounds", purpose, len(rows), len(cutoffs), rounds)
         return ChurnModel(booster, self.features, self.categories,

@@ -120,6 +120,24 @@ def _plot_importance(imp: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def log_churn_model(model: ChurnModel, rows: pd.DataFrame, folder: Path) -> str:
+    """Save ``model`` under ``folder`` and log it to the active MLflow run as a pyfunc; return its model URI.
+
+    The signature and input example are five of ``rows`` with categoricals as text (what a client sends).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    model_dir = model.save(folder / "churn_model")
+    example = rows[model.features].head(5).copy()
+    for c in model.categories:
+        example[c] = example[c].astype(str)
+    signature = infer_signature(example, model.predict_proba(rows.head(5)))
+    info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model_dir": str(model_dir)},
+                                   signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
+    return str(info.model_uri)
+
+
 def _refit(frame: pd.DataFrame, split: Any, tables: Tables, cfg: Config, params: dict[str, Any],
            meta: dict[str, Any], n_tuned: int, features: list[str], categories: dict[str, list[str]],
            test_df: pd.DataFrame, default: xgb.Booster) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame, np.ndarray]:
@@ -327,16 +345,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             _plot_importance(imp, d / "shap_importance.png")
             mlflow.log_artifacts(str(d), artifact_path="evaluation")
 
-            model_dir = model.save(d / "churn_model")
-            example = test_df[features].head(5).copy()
-            for c in cats:
-                example[c] = example[c].astype(str)
-            from mlflow.models import infer_signature
-
-            signature = infer_signature(example, p_test[:5])
-            info = mlflow.pyfunc.log_model(name="model", python_model=ChurnPyfunc(), artifacts={"model_dir": str(model_dir)},
-                                    signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
-        reg = register(info.model_uri, parent_id, cfg.mlflow.model_name,
+            model_uri = log_churn_model(model, test_df, d)
+        reg = register(model_uri, parent_id, cfg.mlflow.model_name,
                        tags={"input_hash": tables.input_hash, "test_cutoff": meta["test_cutoffs"][-1],
                              "test_roc_auc": f"{metrics['test_roc_auc']:.5f}", "run_id": parent_id})
         timings["total_s"] = time.perf_counter() - t0
