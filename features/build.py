@@ -57,7 +57,8 @@ def profile_features(customers: pd.DataFrame, attributes: list[str]) -> FeatureB
             cols[a] = pd.Categorical(col.astype(str), categories=cats)
             specs.append(FeatureSpec(a, "profile", a, label.capitalize(), "category",
                                      reason=f"{label.capitalize()}: {{label}}", categorical=True))
-    return FeatureBlock(pd.DataFrame(cols), specs)
+    # index given: with no attributes the block still has one (empty) row per customer
+    return FeatureBlock(pd.DataFrame(cols, index=pd.RangeIndex(len(customers))), specs)
 
 
 class FeatureBuilder:

@@ -103,13 +103,16 @@ def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
     return None
 
 
-def read_table(path: Path, role: str) -> pd.DataFrame:
-    """Read CSV or Parquet into a DataFrame; unreadable files become a DataError."""
+def read_table(path: Path, role: str, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read CSV or Parquet into a DataFrame; unreadable files become a DataError.
+
+    ``text_columns`` (ids) are read from CSV as text, so "0001495" keeps its leading zeros.
+    """
     try:
         if path.name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         sep = "\t" if path.name.endswith(".tsv") else ","
-        return pd.read_csv(path, sep=sep, low_memory=False)
+        return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in text_columns})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem for the user
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
 
@@ -147,7 +150,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
             what = "nothing is derived from it" if role == "subscriptions" else "its feature family is switched off"
             log.warning("table '%s' not found in %s: %s", role, data_dir, what)
             continue
-        raw = read_table(path, role)
+        raw = read_table(path, role, text_columns=[tc.columns.get("customer_id", "customer_id")])
         files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
         raw = _apply_lookups(raw, role, tc, data_dir, files)
@@ -347,7 +350,9 @@ def _apply_joins(base: pd.DataFrame, tc: TableConfig, data_dir: Path, files: lis
         if path is None:
             raise InputNotFoundError(f"table 'customers': join file '{j.file}' (tried {', '.join(SUFFIXES)}) "
                                      f"not in {data_dir}")
-        right = read_table(path, "customers")
+        id_col = tc.columns.get("customer_id", "customer_id")
+        right = read_table(path, "customers", text_columns=[r for k, r in zip(j.left_keys, j.right_keys, strict=True)
+                                                          if k == id_col])
         files.append(path)
         for k in j.left_keys:
             if k not in base.columns:

@@ -187,3 +187,49 @@ def test_telecom_bigml_config_loads_lookalike_file(tmp_path: Path) -> None:
     assert len(ids) == len(raw) and ids.is_unique
     assert ids.iloc[0] == "row0000001" and ids.iloc[-1] == f"row{len(raw):07d}"
     assert "__row_number__" not in tables.attributes
+
+
+# --------------------------------------------------------------------------- train AND score through the CLI
+def _with_store(config: Path, folder: Path, overrides: dict | None = None) -> Path:
+    """The shipped config with its MLflow/Optuna stores made absolute under ``folder`` (see tests/conftest.py)."""
+    from tests.conftest import _merge
+
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    store = folder.resolve() / "mlruns"
+    raw = _merge(raw, {"mlflow": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+                                  "artifact_location": str(store / "artifacts")},
+                       "training": {"n_threads": 1, "tuning": {"storage": f"sqlite:///{store / 'optuna.db'}",
+                                                                "max_boost_rounds": 60}}})
+    raw = _merge(raw, overrides or {})
+    path = folder / config.name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOTS))
+def test_snapshot_config_trains_registers_and_scores(name: str, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli, working_directory
+
+    file, make, never, _ = SNAPSHOTS[name]
+    raw = make(_rng())
+    label = load_config(CONFIGS / name).label.column
+    (tmp_path / "train").mkdir()
+    raw.to_csv(tmp_path / "train" / file, index=False)
+    (tmp_path / "now").mkdir()
+    raw.drop(columns=[label]).head(12).to_csv(tmp_path / "now" / file, index=False)  # current customers: no label
+    config = _with_store(CONFIGS / name, tmp_path, {"training": {"snapshot": {"n_splits": 3}}})
+    with working_directory(tmp_path):
+        res = run_cli(["train", "--config", config, "--data", "train", "--trials", "2", "--out", "t"])
+        assert res.exit_code == 0, res.output
+        s = json.loads((tmp_path / "t" / "summary.json").read_text())
+        assert s["model_version"] == "1" and s["aliases"] == ["challenger", "champion"]
+        assert s["tuning"]["n_trials"] == 2, "--trials applies to snapshot tuning"
+        res = run_cli(["score", "--config", config, "--data", "now", "--as-of", "2024-06-01", "--out", "s"])
+        assert res.exit_code == 0, res.output
+    scores = pd.read_parquet(tmp_path / "s" / "scores.parquet")
+    assert len(scores) == 12 and scores["churn_probability"].between(0, 1).all()
+    assert (scores["cutoff"] == pd.Timestamp("2024-06-01")).all()
+    for out in ("alerts.csv", "report.html", "summary.json"):
+        assert (tmp_path / "s" / out).exists(), out

@@ -1,0 +1,41 @@
+"""Contract gaps found on real data: a minimal customers table, ids with leading zeros (issue 12)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.build import FeatureBuilder
+from features.contract import load_tables
+from tests.features.conftest import make_config
+
+T = pd.Timestamp("2024-03-01")
+
+
+def _write(folder, customers: str, events: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "customers.csv").write_text(customers)
+    (folder / "events.csv").write_text(events)
+
+
+def test_minimal_customers_table_id_and_signup_only(tmp_path):
+    """Regression: no attribute columns used to crash at features/build.py ``b.frame.iloc[idx]`` (IndexError)."""
+    _write(tmp_path, "customer_id,signup_date\na,2024-01-01\nb,2024-01-15\nc,2024-04-01\n",
+           "customer_id,timestamp,event_type\na,2024-02-01,login\nb,2024-02-20,login\nb,2024-02-21,login\n")
+    cfg = make_config(tables={"customers": {"file": "customers"}, "events": {"file": "events"}})
+    tables = load_tables(tmp_path, cfg.data)
+    assert tables.attributes == []
+    fs = FeatureBuilder(tables, cfg).build(T, with_labels=False)
+    assert fs.frame["customer_id"].tolist() == ["a", "b"]  # c signs up after T
+    assert fs.frame.loc[fs.frame["customer_id"] == "b", "events_30d"].item() == 2
+
+
+def test_zero_padded_ids_stay_text_everywhere(tmp_path):
+    """Regression: "0001495" used to become 1495 (CSV ids read as numbers)."""
+    _write(tmp_path, "customer_id,signup_date,plan\n0001495,2024-01-01,a\n0002,2024-01-01,b\n",
+           "customer_id,timestamp,event_type\n0001495,2024-02-01,login\n0002,2024-02-02,login\n0002,2024-02-03,login\n")
+    cfg = make_config(tables={"customers": {"file": "customers", "attributes": ["plan"]}, "events": {"file": "events"}})
+    tables = load_tables(tmp_path, cfg.data)
+    assert tables.customers["customer_id"].tolist() == ["0001495", "0002"]
+    assert tables.events["customer_id"].tolist() == ["0001495", "0002", "0002"]
+    fs = FeatureBuilder(tables, cfg).build(T)
+    assert dict(zip(fs.frame["customer_id"], fs.frame["events_30d"], strict=True)) == {"0001495": 1, "0002": 2}
