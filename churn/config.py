@@ -204,6 +204,13 @@ class LabelConfig(_Strict):
     definition: Literal["churn_date", "inactivity", "snapshot"] = "churn_date"
     horizon_days: int = Field(30, ge=1)
     inactivity_days: int = Field(60, ge=1)
+    # who is scored (and trained on) at a cutoff T, separately from the label rule. Everyone signed up before T
+    # (and, with churn_date, not churned by T) and: auto = today's rule (churn_date: nothing more, or a
+    # subscription covering T when there is a subscriptions table; inactivity: active_within inactivity_days);
+    # active_within = an event/transaction in [T - population_days, T) or signed up within it; ever_seen = any
+    # event/transaction before T; signed_up = nothing more; subscription = a subscription row covers T
+    population: Literal["auto", "active_within", "ever_seen", "signed_up", "subscription"] = "auto"
+    population_days: int | None = Field(None, ge=1)  # active_within (default: inactivity_days)
     column: str | None = None  # snapshot only: the label column
     positive_values: list[str] | None = None  # snapshot only: text values meaning "churned"
 

@@ -40,27 +40,38 @@ def last_activity_before(tables: Tables, as_of: pd.Timestamp) -> np.ndarray:
 
 
 def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
-    """Customers who are still customers at ``as_of`` (row order of ``customers``).
+    """Customers who are still customers at ``as_of`` (row order of ``customers``), by ``label.population``.
 
-    churn_date: signed up before T and not churned by T. inactivity: signed up before T and
-    active within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
+    Always: signed up before T and, with a churn_date label, not churned by T. ``auto`` then adds
+    today's rule: churn_date with a subscriptions table: a subscription covers T; inactivity: active
+    within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
     """
     c = tables.customers
     if label.definition == "snapshot":
         return np.ones(len(c), dtype=bool)
-    if label.definition == "churn_date" and getattr(tables, "subscriptions", None) is not None:
+    rule = label.population
+    if rule == "auto":
+        has_subs = getattr(tables, "subscriptions", None) is not None
+        rule = "active_within" if label.definition == "inactivity" else ("subscription" if has_subs else "signed_up")
+    if rule == "subscription":
+        if getattr(tables, "subscriptions", None) is None:
+            raise DataError("subscriptions", None, "label.population 'subscription' needs a subscriptions table")
         from features.derive import subscription_active_mask
 
         return subscription_active_mask(tables, as_of)  # a subscription row covers T
     signed = (c["signup_date"] < as_of).to_numpy()
     if label.definition == "churn_date":
         churn = c["churn_date"].to_numpy()
-        return signed & ~(churn <= np.datetime64(as_of))  # NaT compares False -> still active
-    horizon_start = np.datetime64(as_of - label.inactivity_days * DAY)
+        signed = signed & ~(churn <= np.datetime64(as_of))  # NaT compares False -> still active
+    if rule == "signed_up":
+        return signed
     last = last_activity_before(tables, as_of)
-    recent = last >= horizon_start
+    if rule == "ever_seen":
+        return signed & ~np.isnat(last)
+    days = label.population_days or label.inactivity_days
+    horizon_start = np.datetime64(as_of - days * DAY)
     young = c["signup_date"].to_numpy() >= horizon_start
-    return signed & (recent | young)
+    return signed & ((last >= horizon_start) | young)
 
 
 def labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
