@@ -527,6 +527,25 @@ def _unparsed(s: pd.Series, parsed: pd.Series) -> pd.Series | None:
     return pd.Series(mask, index=s.index)
 
 
+_DMY = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2,4})"
+
+
+def _check_day_month_order(s: pd.Series, role: str, col: str) -> None:
+    """Without a declared format, "13/04/2021" can only be day-first while "03/04/2021" is read month-first:
+    one column holding both would be parsed in two orders. That is an error naming the column and examples."""
+    values = pd.Series(pd.unique(s.dropna().astype(str)))
+    parts = values.str.extract(_DMY).dropna()
+    if parts.empty:
+        return
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day_first = values[parts.index[(first > 12) & (second <= 12)]]
+    other = values[parts.index[first <= 12]]
+    if len(day_first) and len(other):
+        raise DataError(role, col, f"dates in two day/month orders: {day_first.iloc[0]!r} can only be day-first, "
+                        f"{other.iloc[0]!r} would be read month-first; declare the format (the table's "
+                        "date_format or data.date_format, e.g. '%d/%m/%Y')")
+
+
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
     s = df[col]
@@ -543,6 +562,8 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
         except (ValueError, TypeError):
             parsed = None
     if parsed is None:
+        if not fmt:
+            _check_day_month_order(s, role, col)
         try:
             parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed")
         except ValueError:  # several UTC offsets (e.g. local time across a DST change): normalise to UTC

@@ -39,3 +39,19 @@ def test_zero_padded_ids_stay_text_everywhere(tmp_path):
     assert tables.events["customer_id"].tolist() == ["0001495", "0002", "0002"]
     fs = FeatureBuilder(tables, cfg).build(T)
     assert dict(zip(fs.frame["customer_id"], fs.frame["events_30d"], strict=True)) == {"0001495": 1, "0002": 2}
+
+
+def test_mixed_day_month_order_is_an_error_unless_the_format_is_declared(tmp_path):
+    from churn.errors import DataError
+
+    _write(tmp_path, "customer_id,signup_date\na,03/04/2021\nb,13/04/2021\n",
+           "customer_id,timestamp,event_type\na,2021-05-01,login\n")
+    cfg = make_config(tables={"customers": {"file": "customers"}, "events": {"file": "events"}})
+    import pytest
+
+    with pytest.raises(DataError, match=r"column 'signup_date': dates in two day/month orders: '13/04/2021'.*'03/04/2021'"):
+        load_tables(tmp_path, cfg.data)
+    declared = make_config(tables={"customers": {"file": "customers", "date_format": "%d/%m/%Y"},
+                                   "events": {"file": "events"}})
+    t = load_tables(tmp_path, declared.data)
+    assert t.customers["signup_date"].tolist() == [pd.Timestamp("2021-04-03"), pd.Timestamp("2021-04-13")]
