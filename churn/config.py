@@ -108,6 +108,20 @@ class SubscriptionDerive(_Strict):
     renewal_grace_days: int = Field(30, ge=0)
 
 
+class UnionFile(_Strict):
+    """One more file whose rows are appended to the table (a row union, e.g. an 80% and a 20% export).
+
+    ``rename``: its column name -> the first file's name, for headers that differ. After renaming it must
+    have exactly the first file's columns.
+    """
+
+    file: str
+    rename: dict[str, str] = Field(default_factory=dict)
+
+
+COLUMN_TYPES = ("numeric", "category", "text", "date")
+
+
 class TableConfig(_Strict):
     """Where one table lives and how the user's column names map onto the contract's roles."""
 
@@ -123,6 +137,11 @@ class TableConfig(_Strict):
     exclude: list[str] = Field(default_factory=list)  # raw columns dropped on load (leaks, identifiers)
     derived: dict[str, DerivedColumn] = Field(default_factory=dict)  # customers only: new numeric attributes
     derive: SubscriptionDerive | None = None  # subscriptions only: derive signup/churn dates, transactions
+    union: list[UnionFile] = Field(default_factory=list)  # more files appended to this one (row union)
+    # raw column -> numeric | category | text | date | date:<strftime format>; checked on load (a value that is
+    # not a number in a numeric column is an error naming it); category/text keep codes like 0042 or 415 as text
+    types: dict[str, str] = Field(default_factory=dict)
+    na_values: list[str] = Field(default_factory=list)  # tokens meaning missing in any column, e.g. [" ", "?"]
 
     @property
     def auto_attributes(self) -> bool:
@@ -130,6 +149,10 @@ class TableConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TableConfig:
+        bad = {c: t for c, t in self.types.items() if t.split(":", 1)[0] not in COLUMN_TYPES
+               or (":" in t and not t.startswith("date:"))}
+        if bad:
+            raise ValueError(f"types: unknown type(s) {bad}; known: {list(COLUMN_TYPES)} or 'date:<format>'")
         if not self.auto_attributes:
             both = sorted(set(self.attributes) & set(self.exclude))
             if both:

@@ -150,9 +150,10 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
             what = "nothing is derived from it" if role == "subscriptions" else "its feature family is switched off"
             log.warning("table '%s' not found in %s: %s", role, data_dir, what)
             continue
-        raw = read_table(path, role, text_columns=[tc.columns.get("customer_id", "customer_id")])
+        raw = read_table(path, role, text_columns=_text_columns(tc))
         files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
+        raw = _apply_types(_read_union(raw, path, role, tc, data_dir, files), role, tc)
         raw = _apply_lookups(raw, role, tc, data_dir, files)
         role_cols = {tc.columns.get(r, r) for r in CANONICAL_COLUMNS[role]}
         if role == "customers":
@@ -272,6 +273,64 @@ def _apply_mapping(raw: pd.DataFrame, role: str, tc: TableConfig, attributes: li
     keep = {mapping[r]: r for r in roles if mapping[r] in raw.columns}
     out = raw[list(keep) + [a for a in attrs if a not in keep]].rename(columns=keep)
     return out
+
+
+# --------------------------------------------------------------------------- unions, declared types
+def _text_columns(tc: TableConfig) -> list[str]:
+    """Columns read from CSV as text: the customer id and every column declared category or text."""
+    return [tc.columns.get("customer_id", "customer_id")] + [c for c, t in tc.types.items() if t in ("category", "text")]
+
+
+def _read_union(first: pd.DataFrame, path: Path, role: str, tc: TableConfig, data_dir: Path,
+                files: list[Path]) -> pd.DataFrame:
+    """Append ``tc.union`` files (renamed to the first file's header) to the rows of the first file."""
+    if not tc.union:
+        return first
+    frames = [first]
+    for u in tc.union:
+        p = find_table_file(data_dir, u.file)
+        if p is None:
+            raise InputNotFoundError(f"table '{role}': union file '{u.file}' (tried {', '.join(SUFFIXES)}) not in {data_dir}")
+        text = _text_columns(tc)
+        f = read_table(p, role, text_columns=[k for k, v in u.rename.items() if v in text] + text).rename(columns=u.rename)
+        missing, extra = sorted(set(first.columns) - set(f.columns)), sorted(set(f.columns) - set(first.columns))
+        if missing or extra:
+            raise DataError(role, (missing or extra)[0], f"union file {p.name}: columns differ from {path.name} "
+                            f"after rename: missing {missing[:10]}, extra {extra[:10]} (map them with rename)")
+        frames.append(f[list(first.columns)])
+        files.append(p)
+        log.info("loaded %s: %s more rows from %s (union)", role, f"{len(f):,}", p.name)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _apply_types(raw: pd.DataFrame, role: str, tc: TableConfig) -> pd.DataFrame:
+    """Missing-value tokens (``tc.na_values``, any column) and declared column types (``tc.types``)."""
+    if not tc.na_values and not tc.types:
+        return raw
+    raw = raw.copy()
+    tokens = {t.strip() for t in tc.na_values}
+    if tokens:
+        for col in raw.columns:
+            if not pd.api.types.is_numeric_dtype(raw[col]) and not pd.api.types.is_datetime64_any_dtype(raw[col]):
+                raw[col] = raw[col].mask(raw[col].astype("string").str.strip().isin(tokens))
+    for col, kind in tc.types.items():
+        if col not in raw.columns:
+            raise DataError(role, col, f"declared type '{kind}' for a column not in the file; columns found: "
+                            f"{list(raw.columns)[:20]}")
+        s = raw[col]
+        if kind == "numeric":
+            num = pd.to_numeric(s, errors="coerce").astype("float64")
+            bad = _unparsed(s, num)
+            if bad is not None:
+                raise DataError(role, col, "declared numeric, but some values are not numbers (list missing-value "
+                                "tokens in na_values)", int(bad.sum()), raw.loc[bad].head(5))
+            raw[col] = num
+        elif kind in ("category", "text"):
+            raw[col] = key_text(s).astype(object).where(s.notna().to_numpy(), None)
+        else:
+            fmt = kind.split(":", 1)[1] if ":" in kind else tc.date_format
+            raw[col] = _parse_dates(raw, role, col, fmt, required=False)
+    return raw
 
 
 # --------------------------------------------------------------------------- lookups, joins, columns

@@ -55,3 +55,59 @@ def test_mixed_day_month_order_is_an_error_unless_the_format_is_declared(tmp_pat
                                    "events": {"file": "events"}})
     t = load_tables(tmp_path, declared.data)
     assert t.customers["signup_date"].tolist() == [pd.Timestamp("2021-04-03"), pd.Timestamp("2021-04-13")]
+
+
+def _snapshot_cfg(**customers):
+    from churn.config import Config
+
+    return Config.model_validate({"data": {"tables": {"customers": {"file": "part1", **customers}}},
+                                  "label": {"definition": "snapshot", "column": "Churn"}})
+
+
+def test_declared_types_and_missing_tokens(tmp_path):
+    """Telco's TotalCharges: text with " " for new customers; declared numeric with " " as missing."""
+    (tmp_path / "part1.csv").write_text("id,TotalCharges,SeniorCitizen,Area,Joined,Churn\n"
+                                        "0001,29.85,0,0415,03/04/2021,No\n0002, ,1,0408,13/04/2021,Yes\n")
+    cfg = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["TotalCharges", "SeniorCitizen", "Area"],
+                        na_values=[" "], types={"TotalCharges": "numeric", "SeniorCitizen": "category",
+                                                "Area": "text", "Joined": "date:%d/%m/%Y"})
+    t = load_tables(tmp_path, cfg)
+    c = t.customers
+    assert c["customer_id"].tolist() == ["0001", "0002"]
+    assert c["TotalCharges"].tolist()[0] == 29.85 and pd.isna(c["TotalCharges"].iloc[1])
+    assert c["SeniorCitizen"].tolist() == ["0", "1"] and c["Area"].tolist() == ["0415", "0408"]
+    from features.build import profile_features
+
+    specs = {s.name: s for s in profile_features(c, t.attributes).specs}
+    assert not specs["TotalCharges"].categorical and specs["SeniorCitizen"].categorical
+    bad = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["TotalCharges"], types={"TotalCharges": "numeric"})
+    import pytest
+
+    from churn.errors import DataError
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "part1.csv").write_text("id,TotalCharges,Churn\n0001,29.85,No\n0002,unknown,Yes\n")
+    with pytest.raises(DataError, match=r"column 'TotalCharges': declared numeric, but some values are not numbers"):
+        load_tables(tmp_path / "bad", bad)
+    tokens = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["TotalCharges"], types={"TotalCharges": "numeric"},
+                           na_values=["unknown"])
+    assert load_tables(tmp_path / "bad", tokens).customers["TotalCharges"].isna().tolist() == [False, True]
+
+
+def test_row_union_of_files_with_renamed_headers(tmp_path):
+    (tmp_path / "part1.csv").write_text("id,Plan,Churn\n0001,a,No\n0002,b,Yes\n")
+    (tmp_path / "part2.csv").write_text("ID,plan_name,Churn\n0003,a,Yes\n")
+    cfg = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["Plan"],
+                        union=[{"file": "part2", "rename": {"ID": "id", "plan_name": "Plan"}}])
+    t = load_tables(tmp_path, cfg)
+    assert t.customers["customer_id"].tolist() == ["0001", "0002", "0003"]
+    assert t.customers["Plan"].tolist() == ["a", "b", "a"] and t.snapshot_label.tolist() == [0, 1, 1]
+    assert [f.name for f in t.files] == ["part1.csv", "part2.csv"]
+    import pytest
+
+    from churn.errors import DataError
+
+    unrenamed = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["Plan"], union=[{"file": "part2"}])
+    with pytest.raises(DataError, match=r"union file part2.csv: columns differ from part1.csv after rename: "
+                                        r"missing \['Plan', 'id'\], extra \['ID', 'plan_name'\]"):
+        load_tables(tmp_path, unrenamed)
