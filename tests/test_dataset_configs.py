@@ -152,7 +152,8 @@ SNAPSHOTS = {
     "bank_churn.yaml": ("Churn_Modelling.csv", _bank_churn, ["RowNumber", "CustomerId", "Surname", "Exited"], 8 / 40),
     "bankchurners.yaml": ("BankChurners.csv", _bankchurners, ["CLIENTNUM", "Attrition_Flag", NB + "1", NB + "2"], 7 / 40),
     "ecommerce_churn.yaml": ("ecommerce_churn.csv", _ecommerce, ["CustomerID", "Churn"], 7 / 40),
-    "telco_ibm.yaml": ("WA_Fn-UseC_-Telco-Customer-Churn.csv", _telco, ["customerID", "Churn", "TotalCharges"], 10 / 40),
+    # TotalCharges is declared numeric (" " = missing) since issue 12: it is a feature now (test below)
+    "telco_ibm.yaml": ("WA_Fn-UseC_-Telco-Customer-Churn.csv", _telco, ["customerID", "Churn"], 10 / 40),
 }
 
 
@@ -233,3 +234,11 @@ def test_snapshot_config_trains_registers_and_scores(name: str, tmp_path: Path) 
     assert (scores["cutoff"] == pd.Timestamp("2024-06-01")).all()
     for out in ("alerts.csv", "report.html", "summary.json"):
         assert (tmp_path / "s" / out).exists(), out
+
+
+def test_telco_total_charges_is_a_number_with_blanks_missing(tmp_path: Path) -> None:
+    raw = _telco(_rng())
+    raw.to_csv(tmp_path / "WA_Fn-UseC_-Telco-Customer-Churn.csv", index=False)
+    c = load_tables(tmp_path, load_config(CONFIGS / "telco_ibm.yaml")).customers
+    assert c["TotalCharges"].dtype == np.float64
+    assert c["TotalCharges"].isna().tolist() == (raw["tenure"] == 0).tolist()
