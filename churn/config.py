@@ -142,6 +142,9 @@ class TableConfig(_Strict):
     # not a number in a numeric column is an error naming it); category/text keep codes like 0042 or 415 as text
     types: dict[str, str] = Field(default_factory=dict)
     na_values: list[str] = Field(default_factory=list)  # tokens meaning missing in any column, e.g. [" ", "?"]
+    # events/transactions only: more columns as features. numeric -> sum and mean per window; a list of values
+    # -> count of rows per value and window (e.g. {quantity: numeric, product: [shoes, bags]})
+    extra_columns: dict[str, Literal["numeric"] | list[str]] = Field(default_factory=dict)
 
     @property
     def auto_attributes(self) -> bool:
@@ -211,6 +214,8 @@ class DataConfig(_Strict):
                         raise ValueError(f"table '{role}': '{key}' is only supported on the customers table")
                 if tc.auto_attributes:
                     raise ValueError(f"table '{role}': 'attributes: auto' is only supported on the customers table")
+            if tc.extra_columns and role not in ("events", "transactions"):
+                raise ValueError(f"table '{role}': 'extra_columns' is only supported on events and transactions")
             if tc.derive is not None and role != "subscriptions":
                 raise ValueError(f"table '{role}': 'derive' is only supported on the subscriptions table")
         return v

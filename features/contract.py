@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
             frames[role] = _apply_mapping(raw, role, tc, attributes=attributes, optional=optional)
         else:
             raw = _exclude(raw, role, tc, keep=role_cols)
-            frames[role] = _apply_mapping(raw, role, tc)
+            frames[role] = _apply_mapping(raw, role, tc, attributes=list(tc.extra_columns))
     derived_tx = derive is not None and "subscriptions" in frames and (
         derive.transactions is True or (derive.transactions is None and "transactions" not in frames))
     for role in CHILD_TABLES:
@@ -224,7 +225,8 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
                     observed_until=observed, derived=derived)
     for role in CHILD_TABLES:
         if role in frames:
-            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role)))
+            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role),
+                                                 extra=cfg.tables[role].extra_columns))
     if subs is not None:
         tables.subscriptions = _attach_codes(subs, "subscriptions", customers)
         if derived_tx:
@@ -730,8 +732,12 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
     return np.lexsort((codes, ts_ns))
 
 
-def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
-    """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable)."""
+def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None,
+                   extra: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable).
+
+    ``extra`` (``extra_columns``): more columns kept, numeric ones checked as numbers, the others as text.
+    """
     if df.empty:
         raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its features off)")
     ids = _ids(df, role)
@@ -777,7 +783,12 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
             raise DataError(role, "amount", "negative amounts (record refunds as a separate table)", int(neg.sum()),
                             df.loc[neg].head(5))
         cols["amount"] = arrange(amount.to_numpy())
-    elif role == "interactions":
+    for col, kind in (extra or {}).items():
+        if kind == "numeric":
+            cols[col] = arrange(_numeric(df, role, col).to_numpy())
+        else:
+            cols[col] = arrange(df[col].astype("string").fillna("").astype(str).to_numpy())
+    if role == "interactions":
         for col, fill in (("channel", "unknown"), ("category", "unknown"), ("text", "")):
             if col in df:
                 text = df[col].astype("string").fillna(fill).astype(str)

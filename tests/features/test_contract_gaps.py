@@ -111,3 +111,26 @@ def test_row_union_of_files_with_renamed_headers(tmp_path):
     with pytest.raises(DataError, match=r"union file part2.csv: columns differ from part1.csv after rename: "
                                         r"missing \['Plan', 'id'\], extra \['ID', 'plan_name'\]"):
         load_tables(tmp_path, unrenamed)
+
+
+def test_extra_columns_of_events_and_transactions_become_features(tmp_path):
+    """quantity (numeric): sum and mean per window; product (listed values): counts per window; in the catalogue."""
+    (tmp_path / "customers.csv").write_text("customer_id,signup_date\na,2023-01-01\nb,2023-01-01\n")
+    (tmp_path / "events.csv").write_text("customer_id,timestamp,event_type\na,2024-02-01,login\n")
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,quantity,product\n"
+        "a,2024-02-20,10,2,shoes\na,2024-02-25,5,4,bags\na,2024-03-01,9,100,shoes\n"  # the last is at T: not a feature
+        "b,2023-12-01,3,1,shoes\nb,2024-02-28,3,,hats\n")
+    cfg = make_config(tables={"customers": {"file": "customers"}, "events": {"file": "events"},
+                              "transactions": {"file": "transactions",
+                                               "extra_columns": {"quantity": "numeric", "product": ["shoes", "bags"]}}},
+                      windows_days=[30])
+    fs = FeatureBuilder(load_tables(tmp_path, cfg.data), cfg).build(T)
+    f = fs.frame.set_index("customer_id")
+    assert f.loc["a", "transactions_quantity_sum_30d"] == 6 and f.loc["a", "transactions_quantity_mean_30d"] == 3
+    assert f.loc["a", "transactions_product_shoes_30d"] == 1 and f.loc["a", "transactions_product_bags_30d"] == 1
+    # b: the only purchase in the window has no quantity (mean missing, sum 0) and an unlisted product
+    assert f.loc["b", "transactions_quantity_sum_30d"] == 0 and pd.isna(f.loc["b", "transactions_quantity_mean_30d"])
+    assert f.loc["b", "transactions_product_shoes_30d"] == 0
+    spec = {s.name: s for s in fs.specs}["transactions_quantity_sum_30d"]
+    assert spec.family == "value" and "extra column" in spec.description and spec.window_days == 30
