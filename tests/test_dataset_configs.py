@@ -242,3 +242,52 @@ def test_telco_total_charges_is_a_number_with_blanks_missing(tmp_path: Path) -> 
     c = load_tables(tmp_path, load_config(CONFIGS / "telco_ibm.yaml")).customers
     assert c["TotalCharges"].dtype == np.float64
     assert c["TotalCharges"].isna().tolist() == (raw["tenure"] == 0).tolist()
+
+
+def _socialnet7_lookalike(folder: Path, n: int = 120) -> None:
+    """socialnet7's four files (headers as in SOURCE.md): monthly subscriptions from 2020-01-10, some stopping
+    (churn) each month, 1-6 events a week while subscribed; quieter accounts churn more often."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"id": np.arange(n), "channel": rng.choice(["appstore1", "appstore2", "web"], n),
+                  "date_of_birth": [f"{y}-06-01" for y in rng.integers(1950, 2002, n)],
+                  "country": rng.choice(["BR", "ID", ""], n)}).to_csv(folder / "account.csv", index=False)
+    pd.DataFrame({"event_type_id": [0, 1, 2], "event_type_name": ["post", "newfriend", "like"]}).to_csv(
+        folder / "event_type.csv", index=False)
+    subs, events = [], []
+    for a in range(n):
+        busy = rng.uniform(0.2, 1.0)
+        events.append((a, "2020-01-01 12:00:00", 0, a, ""))  # the data start, as in the real log
+        months = int(rng.integers(2, 6)) if rng.uniform() > busy else 6  # 6 = still subscribed on 2020-06-01
+        for m in range(months):
+            start = pd.Timestamp("2020-01-10") + pd.DateOffset(months=m)
+            subs.append((a, "basic", start.date(), (start + pd.DateOffset(months=1)).date(), 10, "", "", 1, 0))
+            for d in range(0, 28, 7):
+                for _ in range(int(rng.poisson(6 * busy))):
+                    t = start + pd.Timedelta(days=d + float(rng.uniform(0, 7)))
+                    events.append((a, t.strftime("%Y-%m-%d %H:%M:%S"), int(rng.integers(0, 3)), a, ""))
+    pd.DataFrame(subs, columns=["account_id", "product", "start_date", "end_date", "mrr", "quantity", "units",
+                                "bill_period_months", "discount"]).to_csv(folder / "subscription.csv", index=False)
+    pd.DataFrame(events, columns=["account_id", "event_time", "event_type_id", "user_id", "event_value"]).to_csv(
+        folder / "event.csv.gz", index=False)
+
+
+def test_dated_config_socialnet7_trains_registers_and_scores(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli, working_directory
+
+    _socialnet7_lookalike(tmp_path / "data")
+    config = _with_store(CONFIGS / "socialnet7.yaml", tmp_path, {"training": {"backtest_windows": 0}})
+    with working_directory(tmp_path):
+        res = run_cli(["train", "--config", config, "--data", "data", "--trials", "2", "--out", "t"])
+        assert res.exit_code == 0, res.output
+        s = json.loads((tmp_path / "t" / "summary.json").read_text())
+        assert s["model_version"] == "1" and s["aliases"] == ["challenger", "champion"]
+        assert s["cutoffs"] == {"train": ["2020-03-01"], "valid": ["2020-04-01"], "test": ["2020-05-01"]}
+        assert s["protocol"]["fitted_cutoffs"] == ["2020-03-01", "2020-04-01"]  # refit: train + validation
+        res = run_cli(["score", "--config", config, "--data", "data", "--as-of", "2020-06-01", "--out", "s"])
+        assert res.exit_code == 0, res.output
+    scores = pd.read_parquet(tmp_path / "s" / "scores.parquet")
+    assert len(scores) > 0 and scores["churn_probability"].between(0, 1).all()
+    assert (tmp_path / "s" / "report.html").exists()
