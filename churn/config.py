@@ -137,6 +137,9 @@ class TableConfig(_Strict):
     exclude: list[str] = Field(default_factory=list)  # raw columns dropped on load (leaks, identifiers)
     derived: dict[str, DerivedColumn] = Field(default_factory=dict)  # customers only: new numeric attributes
     derive: SubscriptionDerive | None = None  # subscriptions only: derive signup/churn dates, transactions
+    # the file's column name -> the name the config uses, applied first (a name absent from the file is skipped,
+    # so one config reads exports whose headers vary, e.g. "International plan" vs "International_plan")
+    rename: dict[str, str] = Field(default_factory=dict)
     union: list[UnionFile] = Field(default_factory=list)  # more files appended to this one (row union)
     # raw column -> numeric | category | text | date | date:<strftime format>; checked on load (a value that is
     # not a number in a numeric column is an error naming it); category/text keep codes like 0042 or 415 as text

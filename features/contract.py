@@ -154,6 +154,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
         raw = read_table(path, role, text_columns=_text_columns(tc))
         files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
+        raw = raw.rename(columns=tc.rename)
         raw = _apply_types(_read_union(raw, path, role, tc, data_dir, files), role, tc)
         raw = _apply_lookups(raw, role, tc, data_dir, files)
         role_cols = {tc.columns.get(r, r) for r in CANONICAL_COLUMNS[role]}
@@ -294,7 +295,8 @@ def _read_union(first: pd.DataFrame, path: Path, role: str, tc: TableConfig, dat
         if p is None:
             raise InputNotFoundError(f"table '{role}': union file '{u.file}' (tried {', '.join(SUFFIXES)}) not in {data_dir}")
         text = _text_columns(tc)
-        f = read_table(p, role, text_columns=[k for k, v in u.rename.items() if v in text] + text).rename(columns=u.rename)
+        renames = {**tc.rename, **u.rename}
+        f = read_table(p, role, text_columns=[k for k, v in renames.items() if v in text] + text).rename(columns=renames)
         missing, extra = sorted(set(first.columns) - set(f.columns)), sorted(set(f.columns) - set(first.columns))
         if missing or extra:
             raise DataError(role, (missing or extra)[0], f"union file {p.name}: columns differ from {path.name} "

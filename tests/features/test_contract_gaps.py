@@ -134,3 +134,13 @@ def test_extra_columns_of_events_and_transactions_become_features(tmp_path):
     assert f.loc["b", "transactions_product_shoes_30d"] == 0
     spec = {s.name: s for s in fs.specs}["transactions_quantity_sum_30d"]
     assert spec.family == "value" and "extra column" in spec.description and spec.window_days == 30
+
+
+def test_table_rename_reads_both_header_variants(tmp_path):
+    """One config for exports whose headers vary: the BigML 80% and 20% files."""
+    for name, header in (("v1", "id,Intl plan,Churn"), ("v2", "id,Intl_plan,Churn")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part1.csv").write_text(f"{header}\n1,yes,No\n2,no,Yes\n")
+    cfg = _snapshot_cfg(columns={"customer_id": "id"}, attributes=["Intl_plan"], rename={"Intl plan": "Intl_plan"})
+    for name in ("v1", "v2"):
+        assert load_tables(tmp_path / name, cfg).customers["Intl_plan"].tolist() == ["yes", "no"]
