@@ -225,24 +225,26 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
 
 
 def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> None:
-    """Snapshot data (no dates): stratified cross-validation instead of an out-of-time split."""
-    from training.snapshot import cross_validate
+    """Snapshot data (no dates): Optuna on a grouped, stratified CV objective; the model is registered."""
+    from training.snapshot import train_snapshot
 
-    result = cross_validate(cfg, tables, n_splits=5, seed=cfg.training.seed)
+    result = train_snapshot(cfg, tables, data_dir)
     result = {"command": "train", "mode": "snapshot cross-validation (no time: no out-of-time split)",
               "input_hash": tables.input_hash, "data_dir": data_dir, "config": cfg.source, **result}
     if out:
         _summary(Path(out), result)
     x = result["xgboost"]
-    click.echo(f"snapshot data: 5-fold CV ROC-AUC {x['roc_auc_mean']:.4f} +/- {x['roc_auc_std']:.4f}, "
-               f"log loss {x['log_loss_mean']:.4f} (no model registered: snapshot data cannot be scored at a cutoff)")
+    click.echo(f"model {result['model_name']} v{result['model_version']} ({', '.join(result['aliases'])}): "
+               f"snapshot data, {cfg.training.snapshot.n_splits}-fold CV ROC-AUC {x['roc_auc_mean']:.4f} "
+               f"+/- {x['roc_auc_std']:.4f}, log loss {x['log_loss_mean']:.4f}, run {result['run_id']}")
 
 
 # --------------------------------------------------------------------------- score
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(), required=True, help="Data folder.")
 @click.option("--as-of", "as_of", callback=_parse_date, default=None,
-              help="Cutoff date YYYY-MM-DD (default: the day after the latest record).")
+              help="Cutoff date YYYY-MM-DD (default: the day after the latest record; snapshot data: its export "
+                   "date, data.observed_until or else the customers file's modification date).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--model", "model_uri", default=None,
               help="Model URI (e.g. models:/churn-xgb/3). Default: models:/<name>@champion.")
@@ -266,11 +268,16 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
 
     cfg = load_config(config_path)
     if cfg.label.definition == "snapshot":
-        from churn.errors import ConfigError
+        if engine == "spark":
+            from churn.errors import ConfigError
 
-        raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
-                          "build features or score at; use `churn train` for cross-validation")
-    if engine == "spark":
+            raise ConfigError(f"{cfg.source}: snapshot data is scored with --engine pandas (one row per customer)")
+        from inference.score import snapshot_as_of
+
+        tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
+        as_of = snapshot_as_of(tables, as_of)
+        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+    elif engine == "spark":
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
 

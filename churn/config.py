@@ -108,6 +108,20 @@ class SubscriptionDerive(_Strict):
     renewal_grace_days: int = Field(30, ge=0)
 
 
+class UnionFile(_Strict):
+    """One more file whose rows are appended to the table (a row union, e.g. an 80% and a 20% export).
+
+    ``rename``: its column name -> the first file's name, for headers that differ. After renaming it must
+    have exactly the first file's columns.
+    """
+
+    file: str
+    rename: dict[str, str] = Field(default_factory=dict)
+
+
+COLUMN_TYPES = ("numeric", "category", "text", "date")
+
+
 class TableConfig(_Strict):
     """Where one table lives and how the user's column names map onto the contract's roles."""
 
@@ -123,6 +137,17 @@ class TableConfig(_Strict):
     exclude: list[str] = Field(default_factory=list)  # raw columns dropped on load (leaks, identifiers)
     derived: dict[str, DerivedColumn] = Field(default_factory=dict)  # customers only: new numeric attributes
     derive: SubscriptionDerive | None = None  # subscriptions only: derive signup/churn dates, transactions
+    # the file's column name -> the name the config uses, applied first (a name absent from the file is skipped,
+    # so one config reads exports whose headers vary, e.g. "International plan" vs "International_plan")
+    rename: dict[str, str] = Field(default_factory=dict)
+    union: list[UnionFile] = Field(default_factory=list)  # more files appended to this one (row union)
+    # raw column -> numeric | category | text | date | date:<strftime format>; checked on load (a value that is
+    # not a number in a numeric column is an error naming it); category/text keep codes like 0042 or 415 as text
+    types: dict[str, str] = Field(default_factory=dict)
+    na_values: list[str] = Field(default_factory=list)  # tokens meaning missing in any column, e.g. [" ", "?"]
+    # events/transactions only: more columns as features. numeric -> sum and mean per window; a list of values
+    # -> count of rows per value and window (e.g. {quantity: numeric, product: [shoes, bags]})
+    extra_columns: dict[str, Literal["numeric"] | list[str]] = Field(default_factory=dict)
 
     @property
     def auto_attributes(self) -> bool:
@@ -130,6 +155,10 @@ class TableConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TableConfig:
+        bad = {c: t for c, t in self.types.items() if t.split(":", 1)[0] not in COLUMN_TYPES
+               or (":" in t and not t.startswith("date:"))}
+        if bad:
+            raise ValueError(f"types: unknown type(s) {bad}; known: {list(COLUMN_TYPES)} or 'date:<format>'")
         if not self.auto_attributes:
             both = sorted(set(self.attributes) & set(self.exclude))
             if both:
@@ -188,6 +217,8 @@ class DataConfig(_Strict):
                         raise ValueError(f"table '{role}': '{key}' is only supported on the customers table")
                 if tc.auto_attributes:
                     raise ValueError(f"table '{role}': 'attributes: auto' is only supported on the customers table")
+            if tc.extra_columns and role not in ("events", "transactions"):
+                raise ValueError(f"table '{role}': 'extra_columns' is only supported on events and transactions")
             if tc.derive is not None and role != "subscriptions":
                 raise ValueError(f"table '{role}': 'derive' is only supported on the subscriptions table")
         return v
@@ -204,6 +235,13 @@ class LabelConfig(_Strict):
     definition: Literal["churn_date", "inactivity", "snapshot"] = "churn_date"
     horizon_days: int = Field(30, ge=1)
     inactivity_days: int = Field(60, ge=1)
+    # who is scored (and trained on) at a cutoff T, separately from the label rule. Everyone signed up before T
+    # (and, with churn_date, not churned by T) and: auto = today's rule (churn_date: nothing more, or a
+    # subscription covering T when there is a subscriptions table; inactivity: active_within inactivity_days);
+    # active_within = an event/transaction in [T - population_days, T) or signed up within it; ever_seen = any
+    # event/transaction before T; signed_up = nothing more; subscription = a subscription row covers T
+    population: Literal["auto", "active_within", "ever_seen", "signed_up", "subscription"] = "auto"
+    population_days: int | None = Field(None, ge=1)  # active_within (default: inactivity_days)
     column: str | None = None  # snapshot only: the label column
     positive_values: list[str] | None = None  # snapshot only: text values meaning "churned"
 
@@ -328,14 +366,60 @@ class SurvivalConfig(_Strict):
         return sorted(set(v))
 
 
+class RefitConfig(_Strict):
+    """The final model, after tuning on train -> validation (see ``training/refit.py``).
+
+    ``enabled``: refit on every cutoff labelled before the test cutoff (train + validation + the cutoffs the
+    tuning split embargoed); false keeps the tuned model (train cutoffs only, early-stopped on validation).
+    ``rounds``: ``scaled`` = tuned best rounds x (rows refitted / rows tuned on); ``tuned`` = the tuned count.
+    ``calibration_cutoffs``: the latest N labelled cutoffs before the test cutoff each get out-of-time
+    predictions from a model fitted on the cutoffs labelled before it; the calibrator is fitted on them.
+    ``include_test``: the registered model is refitted once more, on the test cutoff(s) too (its test metrics
+    are then those of its sibling that had not seen them); false registers the evaluated model itself.
+    """
+
+    enabled: bool = True
+    rounds: Literal["scaled", "tuned"] = "scaled"
+    calibration_cutoffs: int = Field(2, ge=1)
+    include_test: bool = False
+
+
+class CutoffRange(_Strict):
+    """Cutoffs from ``start`` to ``end`` (inclusive) every ``frequency`` (a pandas offset alias, e.g. MS, W-MON)."""
+
+    start: date
+    end: date
+    frequency: str = "MS"
+
+
+class SnapshotTrainingConfig(_Strict):
+    """Snapshot data (``label.definition: snapshot``): cross-validated tuning and the registered model.
+
+    ``duplicates``: rows identical in every feature and the label (an exported table's repeated rows):
+    ``group`` keeps them but always in the same fold (no leak across folds), ``drop`` keeps one of each,
+    ``keep`` treats them as independent (optimistic CV scores).
+    """
+
+    n_splits: int = Field(5, ge=2)
+    duplicates: Literal["group", "drop", "keep"] = "group"
+
+
 class TrainingConfig(_Strict):
+    # explicit cutoffs (a list of dates, or start/end/frequency); None: the latest n_cutoffs of the grid below
+    cutoffs: list[date] | CutoffRange | None = None
     n_cutoffs: int = Field(12, ge=3)  # monthly cutoffs ending at the latest one whose label window is observed
     min_history_days: int = Field(90, ge=0)  # the first cutoff is at least this long after the data's start
     cutoff_frequency: str = "MS"  # pandas offset alias: month starts
     valid_cutoffs: int = Field(1, ge=1)
     test_cutoffs: int = Field(1, ge=1)
     seed: int = 42
-    calibration: Literal["isotonic", "platt", "none"] = "isotonic"
+    calibration: Literal["isotonic", "platt", "none"] = "platt"  # platt keeps the ranking
+    isotonic_min_positives: int = Field(200, ge=1)  # fewer churners to calibrate on: isotonic falls back to platt
+    # training rows whose label window (T, T+N] crosses a later split's first cutoff: "censor" keeps them with
+    # the window cut at that cutoff (churn_date labels only; inactivity rows are dropped), "drop" drops the cutoff
+    embargo: Literal["censor", "drop"] = "censor"
+    refit: RefitConfig = RefitConfig()
+    snapshot: SnapshotTrainingConfig = SnapshotTrainingConfig()
     n_threads: int = 2
     tuning: TuningConfig = TuningConfig()
     economics: Economics = Economics()

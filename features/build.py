@@ -57,7 +57,8 @@ def profile_features(customers: pd.DataFrame, attributes: list[str]) -> FeatureB
             cols[a] = pd.Categorical(col.astype(str), categories=cats)
             specs.append(FeatureSpec(a, "profile", a, label.capitalize(), "category",
                                      reason=f"{label.capitalize()}: {{label}}", categorical=True))
-    return FeatureBlock(pd.DataFrame(cols), specs)
+    # index given: with no attributes the block still has one (empty) row per customer
+    return FeatureBlock(pd.DataFrame(cols, index=pd.RangeIndex(len(customers))), specs)
 
 
 class FeatureBuilder:
@@ -126,6 +127,12 @@ class FeatureBuilder:
             t0 = time.perf_counter()
             blocks.append(value_features(self.tables.transactions, c, population, as_of, self.fcfg))
             self.timings["value"] = time.perf_counter() - t0
+        for role in ("events", "transactions"):  # extra columns declared in config (features/extra.py)
+            tc, tbl = self.cfg.data.tables.get(role), self.tables.child(role)
+            if tc is not None and tc.extra_columns and tbl is not None:
+                from features.extra import extra_column_features
+
+                blocks.append(extra_column_features(tbl, role, len(c), as_of, self.fcfg.windows_days, tc.extra_columns))
         if self.activity is None:  # tenure still matters without any activity table
             tenure = ((as_of - c["signup_date"]).dt.days).to_numpy(dtype=np.float64)
             blocks.append(FeatureBlock(pd.DataFrame({"tenure_days": tenure}), [FeatureSpec(

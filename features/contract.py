@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,18 +104,21 @@ def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
     return None
 
 
-def read_table(path: Path, role: str) -> pd.DataFrame:
-    """Read CSV or Parquet into a DataFrame; unreadable files become a DataError."""
+def read_table(path: Path, role: str, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read CSV or Parquet into a DataFrame; unreadable files become a DataError.
+
+    ``text_columns`` (ids) are read from CSV as text, so "0001495" keeps its leading zeros.
+    """
     try:
         if path.name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         sep = "\t" if path.name.endswith(".tsv") else ","
-        return pd.read_csv(path, sep=sep, low_memory=False)
+        return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in text_columns})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem for the user
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
 
 
-def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
+def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: bool = True) -> Tables:
     """Load and validate every configured table found in ``data_dir``.
 
     ``cfg`` is the ``data`` section, or the whole :class:`~churn.config.Config`: the latter is needed for a
@@ -147,16 +151,21 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
             what = "nothing is derived from it" if role == "subscriptions" else "its feature family is switched off"
             log.warning("table '%s' not found in %s: %s", role, data_dir, what)
             continue
-        raw = read_table(path, role)
+        raw = read_table(path, role, text_columns=_text_columns(tc))
         files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
+        raw = raw.rename(columns=tc.rename)
+        raw = _apply_types(_read_union(raw, path, role, tc, data_dir, files), role, tc)
         raw = _apply_lookups(raw, role, tc, data_dir, files)
         role_cols = {tc.columns.get(r, r) for r in CANONICAL_COLUMNS[role]}
         if role == "customers":
             raw = _apply_joins(raw, tc, data_dir, files)
             if snapshot:
                 assert label is not None and label.column is not None
-                snapshot_label = _snapshot_label(raw, label)
+                if require_label or label.column in raw.columns:
+                    snapshot_label = _snapshot_label(raw, label)
+                else:  # scoring current customers: no label yet (the column stays out of the features)
+                    raw = raw.assign(**{label.column: pd.NA})
             sources = [d.source for d in tc.derived.values()]
             missing_src = [c for c in sources if c not in raw.columns]
             if missing_src:
@@ -172,7 +181,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
             frames[role] = _apply_mapping(raw, role, tc, attributes=attributes, optional=optional)
         else:
             raw = _exclude(raw, role, tc, keep=role_cols)
-            frames[role] = _apply_mapping(raw, role, tc)
+            frames[role] = _apply_mapping(raw, role, tc, attributes=list(tc.extra_columns))
     derived_tx = derive is not None and "subscriptions" in frames and (
         derive.transactions is True or (derive.transactions is None and "transactions" not in frames))
     for role in CHILD_TABLES:
@@ -217,7 +226,8 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config) -> Tables:
                     observed_until=observed, derived=derived)
     for role in CHILD_TABLES:
         if role in frames:
-            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role)))
+            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role),
+                                                 extra=cfg.tables[role].extra_columns))
     if subs is not None:
         tables.subscriptions = _attach_codes(subs, "subscriptions", customers)
         if derived_tx:
@@ -266,6 +276,65 @@ def _apply_mapping(raw: pd.DataFrame, role: str, tc: TableConfig, attributes: li
     keep = {mapping[r]: r for r in roles if mapping[r] in raw.columns}
     out = raw[list(keep) + [a for a in attrs if a not in keep]].rename(columns=keep)
     return out
+
+
+# --------------------------------------------------------------------------- unions, declared types
+def _text_columns(tc: TableConfig) -> list[str]:
+    """Columns read from CSV as text: the customer id and every column declared category or text."""
+    return [tc.columns.get("customer_id", "customer_id")] + [c for c, t in tc.types.items() if t in ("category", "text")]
+
+
+def _read_union(first: pd.DataFrame, path: Path, role: str, tc: TableConfig, data_dir: Path,
+                files: list[Path]) -> pd.DataFrame:
+    """Append ``tc.union`` files (renamed to the first file's header) to the rows of the first file."""
+    if not tc.union:
+        return first
+    frames = [first]
+    for u in tc.union:
+        p = find_table_file(data_dir, u.file)
+        if p is None:
+            raise InputNotFoundError(f"table '{role}': union file '{u.file}' (tried {', '.join(SUFFIXES)}) not in {data_dir}")
+        text = _text_columns(tc)
+        renames = {**tc.rename, **u.rename}
+        f = read_table(p, role, text_columns=[k for k, v in renames.items() if v in text] + text).rename(columns=renames)
+        missing, extra = sorted(set(first.columns) - set(f.columns)), sorted(set(f.columns) - set(first.columns))
+        if missing or extra:
+            raise DataError(role, (missing or extra)[0], f"union file {p.name}: columns differ from {path.name} "
+                            f"after rename: missing {missing[:10]}, extra {extra[:10]} (map them with rename)")
+        frames.append(f[list(first.columns)])
+        files.append(p)
+        log.info("loaded %s: %s more rows from %s (union)", role, f"{len(f):,}", p.name)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _apply_types(raw: pd.DataFrame, role: str, tc: TableConfig) -> pd.DataFrame:
+    """Missing-value tokens (``tc.na_values``, any column) and declared column types (``tc.types``)."""
+    if not tc.na_values and not tc.types:
+        return raw
+    raw = raw.copy()
+    tokens = {t.strip() for t in tc.na_values}
+    if tokens:
+        for col in raw.columns:
+            if not pd.api.types.is_numeric_dtype(raw[col]) and not pd.api.types.is_datetime64_any_dtype(raw[col]):
+                raw[col] = raw[col].mask(raw[col].astype("string").str.strip().isin(tokens))
+    for col, kind in tc.types.items():
+        if col not in raw.columns:
+            raise DataError(role, col, f"declared type '{kind}' for a column not in the file; columns found: "
+                            f"{list(raw.columns)[:20]}")
+        s = raw[col]
+        if kind == "numeric":
+            num = pd.to_numeric(s, errors="coerce").astype("float64")
+            bad = _unparsed(s, num)
+            if bad is not None:
+                raise DataError(role, col, "declared numeric, but some values are not numbers (list missing-value "
+                                "tokens in na_values)", int(bad.sum()), raw.loc[bad].head(5))
+            raw[col] = num
+        elif kind in ("category", "text"):
+            raw[col] = key_text(s).astype(object).where(s.notna().to_numpy(), None)
+        else:
+            fmt = kind.split(":", 1)[1] if ":" in kind else tc.date_format
+            raw[col] = _parse_dates(raw, role, col, fmt, required=False)
+    return raw
 
 
 # --------------------------------------------------------------------------- lookups, joins, columns
@@ -344,7 +413,9 @@ def _apply_joins(base: pd.DataFrame, tc: TableConfig, data_dir: Path, files: lis
         if path is None:
             raise InputNotFoundError(f"table 'customers': join file '{j.file}' (tried {', '.join(SUFFIXES)}) "
                                      f"not in {data_dir}")
-        right = read_table(path, "customers")
+        id_col = tc.columns.get("customer_id", "customer_id")
+        right = read_table(path, "customers", text_columns=[r for k, r in zip(j.left_keys, j.right_keys, strict=True)
+                                                          if k == id_col])
         files.append(path)
         for k in j.left_keys:
             if k not in base.columns:
@@ -519,6 +590,25 @@ def _unparsed(s: pd.Series, parsed: pd.Series) -> pd.Series | None:
     return pd.Series(mask, index=s.index)
 
 
+_DMY = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2,4})"
+
+
+def _check_day_month_order(s: pd.Series, role: str, col: str) -> None:
+    """Without a declared format, "13/04/2021" can only be day-first while "03/04/2021" is read month-first:
+    one column holding both would be parsed in two orders. That is an error naming the column and examples."""
+    values = pd.Series(pd.unique(s.dropna().astype(str)))
+    parts = values.str.extract(_DMY).dropna()
+    if parts.empty:
+        return
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day_first = values[parts.index[(first > 12) & (second <= 12)]]
+    other = values[parts.index[first <= 12]]
+    if len(day_first) and len(other):
+        raise DataError(role, col, f"dates in two day/month orders: {day_first.iloc[0]!r} can only be day-first, "
+                        f"{other.iloc[0]!r} would be read month-first; declare the format (the table's "
+                        "date_format or data.date_format, e.g. '%d/%m/%Y')")
+
+
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
     s = df[col]
@@ -535,6 +625,8 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
         except (ValueError, TypeError):
             parsed = None
     if parsed is None:
+        if not fmt:
+            _check_day_month_order(s, role, col)
         try:
             parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed")
         except ValueError:  # several UTC offsets (e.g. local time across a DST change): normalise to UTC
@@ -642,8 +734,12 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
     return np.lexsort((codes, ts_ns))
 
 
-def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
-    """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable)."""
+def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None,
+                   extra: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable).
+
+    ``extra`` (``extra_columns``): more columns kept, numeric ones checked as numbers, the others as text.
+    """
     if df.empty:
         raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its features off)")
     ids = _ids(df, role)
@@ -689,7 +785,12 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
             raise DataError(role, "amount", "negative amounts (record refunds as a separate table)", int(neg.sum()),
                             df.loc[neg].head(5))
         cols["amount"] = arrange(amount.to_numpy())
-    elif role == "interactions":
+    for col, kind in (extra or {}).items():
+        if kind == "numeric":
+            cols[col] = arrange(_numeric(df, role, col).to_numpy())
+        else:
+            cols[col] = arrange(df[col].astype("string").fillna("").astype(str).to_numpy())
+    if role == "interactions":
         for col, fill in (("channel", "unknown"), ("category", "unknown"), ("text", "")):
             if col in df:
                 text = df[col].astype("string").fillna(fill).astype(str)

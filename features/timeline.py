@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churn.config import LabelConfig
+from churn.config import CutoffRange, LabelConfig
 from churn.errors import DataError
 from churn.timebase import DAY
 from features.contract import Tables
@@ -40,27 +40,38 @@ def last_activity_before(tables: Tables, as_of: pd.Timestamp) -> np.ndarray:
 
 
 def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
-    """Customers who are still customers at ``as_of`` (row order of ``customers``).
+    """Customers who are still customers at ``as_of`` (row order of ``customers``), by ``label.population``.
 
-    churn_date: signed up before T and not churned by T. inactivity: signed up before T and
-    active within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
+    Always: signed up before T and, with a churn_date label, not churned by T. ``auto`` then adds
+    today's rule: churn_date with a subscriptions table: a subscription covers T; inactivity: active
+    within the last ``inactivity_days`` (or signed up recently enough not to have lapsed).
     """
     c = tables.customers
     if label.definition == "snapshot":
         return np.ones(len(c), dtype=bool)
-    if label.definition == "churn_date" and getattr(tables, "subscriptions", None) is not None:
+    rule = label.population
+    if rule == "auto":
+        has_subs = getattr(tables, "subscriptions", None) is not None
+        rule = "active_within" if label.definition == "inactivity" else ("subscription" if has_subs else "signed_up")
+    if rule == "subscription":
+        if getattr(tables, "subscriptions", None) is None:
+            raise DataError("subscriptions", None, "label.population 'subscription' needs a subscriptions table")
         from features.derive import subscription_active_mask
 
         return subscription_active_mask(tables, as_of)  # a subscription row covers T
     signed = (c["signup_date"] < as_of).to_numpy()
     if label.definition == "churn_date":
         churn = c["churn_date"].to_numpy()
-        return signed & ~(churn <= np.datetime64(as_of))  # NaT compares False -> still active
-    horizon_start = np.datetime64(as_of - label.inactivity_days * DAY)
+        signed = signed & ~(churn <= np.datetime64(as_of))  # NaT compares False -> still active
+    if rule == "signed_up":
+        return signed
     last = last_activity_before(tables, as_of)
-    recent = last >= horizon_start
+    if rule == "ever_seen":
+        return signed & ~np.isnat(last)
+    days = label.population_days or label.inactivity_days
+    horizon_start = np.datetime64(as_of - days * DAY)
     young = c["signup_date"].to_numpy() >= horizon_start
-    return signed & (recent | young)
+    return signed & ((last >= horizon_start) | young)
 
 
 def labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
@@ -86,12 +97,49 @@ def label_window_days(label: LabelConfig) -> int:
     return label.horizon_days if label.definition == "churn_date" else label.inactivity_days
 
 
+def censored_labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig, edge: pd.Timestamp) -> np.ndarray | None:
+    """Labels at ``as_of`` with the window cut at ``edge``: churned in ``(T, edge]``, known at ``edge``.
+
+    None for an inactivity label: a shorter window would make more customers look inactive, so such a
+    label cannot be censored (the row is dropped instead).
+    """
+    if label.definition != "churn_date":
+        return None
+    days = int((edge - as_of) / DAY)
+    if days < 1:
+        raise ValueError(f"censoring edge {edge.date()} must be after the cutoff {as_of.date()}")
+    return labels(tables, as_of, label.model_copy(update={"horizon_days": min(days, label.horizon_days)}))
+
+
+def explicit_cutoffs(tables: Tables, label: LabelConfig, spec: list | CutoffRange) -> list[pd.Timestamp]:
+    """The cutoffs the config lists (``training.cutoffs``), checked: after the data's start, label window observed."""
+    if isinstance(spec, CutoffRange):
+        grid = list(pd.date_range(pd.Timestamp(spec.start), pd.Timestamp(spec.end), freq=spec.frequency))
+    else:
+        grid = sorted({pd.Timestamp(d) for d in spec})
+    window = label_window_days(label) * DAY
+    for t in grid:
+        if t <= tables.data_start:
+            raise DataError("customers", None, f"training.cutoffs: {t.date()} is not after the data's start "
+                            f"({tables.data_start.date()}): no history to build features from")
+        if t + window > tables.data_end:
+            raise DataError("customers", None, f"training.cutoffs: the label window of {t.date()} ends "
+                            f"{(t + window).date()}, after the data's end {tables.data_end.date()} (set "
+                            "data.observed_until if the data is complete later, or drop this cutoff)")
+    if len(grid) < 3:
+        raise DataError("customers", None, f"training.cutoffs: need at least 3 cutoffs, got {len(grid)}")
+    return grid
+
+
 def training_cutoffs(tables: Tables, label: LabelConfig, n_cutoffs: int, freq: str = "MS",
-                     min_history_days: int = 90) -> list[pd.Timestamp]:
+                     min_history_days: int = 90, explicit: list | CutoffRange | None = None) -> list[pd.Timestamp]:
     """The latest ``n_cutoffs`` cutoffs (month starts by default) whose whole label window is observed.
 
     The first cutoff is at least ``min_history_days`` after the data's start, so features have history.
+    ``explicit`` (``training.cutoffs``) replaces the grid: every listed cutoff is used, or an error says why not.
     """
+    if explicit is not None:
+        return explicit_cutoffs(tables, label, explicit)
     window = label_window_days(label) * DAY
     last_ok = tables.data_end - window
     first = tables.data_start + pd.Timedelta(days=min_history_days)

@@ -33,6 +33,19 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def snapshot_as_of(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
+    """The date a snapshot table describes: ``--as-of``, else ``data.observed_until``, else the customers
+    file's modification date (an export's date); recorded as the scores' cutoff."""
+    if as_of is not None:
+        return pd.Timestamp(as_of)
+    if tables.observed_until is not None:
+        return pd.Timestamp(tables.observed_until)
+    stamp = pd.Timestamp(tables.files[0].stat().st_mtime, unit="s").normalize()
+    log.info("snapshot scored as of %s, the modification date of %s (give --as-of for the export date)",
+             stamp.date(), tables.files[0].name)
+    return stamp
+
+
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""

@@ -152,7 +152,8 @@ SNAPSHOTS = {
     "bank_churn.yaml": ("Churn_Modelling.csv", _bank_churn, ["RowNumber", "CustomerId", "Surname", "Exited"], 8 / 40),
     "bankchurners.yaml": ("BankChurners.csv", _bankchurners, ["CLIENTNUM", "Attrition_Flag", NB + "1", NB + "2"], 7 / 40),
     "ecommerce_churn.yaml": ("ecommerce_churn.csv", _ecommerce, ["CustomerID", "Churn"], 7 / 40),
-    "telco_ibm.yaml": ("WA_Fn-UseC_-Telco-Customer-Churn.csv", _telco, ["customerID", "Churn", "TotalCharges"], 10 / 40),
+    # TotalCharges is declared numeric (" " = missing) since issue 12: it is a feature now (test below)
+    "telco_ibm.yaml": ("WA_Fn-UseC_-Telco-Customer-Churn.csv", _telco, ["customerID", "Churn"], 10 / 40),
 }
 
 
@@ -187,3 +188,106 @@ def test_telecom_bigml_config_loads_lookalike_file(tmp_path: Path) -> None:
     assert len(ids) == len(raw) and ids.is_unique
     assert ids.iloc[0] == "row0000001" and ids.iloc[-1] == f"row{len(raw):07d}"
     assert "__row_number__" not in tables.attributes
+
+
+# --------------------------------------------------------------------------- train AND score through the CLI
+def _with_store(config: Path, folder: Path, overrides: dict | None = None) -> Path:
+    """The shipped config with its MLflow/Optuna stores made absolute under ``folder`` (see tests/conftest.py)."""
+    from tests.conftest import _merge
+
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    store = folder.resolve() / "mlruns"
+    raw = _merge(raw, {"mlflow": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+                                  "artifact_location": str(store / "artifacts")},
+                       "training": {"n_threads": 1, "tuning": {"storage": f"sqlite:///{store / 'optuna.db'}",
+                                                                "max_boost_rounds": 60}}})
+    raw = _merge(raw, overrides or {})
+    path = folder / config.name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOTS))
+def test_snapshot_config_trains_registers_and_scores(name: str, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli, working_directory
+
+    file, make, never, _ = SNAPSHOTS[name]
+    raw = make(_rng())
+    label = load_config(CONFIGS / name).label.column
+    (tmp_path / "train").mkdir()
+    raw.to_csv(tmp_path / "train" / file, index=False)
+    (tmp_path / "now").mkdir()
+    raw.drop(columns=[label]).head(12).to_csv(tmp_path / "now" / file, index=False)  # current customers: no label
+    config = _with_store(CONFIGS / name, tmp_path, {"training": {"snapshot": {"n_splits": 3}}})
+    with working_directory(tmp_path):
+        res = run_cli(["train", "--config", config, "--data", "train", "--trials", "2", "--out", "t"])
+        assert res.exit_code == 0, res.output
+        s = json.loads((tmp_path / "t" / "summary.json").read_text())
+        assert s["model_version"] == "1" and s["aliases"] == ["challenger", "champion"]
+        assert s["tuning"]["n_trials"] == 2, "--trials applies to snapshot tuning"
+        res = run_cli(["score", "--config", config, "--data", "now", "--as-of", "2024-06-01", "--out", "s"])
+        assert res.exit_code == 0, res.output
+    scores = pd.read_parquet(tmp_path / "s" / "scores.parquet")
+    assert len(scores) == 12 and scores["churn_probability"].between(0, 1).all()
+    assert (scores["cutoff"] == pd.Timestamp("2024-06-01")).all()
+    for out in ("alerts.csv", "report.html", "summary.json"):
+        assert (tmp_path / "s" / out).exists(), out
+
+
+def test_telco_total_charges_is_a_number_with_blanks_missing(tmp_path: Path) -> None:
+    raw = _telco(_rng())
+    raw.to_csv(tmp_path / "WA_Fn-UseC_-Telco-Customer-Churn.csv", index=False)
+    c = load_tables(tmp_path, load_config(CONFIGS / "telco_ibm.yaml")).customers
+    assert c["TotalCharges"].dtype == np.float64
+    assert c["TotalCharges"].isna().tolist() == (raw["tenure"] == 0).tolist()
+
+
+def _socialnet7_lookalike(folder: Path, n: int = 120) -> None:
+    """socialnet7's four files (headers as in SOURCE.md): monthly subscriptions from 2020-01-10, some stopping
+    (churn) each month, 1-6 events a week while subscribed; quieter accounts churn more often."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"id": np.arange(n), "channel": rng.choice(["appstore1", "appstore2", "web"], n),
+                  "date_of_birth": [f"{y}-06-01" for y in rng.integers(1950, 2002, n)],
+                  "country": rng.choice(["BR", "ID", ""], n)}).to_csv(folder / "account.csv", index=False)
+    pd.DataFrame({"event_type_id": [0, 1, 2], "event_type_name": ["post", "newfriend", "like"]}).to_csv(
+        folder / "event_type.csv", index=False)
+    subs, events = [], []
+    for a in range(n):
+        busy = rng.uniform(0.2, 1.0)
+        events.append((a, "2020-01-01 12:00:00", 0, a, ""))  # the data start, as in the real log
+        months = int(rng.integers(2, 6)) if rng.uniform() > busy else 6  # 6 = still subscribed on 2020-06-01
+        for m in range(months):
+            start = pd.Timestamp("2020-01-10") + pd.DateOffset(months=m)
+            subs.append((a, "basic", start.date(), (start + pd.DateOffset(months=1)).date(), 10, "", "", 1, 0))
+            for d in range(0, 28, 7):
+                for _ in range(int(rng.poisson(6 * busy))):
+                    t = start + pd.Timedelta(days=d + float(rng.uniform(0, 7)))
+                    events.append((a, t.strftime("%Y-%m-%d %H:%M:%S"), int(rng.integers(0, 3)), a, ""))
+    pd.DataFrame(subs, columns=["account_id", "product", "start_date", "end_date", "mrr", "quantity", "units",
+                                "bill_period_months", "discount"]).to_csv(folder / "subscription.csv", index=False)
+    pd.DataFrame(events, columns=["account_id", "event_time", "event_type_id", "user_id", "event_value"]).to_csv(
+        folder / "event.csv.gz", index=False)
+
+
+def test_dated_config_socialnet7_trains_registers_and_scores(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli, working_directory
+
+    _socialnet7_lookalike(tmp_path / "data")
+    config = _with_store(CONFIGS / "socialnet7.yaml", tmp_path, {"training": {"backtest_windows": 0}})
+    with working_directory(tmp_path):
+        res = run_cli(["train", "--config", config, "--data", "data", "--trials", "2", "--out", "t"])
+        assert res.exit_code == 0, res.output
+        s = json.loads((tmp_path / "t" / "summary.json").read_text())
+        assert s["model_version"] == "1" and s["aliases"] == ["challenger", "champion"]
+        assert s["cutoffs"] == {"train": ["2020-03-01"], "valid": ["2020-04-01"], "test": ["2020-05-01"]}
+        assert s["protocol"]["fitted_cutoffs"] == ["2020-03-01", "2020-04-01"]  # refit: train + validation
+        res = run_cli(["score", "--config", config, "--data", "data", "--as-of", "2020-06-01", "--out", "s"])
+        assert res.exit_code == 0, res.output
+    scores = pd.read_parquet(tmp_path / "s" / "scores.parquet")
+    assert len(scores) > 0 and scores["churn_probability"].between(0, 1).all()
+    assert (tmp_path / "s" / "report.html").exists()

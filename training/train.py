@@ -29,6 +29,7 @@ from model.artifact import Calibrator, ChurnModel
 from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
+from training.refit import Refitter, calibration_method, embargoed_rows, evaluated_model, registered_model
 from training.tune import fit_booster, tune
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,25 @@ def _fit_survival(model: ChurnModel, frame: pd.DataFrame, tables: Tables, cfg: C
     return calib
 
 
+def _refit(frame: pd.DataFrame, split: Any, tables: Tables, cfg: Config, params: dict[str, Any],
+           meta: dict[str, Any], n_tuned: int, features: list[str], categories: dict[str, list[str]],
+           test_df: pd.DataFrame, default: xgb.Booster) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame, np.ndarray]:
+    """The refitted, cross-fit calibrated model evaluated on the test cutoff, its protocol record and rows,
+    and the default-XGBoost baseline refitted on the same rows (see training/refit.py)."""
+    tcfg = cfg.training
+    refitter = Refitter(params, meta["best_iteration"], n_tuned, features, categories, tcfg.refit.rounds,
+                        tcfg.seed, tcfg.n_threads)
+    model, rows, oof = evaluated_model(frame, split.test[0], tables, cfg, refitter, meta)
+    base = Refitter({"eta": 0.3, "max_depth": 6}, int(default.best_iteration), n_tuned, features, categories,
+                    tcfg.refit.rounds, tcfg.seed, tcfg.n_threads)
+    p_default = base.fit(rows, "baseline: default XGBoost").predict_proba(test_df)
+    protocol = {"refit": True, "rounds_rule": tcfg.refit.rounds, "fits": refitter.fits,
+                "fitted_cutoffs": refitter.fits[0]["cutoffs"], "calibration_method": model.calibrator.method,
+                "calibration_cutoffs": sorted({t.date().isoformat() for t in oof["cutoff"]}),
+                "include_test": tcfg.refit.include_test, "refitter": refitter, "oof": oof}
+    return model, protocol, rows, p_default
+
+
 def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     """Build snapshots, tune, calibrate, evaluate, log to MLflow and register. Returns the run summary."""
     from model.registry import log_model, register, setup_mlflow
@@ -146,13 +166,16 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     tcfg = cfg.training
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cutoffs = training_cutoffs(tables, cfg.label, tcfg.n_cutoffs, tcfg.cutoff_frequency, tcfg.min_history_days)
+    cutoffs = training_cutoffs(tables, cfg.label, tcfg.n_cutoffs, tcfg.cutoff_frequency, tcfg.min_history_days,
+                               explicit=tcfg.cutoffs)
     split = split_cutoffs(cutoffs, tcfg.valid_cutoffs, tcfg.test_cutoffs, label_window_days(cfg.label))
     used = split.train + split.valid + split.test
+    # every cutoff is built: the refit uses the ones the tuning split embargoed (training/refit.py)
+    build = cutoffs if tcfg.refit.enabled or tcfg.embargo == "censor" else used
     log.info("cutoffs: train %s..%s (%d), valid %s, test %s", split.train[0].date(), split.train[-1].date(),
              len(split.train), [t.date().isoformat() for t in split.valid], [t.date().isoformat() for t in split.test])
     builder = FeatureBuilder(tables, cfg)
-    fs = builder.build_many(used)
+    fs = builder.build_many(build)
     timings["features_s"] = time.perf_counter() - t0
 
     specs = {s.name: s for s in fs.specs}
@@ -161,7 +184,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     categories = {c: [str(x) for x in fs.frame[c].cat.categories] for c in cats}
     event_types = sorted({s.group.removesuffix("_activity") for s in fs.specs
                           if s.group.endswith("_activity") and s.name.endswith(f"_{cfg.features.trend_recent_days}d")})
-    train_df, valid_df, test_df = (_split(fs, c) for c in (split.train, split.valid, split.test))
+    valid_df, test_df = (_split(fs, c) for c in (split.valid, split.test))
+    train_df = embargoed_rows(fs.frame, split.valid[0], tables, cfg)  # == split.train's rows with embargo "drop"
     for name, df in (("train", train_df), ("valid", valid_df), ("test", test_df)):
         if df["label"].nunique() < 2:
             from churn.errors import DataError
@@ -200,28 +224,38 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                               tcfg.tuning.early_stopping_rounds, tcfg.seed, tcfg.n_threads)
         meta = {"best_iteration": int(booster.best_iteration), "n_threads": tcfg.n_threads,
                 "event_types": event_types, "label": cfg.label.model_dump(),
-                "train_cutoffs": [t.date().isoformat() for t in split.train],
+                "train_cutoffs": sorted({t.date().isoformat() for t in train_df["cutoff"]}),
                 "valid_cutoffs": [t.date().isoformat() for t in split.valid],
                 "test_cutoffs": [t.date().isoformat() for t in split.test], "input_hash": tables.input_hash}
-        model = ChurnModel(booster, features, categories, meta=meta)
-        p_valid_raw = model.predict_raw(valid_df)
-        model.calibrator = Calibrator.fit(tcfg.calibration, p_valid_raw, valid_df["label"].to_numpy())
+        tuned = ChurnModel(booster, features, categories, meta=meta)
+        p_valid_raw = tuned.predict_raw(valid_df)
+        y_valid = valid_df["label"].to_numpy()
+        tuned.calibrator = Calibrator.fit(calibration_method(tcfg.calibration, y_valid, tcfg.isotonic_min_positives),
+                                          p_valid_raw, y_valid)
         y_test = test_df["label"].to_numpy()
-        p_test_raw = model.predict_raw(test_df)
-        p_test = model.predict_proba(test_df)
-
-        # baselines on the same split
+        p_tuned = tuned.predict_proba(test_df)
+        # baselines on the same split (refitted like the model when the refit is on)
         default = fit_booster({"eta": 0.3, "max_depth": 6}, dtrain, dvalid, 200, tcfg.tuning.early_stopping_rounds,
                               tcfg.seed, tcfg.n_threads)
         p_default = default.predict(dtest, iteration_range=(0, default.best_iteration + 1))
-        p_logit = logistic_baseline(train_df, test_df, features, cats, tcfg.seed)
+        fit_rows = train_df
+        model, protocol = tuned, {"refit": False, "fitted_cutoffs": meta["train_cutoffs"]}
+        if tcfg.refit.enabled:
+            model, protocol, fit_rows, p_default = _refit(fs.frame, split, tables, cfg, result.best_params, meta,
+                                                          len(train_df), features, categories, test_df, default)
+        protocol["censored_cutoffs"] = [t.date().isoformat() for t in fit_rows.attrs.get("censored", [])]
+        p_logit = logistic_baseline(fit_rows, test_df, features, cats, tcfg.seed)
+        p_test_raw = model.predict_raw(test_df)
+        p_test = model.predict_proba(test_df)
         timings["fit_eval_s"] = time.perf_counter() - t1
 
         metrics = {f"test_{k}": v for k, v in ev.classification_metrics(y_test, p_test).items()}
         metrics.update({f"test_uncalibrated_{k}": v for k, v in ev.classification_metrics(y_test, p_test_raw).items()
                         if k in ("log_loss", "brier", "ece")})
         metrics.update({f"valid_{k}": v for k, v in ev.classification_metrics(
-            valid_df["label"].to_numpy(), model.calibrator.transform(p_valid_raw)).items() if k in ("roc_auc", "pr_auc")})
+            y_valid, tuned.calibrator.transform(p_valid_raw)).items() if k in ("roc_auc", "pr_auc")})
+        metrics.update({f"test_norefit_{k}": v for k, v in ev.classification_metrics(y_test, p_tuned).items()
+                        if k in ("roc_auc", "pr_auc", "log_loss")})
         for name, p in (("baseline_xgb_default", p_default), ("baseline_logistic", p_logit)):
             m = ev.classification_metrics(y_test, p)
             metrics.update({f"{name}_{k}": m[k] for k in ("roc_auc", "pr_auc", "log_loss")})
@@ -265,16 +299,26 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         seg_df = test_df.assign(p=p_test)
         segments = ev.segment_metrics(seg_df, "label", "p", seg_cols) if seg_cols else pd.DataFrame()
 
+        p_ref = p_test
+        refitter, oof = protocol.pop("refitter", None), protocol.pop("oof", None)
+        if refitter is not None and tcfg.refit.include_test:
+            model = registered_model(fs.frame, model, test_df, oof, cfg, refitter)
+            protocol["fitted_cutoffs"] = refitter.fits[-1]["cutoffs"]
+            p_ref = model.predict_proba(test_df)
+        model.meta["protocol"] = protocol
         # reference sample for drift monitoring: features and scores of the latest training-time snapshot
         ref = test_df[features].sample(n=min(len(test_df), 20000), random_state=tcfg.seed).sort_index()
-        ref = ref.assign(churn_probability=p_test[ref.index.to_numpy()]).reset_index(drop=True)
+        ref = ref.assign(churn_probability=p_ref[ref.index.to_numpy()]).reset_index(drop=True)
         model.reference = ref
         imp = group_importance(model, test_df.sample(n=min(len(test_df), 3000), random_state=tcfg.seed), specs)
 
         mlflow.log_params({"seed": tcfg.seed, "n_features": len(features), "calibration": tcfg.calibration,
                            "label_definition": cfg.label.definition, "horizon_days": label_window_days(cfg.label),
                            "n_trials": result.n_trials, "n_pruned": result.n_pruned,
-                           "best_iteration": meta["best_iteration"],
+                           "best_iteration": meta["best_iteration"], "refit": tcfg.refit.enabled,
+                           "refit_rounds": model.meta["best_iteration"] + 1, "embargo": tcfg.embargo,
+                           "calibration_fitted": model.calibrator.method,
+                           "fitted_cutoffs": ",".join(protocol["fitted_cutoffs"]),
                            "train_cutoffs": ",".join(meta["train_cutoffs"]), "valid_cutoffs": ",".join(meta["valid_cutoffs"]),
                            "test_cutoffs": ",".join(meta["test_cutoffs"]), "n_train": len(train_df),
                            "n_valid": len(valid_df), "n_test": len(test_df),
@@ -322,7 +366,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
                                         "test_lift_top10", "test_capture_top10", "test_best_profit", "test_emp",
                                         "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
-                                        "backtest_roc_auc_mean", "backtest_roc_auc_std",
+                                        "backtest_roc_auc_mean", "backtest_roc_auc_std", "test_norefit_roc_auc",
                                         "survival_test_cindex_harrell", "survival_test_cindex_uno", "survival_test_ibs",
                                         "survival_cox_cindex_harrell", "survival_cox_ibs", "survival_km_ibs",
                                         "survival_vs_classifier_mean_abs_diff")
@@ -330,5 +374,6 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     return {"run_id": parent_id, "tracking_uri": tracking_uri, "experiment": cfg.mlflow.experiment, **reg,
             "metrics": headline, "baseline_verdict": verdict, "timings_s": timings,
             "cutoffs": {"train": meta["train_cutoffs"], "valid": meta["valid_cutoffs"], "test": meta["test_cutoffs"]},
+            "protocol": {k: v for k, v in protocol.items() if k != "fits"},
             "tuning": {"n_trials": result.n_trials, "n_pruned": result.n_pruned, "best_valid_auc": result.best_value,
                        "study": study_name, "storage": tcfg.tuning.storage}, "n_features": len(features)}

@@ -76,15 +76,21 @@ def fit_booster(params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix
                      early_stopping_rounds=early_stopping, verbose_eval=False, callbacks=callbacks or [])
 
 
+def make_study(cfg: TuningConfig, seed: int, study_name: str, pruning: bool | None = None) -> optuna.Study:
+    """A seeded TPE study (median pruner when ``cfg.pruning``), created or resumed in ``cfg.storage``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    prune = cfg.pruning if pruning is None else pruning
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20) if prune else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=study_name, storage=cfg.storage, sampler=sampler, pruner=pruner,
+                               direction="maximize", load_if_exists=True)
+
+
 def tune(dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, cfg: TuningConfig, seed: int, n_threads: int,
          study_name: str, on_trial: Callable[[dict[str, Any]], None] | None = None,
          extra_params: dict[str, Any] | None = None) -> TuningResult:
     """Run (or resume) the study and return the best parameters with their early-stopped round count."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20) if cfg.pruning else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=study_name, storage=cfg.storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
+    study = make_study(cfg, seed, study_name)
     extra = extra_params or {}
     t0 = time.perf_counter()
     trials_log: list[dict[str, Any]] = []

@@ -208,3 +208,29 @@ def test_split_cutoffs_errors():
         split_cutoffs(_months(3), n_valid=1, n_test=1, window_days=30)
     with pytest.raises(ValueError, match="too close together"):
         split_cutoffs(_months(6), n_valid=1, n_test=1, window_days=200)
+
+
+# --------------------------------------------------------------------------- population rules (label.population)
+@pytest.mark.parametrize("population,days,expected", [
+    ("auto", None, [True, False, False, True, False]),           # inactivity default: active within 60 days
+    ("active_within", 10, [True, False, False, False, False]),   # only the buyer of 5 days ago
+    ("ever_seen", None, [True, True, False, False, False]),      # everyone who ever bought
+    ("signed_up", None, [True, True, True, True, False]),
+], ids=["auto", "active-10d", "ever-seen", "signed-up"])
+def test_population_rules_separate_from_the_label(population, days, expected):
+    t = _tables(
+        [("recent", "2023-01-01", None), ("lapsed", "2023-01-01", None), ("never_bought", "2023-01-01", None),
+         ("young", str(T - 20 * D), None), ("future", str(T + D), None)],
+        transactions=[("recent", T - 5 * D), ("lapsed", T - 200 * D)],
+    )
+    label = LabelConfig(definition="inactivity", inactivity_days=60, population=population, population_days=days)
+    assert active_mask(t, T, label).tolist() == expected
+
+
+def test_population_churn_date_still_excludes_churned_and_subscription_needs_the_table():
+    t = _tables([("gone", "2023-01-01", str(T - D)), ("silent", "2023-01-01", None), ("seen", "2023-01-01", None)],
+                events=[("gone", T - 3 * D), ("seen", T - 3 * D)])
+    label = LabelConfig(definition="churn_date", population="ever_seen")
+    assert active_mask(t, T, label).tolist() == [False, False, True]
+    with pytest.raises(DataError, match="needs a subscriptions table"):
+        active_mask(t, T, LabelConfig(definition="churn_date", population="subscription"))

@@ -124,3 +124,45 @@ def test_training_is_reproducible_in_a_fresh_store(trained_store: Store, twin_st
     no_time = lambda m: {k: v for k, v in m.items() if not k.startswith("time_")}  # noqa: E731
     assert no_time(run_a.metrics) == no_time(run_b.metrics)
     assert run_a.params == run_b.params
+
+
+def test_final_model_is_refitted_on_train_and_validation_but_not_test(trained_store: Store) -> None:
+    from model.registry import load_churn_model
+
+    s = trained_store.summary
+    proto = s["protocol"]
+    assert proto["refit"] is True and proto["include_test"] is False
+    # every cutoff labelled by the test cutoff, and nothing from the test cutoff itself
+    assert proto["fitted_cutoffs"] == TRAIN_CUTOFFS + ["2025-10-01", "2025-11-01"]
+    # cross-fitted calibration: the two latest labelled cutoffs, each predicted by a model fitted before it
+    assert proto["calibration_cutoffs"] == ["2025-10-01", "2025-11-01"]
+    assert proto["calibration_method"] == "platt"
+    assert np.isfinite(s["metrics"]["test_norefit_roc_auc"])
+    trained_store.activate()
+    model = load_churn_model(f"models:/{MODEL_NAME}/1")
+    assert model.meta["protocol"]["fitted_cutoffs"] == proto["fitted_cutoffs"]
+    assert model.calibrator.method == "platt"
+
+
+@pytest.mark.parametrize("refit,fitted", [({"enabled": False}, TRAIN_CUTOFFS),
+                                          ({"include_test": True}, TRAIN_CUTOFFS + ["2025-10-01", "2025-11-01",
+                                                                                    "2025-12-01"])],
+                         ids=["refit-off", "registered-includes-test"])
+def test_refit_switches(tmp_path: Path, demo_data_dir: Path, refit: dict, fitted: list[str]) -> None:
+    from churn.config import load_config
+    from features.contract import load_tables
+    from model.registry import load_churn_model
+    from tests.conftest import working_directory, write_small_config
+    from training.train import train
+
+    path = write_small_config(tmp_path, overrides={"training": {"refit": refit, "backtest_windows": 0,
+                                                                "tuning": {"n_trials": 1}}})
+    with working_directory(tmp_path):
+        cfg = load_config(path)
+        s = train(load_tables(demo_data_dir, cfg.data), cfg, demo_data_dir)
+        model = load_churn_model(f"models:/{MODEL_NAME}/1")
+    assert s["protocol"]["fitted_cutoffs"] == fitted
+    assert model.meta["protocol"]["fitted_cutoffs"] == fitted
+    if not refit.get("enabled", True):
+        # without the refit the evaluated model is the tuned one
+        assert s["metrics"]["test_roc_auc"] == s["metrics"]["test_norefit_roc_auc"]
