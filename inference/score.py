@@ -61,6 +61,10 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     fs = builder.build(as_of)
     frame = fs.frame
     specs = {s.name: s for s in fs.specs}
+    if frame.empty:
+        from churn.errors import no_active_customers
+
+        raise no_active_customers(as_of)  # before the feature check: an empty window cannot produce features
     missing = [f for f in model.features if f not in specs]
     if missing:
         from churn.errors import DataError
