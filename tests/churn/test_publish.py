@@ -168,3 +168,25 @@ def test_secret_fields_are_redacted(tmp_path: Path, caplog: pytest.LogCaptureFix
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue() == f"key is {REDACTED}\n"
+
+
+def test_second_churn_train_on_a_study_is_refused(tmp_path: Path) -> None:
+    """A second `churn train` on the same study stops with exit 75 before any tuning (no doubled trial budget)."""
+    from churn.config import load_config
+    from churn.generate import generate_demo, write_demo
+    from features.contract import load_tables
+    from tests.conftest import write_small_config
+    from training.train import study_lock
+
+    data = tmp_path / "data"
+    write_demo(generate_demo(n_customers=60, seed=2), data)
+    config = write_small_config(tmp_path / "cfg")
+    cfg = load_config(config)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with study_lock(cfg, load_tables(data, cfg).input_hash):
+        res = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--config",
+                              str(config), "--data", str(data)], env=env, capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert res.returncode == 75, res.stderr[-2000:]
+    assert "training study churn-xgb-" in res.stderr and "in use by another churn process" in res.stderr
+    assert not (tmp_path / "cfg" / "mlruns").exists(), "refused before touching the stores"
