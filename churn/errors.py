@@ -59,9 +59,9 @@ class UsageError(ChurnError):
     exit_code = EXIT_USAGE
 
 
-def no_active_customers(as_of: object) -> DataError:
+def no_active_customers(as_of: pd.Timestamp) -> DataError:
     """The error ``churn score`` and ``churn features`` raise when the population at the cutoff is empty."""
-    return DataError("customers", None, f"no customer is active at {getattr(as_of, 'date', lambda: as_of)()}")
+    return DataError("customers", None, f"no customer is active at {pd.Timestamp(as_of).date()}")
 
 
 class ConfigError(ChurnError):

@@ -105,7 +105,10 @@ def clean_stale_staging(out: Path) -> list[Path]:
     removed = []
     if out.parent.is_dir():
         for p in sorted(out.parent.glob(f"{STAGING_PREFIX}{out.name}-*")):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     if removed:
         log.warning("removed %d stale staging folder(s) of killed runs: %s", len(removed), [p.name for p in removed])
