@@ -540,7 +540,7 @@ def _unparsed(s: pd.Series, parsed: pd.Series) -> pd.Series | None:
 
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
-    s = df[col]
+    s = _numbers_as_date_text(df, role, col, fmt)
     parsed = None
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
@@ -569,6 +569,21 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
         n = int(parsed.isna().sum())
         raise DataError(role, col, "missing dates", n, df.loc[parsed.isna()].head(5))
     return parsed
+
+
+def _numbers_as_date_text(df: pd.DataFrame, role: str, col: str, fmt: str | None) -> pd.Series:
+    """A numeric date column: with a ``date_format`` (e.g. ``%Y%m%d``) its digits as text; without one an error.
+
+    Read as nanoseconds since 1970, epoch seconds or 20240115 would silently become dates in January 1970.
+    """
+    s = df[col]
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or not s.notna().any():
+        return s
+    if fmt:
+        return key_text(s)
+    raise DataError(role, col, "numbers where dates are expected (epoch seconds?): write dates as text "
+                    "(YYYY-MM-DD) or set data.date_format (e.g. '%Y%m%d')", int(s.notna().sum()),
+                    df.loc[s.notna()].head(5))
 
 
 def _to_ns(parsed: pd.Series, df: pd.DataFrame, role: str, col: str) -> pd.Series:

@@ -225,6 +225,21 @@ def _parquet_far_future(p: Path) -> None:
     df.to_parquet(p, index=False)
 
 
+def _epoch_timestamps(df: pd.DataFrame) -> None:
+    df["timestamp"] = (pd.to_datetime(df["timestamp"]).astype("int64") // 10**9).astype(str)
+
+
+def _gzip_named_csv(ctx: Ctx) -> None:
+    import gzip
+
+    p = _csv(ctx, "events")
+    p.write_bytes(gzip.compress(p.read_bytes()))
+
+
+def _padded_ids(df: pd.DataFrame) -> None:
+    df["customer_id"] = " " + df["customer_id"] + " "
+
+
 def _rm(table: str) -> Mutation:
     return lambda ctx: _csv(ctx, table).unlink()
 
@@ -283,6 +298,8 @@ CASES: list[Case] = [
     Case("events_timestamp_blank", set_cell("events", "timestamp", ""), 65, "table 'events', column 'timestamp'"),
     Case("transactions_parquet_year_2400", as_parquet("transactions", _parquet_far_future), 65,
          "table 'transactions', column 'timestamp'"),
+    Case("transactions_epoch_seconds", edit("transactions", _epoch_timestamps), 65,
+         "table 'transactions', column 'timestamp'"),
     Case("events_timestamps_mixed_offsets", edit("events", _timestamps_with_offsets), 0,
          accepted="timestamps with UTC offsets are converted to UTC (documented in the data contract)"),
     # numbers
@@ -306,6 +323,11 @@ CASES: list[Case] = [
     Case("interactions_latin1_bytes", raw_bytes("interactions", _latin1_text), 65, "table 'interactions'"),
     Case("customers_semicolons", raw_bytes("customers", lambda b: b.replace(b",", b";")), 65, "table 'customers'"),
     Case("customers_mixed_delimiters", raw_bytes("customers", _mixed_delimiters), 65, "table 'customers'"),
+    Case("events_gzip_bytes_named_csv", _gzip_named_csv, 65, "table 'events'"),
+    Case("customers_binary_garbage", raw_bytes("customers", lambda b: bytes(range(256)) * 20), 65, "table 'customers'"),
+    Case("events_ids_padded_with_spaces", edit("events", _padded_ids), 65, "table 'events', column 'customer_id'"),
+    Case("events_duplicated_rows", edit("events", lambda df: pd.concat([df, df], ignore_index=True)), 0,
+         accepted="identical events can be real (two clicks in one second); the contract does not deduplicate"),
     Case("customers_crlf", raw_bytes("customers", lambda b: b.replace(b"\n", b"\r\n")), 0,
          accepted="Windows line endings are read like Unix ones"),
     Case("customers_huge_attribute_string", edit("customers", _huge_attribute), 0,
