@@ -3,7 +3,8 @@
 Every command loads the config once, validates inputs before writing anything, writes outputs
 atomically, and ends with a machine-readable ``summary.json`` in ``--out`` where it has one.
 Expected failures (bad data, bad config, missing model) print a clear message and exit with a
-``sysexits`` code: 65 bad data, 66 missing input, 75 horizon not over yet (retry later), 78 bad config.
+``sysexits`` code: 64 usage (e.g. ``--as-of`` past the data), 65 bad data, 66 missing input, 75 retry later
+(horizon not over yet, or ``--out`` / the training study locked by another process), 78 bad config.
 """
 
 from __future__ import annotations
