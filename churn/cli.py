@@ -3,7 +3,8 @@
 Every command loads the config once, validates inputs before writing anything, writes outputs
 atomically, and ends with a machine-readable ``summary.json`` in ``--out`` where it has one.
 Expected failures (bad data, bad config, missing model) print a clear message and exit with a
-``sysexits`` code: 65 bad data, 66 missing input, 75 horizon not over yet (retry later), 78 bad config.
+``sysexits`` code: 64 usage (e.g. ``--as-of`` past the data), 65 bad data, 66 missing input, 75 retry later
+(horizon not over yet, or ``--out`` / the training study locked by another process), 78 bad config.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from churn.timebase import default_cutoff
 
 log = logging.getLogger("churn")
 
+AFTER_END_OPTION = click.option("--allow-after-data-end", "after_end", is_flag=True,
+                                help="Accept an --as-of later than the day after the data's last record.")
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                              help="YAML config (default: configs/default.yaml).")
 
@@ -34,6 +37,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
+    from churn.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # config values marked secret never reach a log
     for noisy in ("alembic", "urllib3", "matplotlib", "numba", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # its INFO/WARNING chatter is not for analysts
@@ -48,7 +55,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ChurnError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from churn.redact import redact_text
+
+            click.echo(f"error: {redact_text(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # usage errors: click prints them and exits 2
@@ -70,6 +79,18 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
         return pd.Timestamp(datetime.strptime(value, "%Y-%m-%d"))
     except ValueError as exc:
         raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+def _check_as_of(data_end: pd.Timestamp, as_of: pd.Timestamp, allowed: bool) -> None:
+    """Refuse a cutoff past the data's end: nothing is known then, so every customer would look gone quiet."""
+    if allowed or pd.isna(data_end):
+        return
+    latest = (data_end + pd.Timedelta(days=1)).normalize()
+    if as_of > latest:
+        from churn.errors import UsageError
+
+        raise UsageError(f"--as-of {as_of.date()} is after the data's end ({data_end.date()}): every customer would "
+                         f"look inactive; use --as-of {latest.date()} or earlier, or pass --allow-after-data-end")
 
 
 def _summary(out: Path, payload: dict[str, Any]) -> Path:
@@ -137,10 +158,11 @@ def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp
 @click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
 @click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
               help="Spark: customer buckets (default: about 1M customers per bucket).")
+@AFTER_END_OPTION
 @CONFIG_OPTION
 @handle_errors
 def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, engine: str, spark_master: str | None,
-             n_buckets: int | None, config_path: str | None) -> None:
+             n_buckets: int | None, after_end: bool, config_path: str | None) -> None:
     """Build one feature row per customer active at the cutoff; only data before it is used.
 
     Also writes the feature catalogue (FILE.catalogue.csv) and summary.json beside FILE.
@@ -176,16 +198,24 @@ def features(data_dir: str, as_of: pd.Timestamp, out: str, labels: bool, engine:
                                         "seconds": round(time.perf_counter() - t0, 2)})
         log.info("wrote %s rows x %d features to %s (spark)", f"{sfs.n_population:,}", len(sfs.specs), out)
         return
-    tables = load_tables(data_dir, cfg)
-    fs = FeatureBuilder(tables, cfg).build(as_of, with_labels=labels)
+    from churn.errors import no_active_customers
+    from churn.publish import new_staging, output_lock, publish_files
+
     out_path = Path(out)
-    write_parquet(out_path, fs.frame)
     cat_path = out_path.with_suffix(".catalogue.csv")
-    write_csv(cat_path, catalogue_frame(fs.specs))
-    _summary(out_path.parent, {"command": "features", "cutoff": as_of.date().isoformat(), "input_hash": tables.input_hash,
-                               "data_dir": data_dir, "config": cfg.source, "rows": len(fs.frame),
-                               "features": len(fs.specs), "outputs": [str(out_path), str(cat_path)],
-                               "seconds": round(time.perf_counter() - t0, 2)})
+    with output_lock(out_path, folder=False):
+        tables = load_tables(data_dir, cfg)
+        _check_as_of(tables.data_end, as_of, after_end)
+        fs = FeatureBuilder(tables, cfg).build(as_of, with_labels=labels)
+        if fs.frame.empty:
+            raise no_active_customers(as_of)
+        st = new_staging(out_path)
+        write_parquet(st / out_path.name, fs.frame)
+        write_csv(st / cat_path.name, catalogue_frame(fs.specs))
+        _summary(st, {"command": "features", "cutoff": as_of.date().isoformat(), "input_hash": tables.input_hash,
+                      "data_dir": data_dir, "config": cfg.source, "rows": len(fs.frame), "features": len(fs.specs),
+                      "outputs": [str(out_path), str(cat_path)], "seconds": round(time.perf_counter() - t0, 2)})
+        publish_files(st, out_path.parent, [out_path.name, cat_path.name, "summary.json"])
     log.info("wrote %s rows x %d features to %s", f"{len(fs.frame):,}", len(fs.specs), out_path)
 
 
@@ -204,6 +234,7 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
     """
     from churn.config import load_config
     from features.contract import load_tables
+    from training.train import study_lock
     from training.train import train as run_train
 
     cfg = load_config(config_path)
@@ -215,7 +246,8 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
     if cfg.label.definition == "snapshot":
         _train_snapshot(tables, cfg, data_dir, out)
         return
-    result = run_train(tables, cfg, data_dir)
+    with study_lock(cfg, tables.input_hash):  # a second `churn train` on this study is refused (exit 75)
+        result = run_train(tables, cfg, data_dir)
     result = {"command": "train", "input_hash": tables.input_hash, "data_dir": data_dir, "config": cfg.source, **result}
     if out:
         _summary(Path(out), result)
@@ -254,10 +286,11 @@ def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> No
 @click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
 @click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
               help="Spark: customer buckets (default: about 1M customers per bucket).")
+@AFTER_END_OPTION
 @CONFIG_OPTION
 @handle_errors
 def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | None, explain_all: bool,
-          engine: str, spark_master: str | None, n_buckets: int | None, config_path: str | None) -> None:
+          engine: str, spark_master: str | None, n_buckets: int | None, after_end: bool, config_path: str | None) -> None:
     """Score every active customer; write scores, ranked explained alerts with playbooks, and an HTML report.
 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
@@ -287,10 +320,14 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
         summary = score_spark(spark, data_dir, cfg, as_of, out, model_uri=model_uri, n_buckets=n_buckets,
                               explain_all=explain_all)
     else:
-        tables = load_tables(data_dir, cfg)
-        if as_of is None:
-            as_of = default_cutoff(tables.data_end)
-        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+        from churn.publish import output_lock
+
+        with output_lock(out):
+            tables = load_tables(data_dir, cfg)
+            if as_of is None:
+                as_of = default_cutoff(tables.data_end)
+            _check_as_of(tables.data_end, as_of, after_end)
+            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
 
@@ -310,8 +347,10 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     """
     from churn.config import load_config
     from churn.generate import generate_demo, write_demo
+    from churn.publish import output_lock, staged_output
     from features.contract import load_tables
     from inference.score import score as run_score
+    from training.train import study_lock
     from training.train import train as run_train
 
     cfg = load_config(config_path)
@@ -322,29 +361,38 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
-    write_demo(generate_demo(n_customers=n_customers, seed=seed), data_dir)
-    stages["generate_s"] = time.perf_counter() - t0
-    tables = load_tables(data_dir, cfg)
-    t = time.perf_counter()
-    trained = run_train(tables, cfg, data_dir)
-    stages["train_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    as_of = default_cutoff(tables.data_end)
-    scored = run_score(tables, cfg, as_of, out_dir / "scoring")
-    stages["score_s"] = time.perf_counter() - t
-    stages["total_s"] = time.perf_counter() - t0
-    summary = {"command": "demo", "customers": n_customers, "seed": seed, "config": cfg.source,
-               "input_hash": tables.input_hash, "tracking_uri": trained["tracking_uri"], "run_id": trained["run_id"],
+    with output_lock(out_dir), staged_output(out_dir) as st:  # OUT is replaced as a whole at the end
+        write_demo(generate_demo(n_customers=n_customers, seed=seed), st / "data")
+        stages["generate_s"] = time.perf_counter() - t0
+        tables = load_tables(st / "data", cfg)
+        tables.files = [data_dir / f.name for f in tables.files]  # where they will be once published
+        t = time.perf_counter()
+        with study_lock(cfg, tables.input_hash):
+            trained = run_train(tables, cfg, data_dir)
+        stages["train_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        as_of = default_cutoff(tables.data_end)
+        scored = run_score(tables, cfg, as_of, st / "scoring", publish_as=out_dir / "scoring")
+        stages["score_s"] = time.perf_counter() - t
+        stages["total_s"] = time.perf_counter() - t0
+        _demo_summary(st, n_customers, seed, cfg.source, tables.input_hash, data_dir, trained, scored, stages)
+    m = trained["metrics"]
+    click.echo(f"demo done in {stages['total_s']:.0f}s: model {trained['model_name']} v{trained['model_version']} "
+               f"test ROC-AUC {m['test_roc_auc']:.3f} PR-AUC {m['test_pr_auc']:.3f}; "
+               f"{scored['n_alerts']:,} alerts -> {out_dir / 'scoring' / 'report.html'}")
+
+
+def _demo_summary(st: Path, n_customers: int, seed: int, config: str | None, input_hash: str, data_dir: Path,
+                  trained: dict[str, Any], scored: dict[str, Any], stages: dict[str, float]) -> None:
+    """summary.json of `churn demo`, written into the staging folder ``st``."""
+    summary = {"command": "demo", "customers": n_customers, "seed": seed, "config": config,
+               "input_hash": input_hash, "tracking_uri": trained["tracking_uri"], "run_id": trained["run_id"],
                "model_name": trained["model_name"], "model_version": trained["model_version"],
                "model_alias": trained["aliases"], "metrics": trained["metrics"], "cutoff": scored["cutoff"],
                "n_scored": scored["n_scored"], "n_alerts": scored["n_alerts"], "timings_s": stages,
                "train": trained, "score": scored,
                "outputs": {"data": str(data_dir), **scored["outputs"]}}
-    _summary(out_dir, summary)
-    m = trained["metrics"]
-    click.echo(f"demo done in {stages['total_s']:.0f}s: model {trained['model_name']} v{trained['model_version']} "
-               f"test ROC-AUC {m['test_roc_auc']:.3f} PR-AUC {m['test_pr_auc']:.3f}; "
-               f"{scored['n_alerts']:,} alerts -> {out_dir / 'scoring' / 'report.html'}")
+    _summary(st, summary)
 
 
 # --------------------------------------------------------------------------- registry
@@ -406,26 +454,35 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
     Outputs in --out: monitor.json, treatment_effect.csv, summary.json. Exit 75 if the horizon is not over yet.
     """
     from churn.config import load_config
+    from churn.publish import output_lock, staged_output
     from features.contract import load_tables
     from inference.monitor import evaluate_alerts, write_monitor_report
 
     cfg = load_config(config_path)
-    tables = load_tables(data_dir, cfg)
-    res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key, level=level)
-    paths = write_monitor_report(res, out)
-    _summary(Path(out), {"command": "monitor", "scores_dir": scores_dir, "data_dir": data_dir, "config": cfg.source,
-                         "input_hash": tables.input_hash, "cutoff": res["cutoff"], "horizon_days": res["horizon_days"],
-                         "model_version": res["model_version"], "n_scored": res["n_scored"],
-                         "realized_churn_rate": res["realized_churn_rate"],
-                         "metrics": {"roc_auc": (res["metrics"] or {}).get("roc_auc"),
-                                     "roc_auc_untreated": (res["metrics_untreated"] or {}).get("roc_auc")},
-                         "outputs": [str(p) for p in paths]})
+    with output_lock(out), staged_output(out) as st:
+        tables = load_tables(data_dir, cfg)
+        res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key,
+                              level=level)
+        paths = [Path(out) / p.name for p in write_monitor_report(res, st)]
+        _monitor_summary(st, res, scores_dir, data_dir, cfg.source, tables.input_hash, paths)
     all_row = res["treatment_effect"][-1] if res["treatment_effect"] else {}
     click.echo(f"cutoff {res['cutoff']} (+{res['horizon_days']}d): {res['n_scored']:,} scored, realized churn "
                f"{_fmt(res['realized_churn_rate'], '.1%')}, ROC-AUC {_fmt((res['metrics'] or {}).get('roc_auc'))}, "
                f"alert precision {_fmt((res['alert_precision'] or {}).get('precision'))}; uplift ALL "
                f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
                f"-> {out}/monitor.json")
+
+
+def _monitor_summary(st: Path, res: dict[str, Any], scores_dir: str, data_dir: str, config: str | None,
+                     input_hash: str, paths: list[Path]) -> None:
+    """summary.json of `churn monitor`, written into the staging folder ``st``."""
+    _summary(st, {"command": "monitor", "scores_dir": scores_dir, "data_dir": data_dir, "config": config,
+                  "input_hash": input_hash, "cutoff": res["cutoff"], "horizon_days": res["horizon_days"],
+                  "model_version": res["model_version"], "n_scored": res["n_scored"],
+                  "realized_churn_rate": res["realized_churn_rate"],
+                  "metrics": {"roc_auc": (res["metrics"] or {}).get("roc_auc"),
+                              "roc_auc_untreated": (res["metrics_untreated"] or {}).get("roc_auc")},
+                  "outputs": [str(p) for p in paths]})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -189,8 +189,18 @@ CANONICAL_COLUMNS: dict[str, dict[str, bool]] = {
 }
 
 
+class DataLimits(_Strict):
+    """Plausibility limits the loader checks (``features/contract.py``); a value outside them is a DataError."""
+
+    max_abs_amount: float = Field(1e12, gt=0)  # amounts, event values, hours: beyond this is a unit/export error
+    rating_min: float = 0.0  # interaction ratings must lie in [rating_min, rating_max]
+    rating_max: float = 10.0
+    max_event_types: int = Field(200, ge=1)  # distinct event types (each becomes ~15 features)
+
+
 class DataConfig(_Strict):
     tables: dict[str, TableConfig]
+    limits: DataLimits = DataLimits()
     date_format: str | None = None  # strftime format for all date columns; None = ISO / inferred
     # the moment up to which the data is complete (e.g. a simulation's end, an export date): overrides
     # the latest record as Tables.data_end (so training cutoffs keep T + horizon <= it), and subscriptions
@@ -459,7 +469,8 @@ class ScoringConfig(_Strict):
     top_reasons: int = 3
     explainer: Literal["fast", "xgboost"] = "fast"  # exact TreeSHAP either way; fast = precomputed tables
     report_top_n: int = 25
-    pseudonymize_key: str | None = None
+    # secret: redacted in every artifact, log and summary (churn.redact)
+    pseudonymize_key: str | None = Field(None, json_schema_extra={"secret": True})
     # value at risk from: the lifetime_value feature (features.clv) or monthly revenue x the survival model's
     # expected (discounted) lifetime within features.clv.horizon_months
     lifetime_value: Literal["features", "survival"] = "features"
@@ -539,10 +550,14 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{p}: top level must be a mapping")
     raw["source"] = str(p)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError(f"{p}: invalid configuration\n" + "\n".join(lines)) from exc
+    from churn.redact import register
+
+    register(cfg)
+    return cfg

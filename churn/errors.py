@@ -13,6 +13,7 @@ EXIT_USAGE = 64
 EXIT_DATA = 65
 EXIT_NO_INPUT = 66
 EXIT_SOFTWARE = 70
+EXIT_TEMPFAIL = 75  # resource busy (another process holds the lock): try again later
 EXIT_CONFIG = 78
 
 
@@ -50,6 +51,17 @@ class DataError(ChurnError):
                 shown = ", ".join(repr(x) for x in list(examples)[:5])
             msg += "\n  examples:\n    " + shown.replace("\n", "\n    ")
         super().__init__(msg)
+
+
+class UsageError(ChurnError):
+    """The command line asks for something the inputs cannot give (e.g. ``--as-of`` past the data's end)."""
+
+    exit_code = EXIT_USAGE
+
+
+def no_active_customers(as_of: pd.Timestamp) -> DataError:
+    """The error ``churn score`` and ``churn features`` raise when the population at the cutoff is empty."""
+    return DataError("customers", None, f"no customer is active at {pd.Timestamp(as_of).date()}")
 
 
 class ConfigError(ChurnError):

@@ -72,9 +72,15 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
 
 
 def hash_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
-    """SHA-256 over the names and bytes of ``paths`` (sorted by name), as ``sha256:<hex>``."""
+    """SHA-256 over the names and bytes of ``paths`` (sorted by name), as ``sha256:<hex>``.
+
+    A folder (a Parquet dataset) contributes each of its visible files, in path order.
+    """
     h = hashlib.sha256()
-    for p in sorted(Path(x) for x in paths):
+    files: list[Path] = []
+    for x in sorted(Path(x) for x in paths):
+        files += sorted(f for f in x.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))) if x.is_dir() else [x]
+    for p in files:
         h.update(p.name.encode())
         h.update(b"\0")
         with p.open("rb") as fh:

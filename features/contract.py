@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churn.config import CANONICAL_COLUMNS, Config, DataConfig, LabelConfig, TableConfig
+from churn.config import CANONICAL_COLUMNS, Config, DataConfig, DataLimits, LabelConfig, TableConfig
 from churn.errors import DataError, InputNotFoundError
 from churn.io import hash_files
 
@@ -92,7 +92,11 @@ class Tables:
 
 
 def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
-    """Locate a table's file (``tc`` or a file name): the exact name if it exists, else the stem with a known suffix."""
+    """Locate a table's file (``tc`` or a file name): the exact name if it exists, else the stem with a known suffix.
+
+    A folder (a Parquet dataset as Spark writes it, e.g. ``events.parquet/part-*.parquet``) counts too;
+    :func:`read_table` reads it or says why not: a table is never silently missing because it is a folder.
+    """
     name = tc if isinstance(tc, str) else tc.file
     exact = data_dir / name
     if exact.is_file():
@@ -101,21 +105,33 @@ def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
         cand = data_dir / f"{name}{suffix}"
         if cand.is_file():
             return cand
+    for cand in (exact, *(data_dir / f"{name}{suffix}" for suffix in SUFFIXES)):
+        if cand.is_dir():
+            return cand
     return None
 
 
 def read_table(path: Path, role: str, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read CSV or Parquet into a DataFrame; unreadable files become a DataError.
+    """Read CSV, Parquet or a Parquet dataset folder into a DataFrame; unreadable files become a DataError.
 
     ``text_columns`` (ids) are read from CSV as text, so "0001495" keeps its leading zeros.
     """
+    if path.is_dir() and not dataset_files(path):
+        raise DataError(role, None, f"{path} is a folder with no Parquet part files (*.parquet): "
+                        "give the table as one CSV/Parquet file or a Parquet dataset folder")
     try:
-        if path.name.endswith((".parquet", ".pq")):
+        if path.is_dir() or path.name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         sep = "\t" if path.name.endswith(".tsv") else ","
         return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in text_columns})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem for the user
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
+
+
+def dataset_files(folder: Path) -> list[Path]:
+    """The Parquet part files of a dataset folder (hidden and ``_`` files such as ``_SUCCESS`` left out)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".parquet", ".pq")
+                  and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
 
 
 def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: bool = True) -> Tables:
@@ -125,7 +141,10 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
     snapshot label (``label.definition: snapshot``), which the loader reads from the customers table.
     """
     label: LabelConfig | None = None
+    limits = cfg.limits if isinstance(cfg, DataConfig) else cfg.data.limits
     if isinstance(cfg, Config):
+        if cfg.features.event_types is not None:  # only the listed types become features: no cap needed
+            limits = limits.model_copy(update={"max_event_types": 2**31 - 1})
         label, cfg = cfg.label, cfg.data
     snapshot = label is not None and label.definition == "snapshot"
     data_dir = Path(data_dir)
@@ -196,7 +215,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
     subs: pd.DataFrame | None = None
     derived: dict[str, str] = {}
     if "subscriptions" in frames:
-        subs = prepare_subscriptions(frames["subscriptions"], fmt_of("subscriptions"))
+        subs = prepare_subscriptions(frames["subscriptions"], fmt_of("subscriptions"), limits)
         if derive is not None:
             from features.derive import customer_dates_from_subscriptions
 
@@ -226,7 +245,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
                     observed_until=observed, derived=derived)
     for role in CHILD_TABLES:
         if role in frames:
-            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role),
+            setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role), limits,
                                                  extra=cfg.tables[role].extra_columns))
     if subs is not None:
         tables.subscriptions = _attach_codes(subs, "subscriptions", customers)
@@ -243,7 +262,7 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
                 if tables.transactions is not None:
                     log.warning("derive.transactions: the transactions table is replaced by subscription payments")
                 tables.transactions = validate_child(transactions_from_subscriptions(subs), "transactions",
-                                                     customers, None)
+                                                     customers, None, limits)
                 tables.derived["transactions"] = "subscriptions"
     _add_derived_columns(tables, customers_tc, derived_sources, fmt_of("customers"))
     tables.input_hash = hash_files(files)
@@ -611,7 +630,7 @@ def _check_day_month_order(s: pd.Series, role: str, col: str) -> None:
 
 def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, required: bool) -> pd.Series:
     """Parse a date column to naive datetime64[ns]; unparseable or (if required) empty values are errors."""
-    s = df[col]
+    s = _numbers_as_date_text(df, role, col, fmt)
     parsed = None
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
@@ -633,14 +652,59 @@ def _parse_dates(df: pd.DataFrame, role: str, col: str, fmt: str | None, require
             parsed = pd.to_datetime(s, errors="coerce", format=fmt if fmt else "mixed", utc=True)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    parsed = parsed.astype("datetime64[ns]")
+    parsed = _to_ns(parsed, df, role, col)
     bad = _unparsed(s, parsed)
     if bad is not None:
-        raise DataError(role, col, "unparseable dates", int(bad.sum()), df.loc[bad].head(5))
+        raise DataError(role, col, "unparseable dates (or outside 1677-09-22..2262-04-11)", int(bad.sum()),
+                        df.loc[bad].head(5))
     if required and parsed.isna().any():
         n = int(parsed.isna().sum())
         raise DataError(role, col, "missing dates", n, df.loc[parsed.isna()].head(5))
     return parsed
+
+
+def _numbers_as_date_text(df: pd.DataFrame, role: str, col: str, fmt: str | None) -> pd.Series:
+    """A numeric date column: with a ``date_format`` (e.g. ``%Y%m%d``) its digits as text; without one an error.
+
+    Read as nanoseconds since 1970, epoch seconds or 20240115 would silently become dates in January 1970.
+    """
+    s = df[col]
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or not s.notna().any():
+        return s
+    if fmt:
+        return key_text(s)
+    raise DataError(role, col, "numbers where dates are expected (epoch seconds?): write dates as text "
+                    "(YYYY-MM-DD) or set data.date_format (e.g. '%Y%m%d')", int(s.notna().sum()),
+                    df.loc[s.notna()].head(5))
+
+
+def _to_ns(parsed: pd.Series, df: pd.DataFrame, role: str, col: str) -> pd.Series:
+    """``parsed`` in nanoseconds; dates nanoseconds cannot hold (year 2262 or later, before 1677) are a DataError."""
+    try:
+        return parsed.astype("datetime64[ns]")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        lo, hi = pd.Timestamp.min, pd.Timestamp.max
+        bad = ((parsed > hi) | (parsed < lo)).to_numpy()
+        raise DataError(role, col, f"dates outside the supported range {lo.date()}..{hi.date()} (year 2262 or later?)",
+                        int(bad.sum()), df.loc[bad].head(5)) from None
+
+
+def _check_range(values: pd.Series, df: pd.DataFrame, role: str, col: str, low: float, high: float) -> None:
+    """Non-finite values, or values outside ``[low, high]``, are a DataError with a count and examples."""
+    v = values.to_numpy(dtype="float64")
+    bad = ~np.isnan(v) & (~np.isfinite(v) | (v < low) | (v > high))
+    if bad.any():
+        raise DataError(role, col, f"values outside [{low:g}, {high:g}] or infinite (see data.limits in the config)",
+                        int(bad.sum()), df.loc[bad].head(5))
+
+
+def _check_event_types(cat: pd.Categorical, df: pd.DataFrame, role: str, cap: int) -> None:
+    """More distinct event types than ``cap`` would explode the feature table (each type becomes ~15 features)."""
+    if len(cat.categories) > cap:
+        top = pd.Series(cat).value_counts().head(5).index.tolist()
+        raise DataError(role, "event_type", f"{len(cat.categories):,} distinct event types, more than "
+                        f"data.limits.max_event_types ({cap}); map them to fewer names (an events 'lookups' file) "
+                        "or list the ones to use in features.event_types, or raise the cap", None, top)
 
 
 def _numeric(df: pd.DataFrame, role: str, col: str) -> pd.Series:
@@ -735,11 +799,14 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
 
 
 def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: str | None,
-                   extra: dict[str, Any] | None = None) -> pd.DataFrame:
+                   limits: DataLimits | None = None, extra: dict[str, Any] | None = None) -> pd.DataFrame:
     """Check a child table, attach customer codes and sort by timestamp (ties by customer code, stable).
 
+    ``limits``: plausibility limits (amounts, values, hours, ratings, number of event types); default ``DataLimits()``.
     ``extra`` (``extra_columns``): more columns kept, numeric ones checked as numbers, the others as text.
     """
+    limits = limits or DataLimits()
+    big = limits.max_abs_amount
     if df.empty:
         raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its features off)")
     ids = _ids(df, role)
@@ -771,9 +838,12 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
         if et.isna().any():
             raise DataError(role, "event_type", "missing event types", int(et.isna().sum()), df.loc[et.isna()].head(5))
         cat = pd.Categorical(et.astype(str))  # a few distinct types: integer codes, no string per row
+        _check_event_types(cat, df, role, limits.max_event_types)
         cols["event_type"] = pd.Categorical.from_codes(arrange(cat.codes), cat.categories)
         if "value" in df:
-            cols["value"] = arrange(_numeric(df, role, "value").to_numpy())
+            value = _numeric(df, role, "value")
+            _check_range(value, df, role, "value", -big, big)
+            cols["value"] = arrange(value.to_numpy())
         else:
             cols["value"] = np.nan
     elif role == "transactions":
@@ -784,6 +854,7 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
         if neg.any():
             raise DataError(role, "amount", "negative amounts (record refunds as a separate table)", int(neg.sum()),
                             df.loc[neg].head(5))
+        _check_range(amount, df, role, "amount", 0.0, big)
         cols["amount"] = arrange(amount.to_numpy())
     for col, kind in (extra or {}).items():
         if kind == "numeric":
@@ -798,7 +869,9 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
             else:
                 cols[col] = fill
         if "rating" in df:
-            cols["rating"] = arrange(_numeric(df, role, "rating").to_numpy())
+            rating = _numeric(df, role, "rating")
+            _check_range(rating, df, role, "rating", limits.rating_min, limits.rating_max)
+            cols["rating"] = arrange(rating.to_numpy())
         else:
             cols["rating"] = np.nan
         for col in ("response_hours", "resolution_hours"):  # optional: only present when mapped / in the file
@@ -807,11 +880,12 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
                 neg = hours < 0
                 if neg.any():
                     raise DataError(role, col, "negative hours", int(neg.sum()), df.loc[neg].head(5))
+                _check_range(hours, df, role, col, 0.0, big)
                 cols[col] = arrange(hours.to_numpy())
     return pd.DataFrame(cols, copy=False)  # absent optional columns (scalars) are broadcast in their place
 
 
-def prepare_subscriptions(df: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
+def prepare_subscriptions(df: pd.DataFrame, fmt: str | None, limits: DataLimits | None = None) -> pd.DataFrame:
     """Check the subscriptions table (before customer codes): ids, dates, end >= start, amounts >= 0.
 
     Returns ``customer_id`` (text), ``start_date``, ``end_date`` (NaT = open-ended) and ``amount``
@@ -831,6 +905,7 @@ def prepare_subscriptions(df: pd.DataFrame, fmt: str | None) -> pd.DataFrame:
         neg = amount < 0
         if neg.any():
             raise DataError(role, "amount", "negative amounts", int(neg.sum()), df.loc[neg].head(5))
+        _check_range(amount, df, role, "amount", 0.0, (limits or DataLimits()).max_abs_amount)
         out["amount"] = amount.to_numpy()
     else:
         out["amount"] = np.nan

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 
 from churn.config import Config, resolve_path
 from churn.io import write_csv, write_json, write_jsonl, write_parquet
+from churn.publish import fault_point, new_staging, publish
 from features.build import FeatureBuilder
 from features.contract import Tables
 from inference import alerts as al
@@ -47,8 +47,14 @@ def snapshot_as_of(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
 
 
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
-          explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
-    """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
+          explain_all: bool = False, log_to_mlflow: bool = True,
+          publish_as: str | Path | None = None) -> dict[str, Any]:
+    """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``.
+
+    Everything is staged beside ``out_dir`` and published as one set (:mod:`churn.publish`); the MLflow
+    scoring run is finished only after that. ``publish_as``: the path the summary names the outputs under
+    when ``out_dir`` is itself inside a staging folder (``churn demo``).
+    """
     from inference.drift import scoring_drift
     from inference.playbooks import load_playbooks
     from inference.report import render_report
@@ -69,6 +75,10 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     fs = builder.build(as_of)
     frame = fs.frame
     specs = {s.name: s for s in fs.specs}
+    if frame.empty:
+        from churn.errors import no_active_customers
+
+        raise no_active_customers(as_of)  # before the feature check: an empty window cannot produce features
     missing = [f for f in model.features if f not in specs]
     if missing:
         from churn.errors import DataError
@@ -78,9 +88,9 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     timings["features_s"] = time.perf_counter() - t
     n = len(frame)
     if n == 0:
-        from churn.errors import DataError
+        from churn.errors import no_active_customers
 
-        raise DataError("customers", None, f"no customer is active at {as_of.date()}")
+        raise no_active_customers(as_of)
 
     t = time.perf_counter()
     p = np.empty(n)
@@ -140,7 +150,6 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
 
     # ------------------------------------------------------------ write everything atomically
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "command": "score", "cutoff": as_of.date().isoformat(), "input_hash": tables.input_hash,
         "data_files": [str(f) for f in tables.files], "tracking_uri": tracking_uri,
@@ -155,25 +164,23 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
-        st = Path(tmp)
-        write_parquet(st / "scores.parquet", scores)
-        write_alert_files(st, alerts)
-        if drift is not None:
-            write_csv(st / "drift.csv", drift)
+    staged = new_staging(out_dir)
+    try:
+        _write_outputs(staged, scores, alerts, drift)
         t = time.perf_counter()
-        render_report(st / "report.html", summary=summary, scores=scores, alerts=alerts,
+        render_report(staged / "report.html", summary=summary, scores=scores, alerts=alerts,
                       global_importance=importance, drift=drift, top_n=scfg.report_top_n)
         timings["report_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
-        outputs = {name: str(out_dir / name) for name in sorted(p.name for p in st.iterdir())}
-        outputs["summary"] = str(out_dir / "summary.json")
+        shown = Path(publish_as) if publish_as is not None else out_dir
+        outputs = {name: str(shown / name) for name in sorted(p.name for p in staged.iterdir())}
+        outputs["summary"] = str(shown / "summary.json")
         summary.update({"outputs": outputs, "timings_s": timings})
-        if log_to_mlflow:
-            summary["run_id"] = _log_scoring_run(cfg, summary, st)
-        write_json(st / "summary.json", summary)
-        for f in sorted(st.iterdir()):
-            shutil.move(str(f), out_dir / f.name)
+        fault_point("staged")
+        _finish(cfg, summary, staged, out_dir, log_to_mlflow)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
              summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
     return summary
@@ -324,16 +331,33 @@ def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
     return recs
 
 
-def _log_scoring_run(cfg: Config, summary: dict[str, Any], staged: Path) -> str:
-    """Audit trail: one MLflow run per scoring batch with its input hash, model version and outputs."""
+def _write_outputs(st: Path, scores: pd.DataFrame, alerts: pd.DataFrame, drift: pd.DataFrame | None) -> None:
+    """Write the data outputs (scores, alerts in three formats, drift) into the staging folder ``st``."""
+    write_parquet(st / "scores.parquet", scores)
+    write_alert_files(st, alerts)
+    if drift is not None:
+        write_csv(st / "drift.csv", drift)
+
+
+def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, log_to_mlflow: bool) -> None:
+    """Write summary.json and publish the staged set; with MLflow, the run ends (FINISHED) only after publication."""
+    if not log_to_mlflow:
+        write_json(staged / "summary.json", summary)
+        publish(staged, out_dir)
+        return
     import mlflow
 
+    from churn.mlflow_runs import owner_tags, reap_dead_runs
+
+    reap_dead_runs(cfg.mlflow.experiment)
     with mlflow.start_run(run_name=f"score-{summary['cutoff']}") as run:
         mlflow.set_tags({"stage": "score", "input_hash": summary["input_hash"], "model_uri": summary["model_uri"],
-                         "model_version": str(summary["model_version"]), "cutoff": summary["cutoff"]})
+                         "model_version": str(summary["model_version"]), "cutoff": summary["cutoff"], **owner_tags()})
         mlflow.log_metrics({k: float(summary[k]) for k in ("n_scored", "n_alerts", "n_selected", "n_control",
                                                             "value_at_risk_total", "expected_net_value")})
         for name in ("alerts.csv", "drift.csv"):
             if (staged / name).exists():
                 mlflow.log_artifact(str(staged / name), artifact_path="scoring")
-        return run.info.run_id
+        summary["run_id"] = run.info.run_id
+        write_json(staged / "summary.json", summary)
+        publish(staged, out_dir)

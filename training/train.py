@@ -20,6 +20,7 @@ import pandas as pd
 import xgboost as xgb
 
 from churn.config import Config
+from churn.redact import redact_text, redacted_dump
 from features.build import FeatureBuilder, FeatureSet
 from features.catalogue import catalogue_frame
 from features.contract import Tables
@@ -38,6 +39,22 @@ log = logging.getLogger(__name__)
 def config_hash(cfg: Config) -> str:
     dump = cfg.model_dump(exclude={"source"})
     return hashlib.sha256(json.dumps(dump, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def study_name(cfg: Config, input_hash: str) -> str:
+    """The Optuna study of this data, config and seed (a rerun resumes it)."""
+    return f"{cfg.mlflow.model_name}-{input_hash[7:19]}-{config_hash(cfg)[:8]}-seed{cfg.training.seed}"
+
+
+def study_lock(cfg: Config, input_hash: str) -> Any:
+    """An exclusive lock on this training study (in its storage): a second `churn train` on it is refused (exit 75)."""
+    from churn.publish import file_lock
+
+    storage = cfg.training.tuning.storage
+    where = str(Path(storage.removeprefix("sqlite:///")).absolute()) if storage and storage.startswith("sqlite:///") \
+        else str(storage)
+    name = study_name(cfg, input_hash)
+    return file_lock(f"{where}/{name}", f"training study {name}")
 
 
 def git_commit() -> str:
@@ -200,13 +217,16 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     tracking_uri = setup_mlflow(cfg.mlflow)
     import mlflow
 
+    from churn.mlflow_runs import owner_tags, reap_dead_runs
+
+    reap_dead_runs(cfg.mlflow.experiment)
     chash = config_hash(cfg)
-    study_name = f"{cfg.mlflow.model_name}-{tables.input_hash[7:19]}-{chash[:8]}-seed{tcfg.seed}"
+    study = study_name(cfg, tables.input_hash)
     with mlflow.start_run(run_name=f"train-{split.test[-1].date()}") as run:
         parent_id = run.info.run_id
         mlflow.set_tags({"stage": "train", "input_hash": tables.input_hash, "git_commit": git_commit(),
-                         "config_hash": chash, "data_dir": str(data_dir), "optuna_study": study_name,
-                         "optuna_storage": str(tcfg.tuning.storage)})
+                         "config_hash": chash, "data_dir": str(data_dir), "optuna_study": study,
+                         "optuna_storage": str(tcfg.tuning.storage), **owner_tags()})
 
         def log_trial(rec: dict[str, Any]) -> None:
             with mlflow.start_run(run_name=f"trial-{rec['number']}", nested=True):
@@ -216,7 +236,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                     mlflow.log_metrics({"valid_auc": rec["value"], "best_iteration": rec["best_iteration"] or 0})
 
         t1 = time.perf_counter()
-        result = tune(dtrain, dvalid, tcfg.tuning, tcfg.seed, tcfg.n_threads, study_name, on_trial=log_trial)
+        result = tune(dtrain, dvalid, tcfg.tuning, tcfg.seed, tcfg.n_threads, study, on_trial=log_trial)
         timings["tuning_s"] = time.perf_counter() - t1
 
         t1 = time.perf_counter()
@@ -328,9 +348,9 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
-            (d / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str))
+            (d / "config.json").write_text(json.dumps(redacted_dump(cfg), indent=2, default=str))
             if cfg.source and Path(cfg.source).exists():
-                (d / "config.yaml").write_text(Path(cfg.source).read_text())
+                (d / "config.yaml").write_text(redact_text(Path(cfg.source).read_text(), cfg))
             cat = catalogue_frame(fs.specs)
             cat.to_csv(d / "feature_catalogue.csv", index=False)
             (d / "feature_catalogue.json").write_text(cat.to_json(orient="records", indent=2))
@@ -376,4 +396,4 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             "cutoffs": {"train": meta["train_cutoffs"], "valid": meta["valid_cutoffs"], "test": meta["test_cutoffs"]},
             "protocol": {k: v for k, v in protocol.items() if k != "fits"},
             "tuning": {"n_trials": result.n_trials, "n_pruned": result.n_pruned, "best_valid_auc": result.best_value,
-                       "study": study_name, "storage": tcfg.tuning.storage}, "n_features": len(features)}
+                       "study": study, "storage": tcfg.tuning.storage}, "n_features": len(features)}
