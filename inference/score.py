@@ -36,7 +36,6 @@ def _chunks(n: int, size: int) -> list[slice]:
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
-    from inference.drift import scoring_drift
     from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
@@ -134,10 +133,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
 
     # ------------------------------------------------------------ monitoring: drift against training reference
-    drift = None
-    recommendation = None
-    if model.reference is not None:
-        drift, recommendation = scoring_drift(model.reference, frame, model.features, p)
+    drift, drift_evidence, estimate = _monitoring(model, frame, p, alert_idx, cfg)
+    recommendation = drift_evidence.get("recommendation") if drift_evidence else None
     importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs)
                   if contribs else None)
 
@@ -157,7 +154,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
-        "drift_recommendation": recommendation,
+        "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
@@ -174,7 +171,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
             write_csv(st / "drift.csv", drift)
         t = time.perf_counter()
         render_report(st / "report.html", summary=summary, scores=scores, alerts=alerts,
-                      global_importance=importance, drift=drift, top_n=scfg.report_top_n)
+                      global_importance=importance, drift=drift, top_n=scfg.report_top_n,
+                      drift_rows=cfg.monitoring.report_drift_rows)
         timings["report_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         outputs = {name: str(out_dir / name) for name in sorted(p.name for p in st.iterdir())}
@@ -188,6 +186,28 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
              summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
     return summary
+
+
+def _monitoring(model: Any, frame: pd.DataFrame, p: np.ndarray, alert_idx: np.ndarray,
+                cfg: Config) -> tuple[pd.DataFrame | None, dict[str, Any] | None, dict[str, Any]]:
+    """Label-free performance estimate of this run, and drift evidence against the training reference."""
+    from inference.drift import DriftSettings, assess_scoring_drift, booster_importance
+    from inference.estimate import estimate_performance
+
+    m = cfg.monitoring
+    alert = np.zeros(len(p), dtype=bool)
+    alert[alert_idx] = True
+    estimate = estimate_performance(p, alert, m.estimate_draws, m.estimate_level, seed=cfg.training.seed)
+    if model.reference is None:
+        return None, None, estimate
+    settings = DriftSettings(psi_warn=m.psi_warn, psi_alert=m.psi_alert, min_effect=m.min_effect,
+                             min_sample=m.min_sample, important_features=m.important_features,
+                             max_auc_drop=m.max_auc_drop)
+    a = assess_scoring_drift(model.reference, frame, model.features, p,
+                             booster_importance(model.booster, model.features), settings)
+    evidence = {**a.evidence, "recommendation": a.recommendation,
+                "n_drifted": int((a.table["status"] == "drift").sum())}
+    return a.table, evidence, estimate
 
 
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
@@ -213,7 +233,21 @@ def _log_scoring_run(cfg: Config, summary: dict[str, Any], staged: Path) -> str:
                          "model_version": str(summary["model_version"]), "cutoff": summary["cutoff"]})
         mlflow.log_metrics({k: float(summary[k]) for k in ("n_scored", "n_alerts", "n_selected", "n_control",
                                                             "value_at_risk_total", "expected_net_value")})
+        mlflow.log_metrics(_estimate_metrics(summary.get("performance_estimate")))
+        mlflow.set_tag("output_dir", str(Path(summary["outputs"]["summary"]).resolve().parent))
         for name in ("alerts.csv", "drift.csv"):
             if (staged / name).exists():
                 mlflow.log_artifact(str(staged / name), artifact_path="scoring")
         return run.info.run_id
+
+
+def _estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
+    """The label-free estimate as flat MLflow metrics (est_roc_auc, est_roc_auc_low, ...)."""
+    out: dict[str, float] = {}
+    for key, name in (("roc_auc", "est_roc_auc"), ("precision_at_alert", "est_precision_at_alert"),
+                      ("churners_in_alerts", "est_churners_in_alerts")):
+        for part, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+            v = ((estimate or {}).get(key) or {}).get(part)
+            if v is not None and np.isfinite(v):
+                out[name + suffix] = float(v)
+    return out
