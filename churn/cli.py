@@ -251,10 +251,13 @@ def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> No
 @click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
 @click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
               help="Spark: customer buckets (default: about 1M customers per bucket).")
+@click.option("--previous", default=None,
+              help="An earlier scoring run (its --out folder or MLflow run id): say why each alert's score changed.")
 @CONFIG_OPTION
 @handle_errors
 def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | None, explain_all: bool,
-          engine: str, spark_master: str | None, n_buckets: int | None, config_path: str | None) -> None:
+          engine: str, spark_master: str | None, n_buckets: int | None, previous: str | None,
+          config_path: str | None) -> None:
     """Score every active customer; write scores, ranked explained alerts with playbooks, and an HTML report.
 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
@@ -269,6 +272,8 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
 
         raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
                           "build features or score at; use `churn train` for cross-validation")
+    if engine == "spark" and previous:
+        raise click.BadParameter("works with --engine pandas only", param_hint="--previous")
     if engine == "spark":
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
@@ -282,7 +287,7 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
         tables = load_tables(data_dir, cfg)
         if as_of is None:
             as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
-        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all, previous=previous)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
 
@@ -411,6 +416,7 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
                          "realized_churn_rate": res["realized_churn_rate"],
                          "metrics": {"roc_auc": (res["metrics"] or {}).get("roc_auc"),
                                      "roc_auc_untreated": (res["metrics_untreated"] or {}).get("roc_auc")},
+                         "estimate_vs_realized": res.get("estimate_vs_realized"),
                          "outputs": [str(p) for p in paths]})
     all_row = res["treatment_effect"][-1] if res["treatment_effect"] else {}
     click.echo(f"cutoff {res['cutoff']} (+{res['horizon_days']}d): {res['n_scored']:,} scored, realized churn "
@@ -418,6 +424,10 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
                f"alert precision {_fmt((res['alert_precision'] or {}).get('precision'))}; uplift ALL "
                f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
                f"-> {out}/monitor.json")
+    auc = next((r for r in res.get("estimate_vs_realized") or [] if r["metric"] == "roc_auc"), None)
+    if auc:
+        click.echo(f"ROC-AUC estimated at scoring {_fmt(auc['estimate'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}], "
+                   f"realized {_fmt(auc['realized'])}")
 
 
 if __name__ == "__main__":  # pragma: no cover

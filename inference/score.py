@@ -34,8 +34,12 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
-          explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
-    """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
+          explain_all: bool = False, log_to_mlflow: bool = True, previous: str | Path | None = None) -> dict[str, Any]:
+    """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``.
+
+    ``previous``: an earlier scoring run (its folder or MLflow run id): every alert then says how and why
+    its score changed since (:mod:`inference.change`) and whether it is new.
+    """
     from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
@@ -131,6 +135,11 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
+    changes = None
+    if previous is not None:
+        from inference.change import compare_with_previous
+
+        alerts, changes = compare_with_previous(previous, tables, cfg, model, frame, out_ids, as_of, alerts, specs)
 
     # ------------------------------------------------------------ monitoring: drift against training reference
     drift, drift_evidence, estimate = _monitoring(model, frame, p, alert_idx, cfg)
@@ -155,6 +164,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
+        "score_change": changes,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
@@ -164,6 +174,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         flat = alerts.drop(columns=["reasons"]).assign(
             reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
             reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
+            **({"change_groups": alerts["change_groups"].map(lambda x: "|".join(x))} if changes else {}),
             reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
         write_csv(st / "alerts.csv", flat)
         write_jsonl(st / "alerts.jsonl", _records(alerts))
@@ -217,6 +228,8 @@ def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
         rec["reasons"] = list(rec["reasons"])
         rec["reason_families"] = list(rec["reason_families"])
         rec["reason_groups"] = list(rec["reason_groups"])
+        if "change_groups" in rec:
+            rec["change_groups"] = list(rec["change_groups"])
         for k, v in rec.items():
             if isinstance(v, float) and not np.isfinite(v):
                 rec[k] = None
