@@ -1,7 +1,9 @@
 """Is the label-free performance estimate (CBPE, ``inference.estimate``) right? A rolling backtest.
 
 For every monthly cutoff ``T`` with enough history before it, a model is trained on the cutoffs whose
-label windows end before the validation cutoff, calibrated (isotonic) on the cutoff just before ``T``
+label windows end before the validation cutoff (month starts, plus the first day with enough history;
+a month whose previous month is shorter than the label horizon, e.g. March after February with a 30-day
+horizon, has no clean validation cutoff and is skipped), calibrated (isotonic) on the cutoff just before ``T``
 (``training.backtest.fit_window``, the production backtest step) and scores ``T``. The estimate is
 computed from those probabilities alone, as ``churn score`` does; the realised value comes from the
 labels of ``(T, T + horizon]``. Metrics: ROC-AUC, precision of the alerts (probability >= the config's
@@ -33,7 +35,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SOCIALNET_DIR = ROOT.parent / "shared" / "data" / "fightchurn_socialnet7" / "full"
+# ../shared/data from the repository root (or from a worktree one level deeper)
+SOCIALNET_DIR = next((d for d in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if d.is_dir()),
+                     ROOT.parent / "shared") / "data" / "fightchurn_socialnet7" / "full"
 PARAMS: dict[str, Any] = {"objective": "binary:logistic", "eval_metric": "logloss", "eta": 0.05, "max_depth": 3,
                           "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.8, "lambda": 5.0}
 log = logging.getLogger("performance_estimate")
@@ -88,6 +92,9 @@ def backtest(dataset: str, months: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         tables, cfg, source = _load(dataset, Path(tmp))
         cutoffs = training_cutoffs(tables, cfg.label, 36, cfg.training.cutoff_frequency, cfg.training.min_history_days)
+        # plus the first day with enough history: a training cutoff for the earliest test month (socialnet7: April)
+        first = (tables.data_start + pd.Timedelta(days=cfg.training.min_history_days)).normalize()
+        cutoffs = sorted({first, *cutoffs})
         fs = FeatureBuilder(tables, cfg).build_many(cutoffs)
     t_features = time.perf_counter() - t0
     specs = {s.name: s for s in fs.specs}
