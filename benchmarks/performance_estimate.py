@@ -83,7 +83,7 @@ def _row(test_cutoff: pd.Timestamp, y: np.ndarray, p: np.ndarray, threshold: flo
     return row
 
 
-def backtest(dataset: str, months: int) -> dict[str, Any]:
+def backtest(dataset: str, months: int, calibration: str | None = None) -> dict[str, Any]:
     from features.build import FeatureBuilder
     from features.timeline import label_window_days, training_cutoffs
     from training.backtest import fit_window
@@ -106,13 +106,14 @@ def backtest(dataset: str, months: int) -> dict[str, Any]:
     rows = []
     for k in range(min(months, len(cutoffs)) - 1, -1, -1):
         res = fit_window(fs.frame, cutoffs[: len(cutoffs) - k], features, categories, PARAMS, window,
-                         cfg.training.calibration, 400, 40, cfg.training.seed, cfg.training.n_threads, 1)
+                         calibration or cfg.training.calibration, 400, 40, cfg.training.seed, cfg.training.n_threads, 1)
         if res is not None:
             rows.append(_row(*res, threshold))
             log.info("%s: estimate %.3f realised %.3f", rows[-1]["cutoff"], rows[-1]["roc_auc_est"],
                      rows[-1]["roc_auc_real"])
     err = np.abs([r["auc_error"] for r in rows])
-    return {"dataset": dataset, "data": source, "alert_threshold": threshold, "params": PARAMS, "rows": rows,
+    return {"dataset": dataset, "data": source, "calibration": calibration or cfg.training.calibration,
+            "alert_threshold": threshold, "params": PARAMS, "rows": rows,
             "max_abs_auc_error": float(err.max()) if err.size else None,
             "mean_abs_auc_error": float(err.mean()) if err.size else None,
             "months_within_0.03": int((err <= 0.03).sum()), "months": len(rows),
@@ -122,7 +123,8 @@ def backtest(dataset: str, months: int) -> dict[str, Any]:
 
 
 def _table(res: dict[str, Any]) -> str:
-    lines = [f"### {res['dataset']} ({res['data']}), alerts: p >= {res['alert_threshold']}",
+    lines = [f"### {res['dataset']} ({res['data']}), {res['calibration']} calibration, alerts: p >= "
+             f"{res['alert_threshold']}",
              "| cutoff | n | churners | ROC-AUC est [90% interval] | realised | error | alerts | precision est "
              "| realised | churners in alerts est | realised |", "|" + "---|" * 11]
     for r in res["rows"]:
@@ -146,14 +148,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=["demo", "socialnet7"], default="demo")
     ap.add_argument("--months", type=int, default=12, help="latest test months (default 12)")
+    ap.add_argument("--calibration", choices=["isotonic", "platt"], default=None,
+                    help="calibration of each window's model (default: the config's training.calibration)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("features", "training", "churn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    res = backtest(args.dataset, args.months)
-    res["command"] = f"python benchmarks/performance_estimate.py --dataset {args.dataset} --months {args.months}"
+    res = backtest(args.dataset, args.months, args.calibration)
+    res["command"] = (f"python benchmarks/performance_estimate.py --dataset {args.dataset} --months {args.months}"
+                      + (f" --calibration {args.calibration}" if args.calibration else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"performance_estimate_{args.dataset}.json").write_text(json.dumps(res, indent=2) + "\n")
+    suffix = f"_{args.calibration}" if args.calibration else ""
+    (RESULTS / f"performance_estimate_{args.dataset}{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
     sys.stdout.write(_table(res) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""``churn``: the command-line entry point (generate, features, train, score, demo, promote, rollback).
+"""``churn``: the command-line entry point (generate, features, train, score, demo, promote, rollback, monitor, refresh).
 
 Every command loads the config once, validates inputs before writing anything, writes outputs
 atomically, and ends with a machine-readable ``summary.json`` in ``--out`` where it has one.
@@ -428,6 +428,27 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
     if auc:
         click.echo(f"ROC-AUC estimated at scoring {_fmt(auc['estimate'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}], "
                    f"realized {_fmt(auc['realized'])}")
+
+
+# --------------------------------------------------------------------------- refresh
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(), required=True, help="Data folder with the latest complete data.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="State folder: runs/<cutoff>/ (scorings, monitor/) and summary.json; reuse it every time.")
+@CONFIG_OPTION
+@handle_errors
+def refresh(data_dir: str, out: str, config_path: str | None) -> None:
+    """Score the latest cutoff, evaluate runs whose horizon is over, retrain and promote on evidence or cadence.
+
+    Exit 0: done; 3: evidence of a worse champion and nothing promoted; 99: nothing new to do (see README).
+    """
+    from churn.config import load_config
+    from churn.refresh import refresh as run_refresh
+
+    res = run_refresh(load_config(config_path), data_dir, out)
+    click.echo(f"refresh {res['cutoff']}: {res['message']} -> {out}/summary.json (exit {res['exit_code']})")
+    if res["exit_code"]:
+        sys.exit(res["exit_code"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,14 +55,25 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (not isinstance(v, str) and bool(pd.isna(v)))
+
+
+def _moved(before: Any, after: Any) -> bool:
+    """Did the value change between the two cutoffs (missing to missing is no change)?"""
+    if _missing(before) or _missing(after):
+        return _missing(before) != _missing(after)
+    return str(before) != str(after) if isinstance(before, str) or isinstance(after, str) else before != after
+
+
 def _phrase(spec: FeatureSpec, before: Any, after: Any) -> str:
     """'<description> fell (9 -> 2)' from the lead feature's values at the two cutoffs."""
     text = spec.description[:1].lower() + spec.description[1:] if spec.description else spec.name
     try:
         b, a = float(before), float(after)
-        verb = "rose" if a > b else "fell" if a < b else "stayed"
+        verb = "rose" if a > b else "fell" if a < b else "changed"
     except (TypeError, ValueError):
-        verb = "changed" if str(before) != str(after) else "stayed"
+        verb = "changed"
     return f"{text} {verb} ({_value(before)} -> {_value(after)})"
 
 
@@ -90,21 +101,27 @@ def change_reasons(cur: RowContributions, prev: RowContributions, features: list
         direction = np.sign(cur.p[found] - prev.p[pos[found]])
         for row, i in enumerate(np.flatnonzero(found)):
             signed = delta[row] * (direction[row] if direction[row] != 0 else 1.0)
-            order = [j for j in np.argsort(-signed, kind="stable")[:k] if signed[j] > 1e-4]
-            parts = []
-            for j in order:
-                cols = np.flatnonzero(gidx == j)
-                f = features[cols[np.argmax(np.abs(dphi[row, cols]))]]
+            named, parts = [], []
+            for j in np.argsort(-signed, kind="stable"):
+                if len(parts) == k or signed[j] <= 1e-4:
+                    break
+                # the group's lead: the feature whose value changed and whose contribution moved most
+                cols = [c for c in np.flatnonzero(gidx == j)
+                        if _moved(prev.values[features[c]].iloc[pos[i]], cur.values[features[c]].iloc[i])]
+                if not cols:
+                    continue  # the group moved through interactions only: no input of its own changed
+                f = features[cols[int(np.argmax(np.abs(dphi[row, cols])))]]
+                named.append(gi_cur.groups[j])
                 parts.append(_phrase(specs[f], prev.values[f].iloc[pos[i]], cur.values[f].iloc[i]))
-            groups_out[i] = [gi_cur.groups[j] for j in order]
+            groups_out[i] = named
             text_out[i] = _join(parts) if parts else ""
     return pd.DataFrame({"change_groups": groups_out, "change_because": text_out}, index=cur.ids.to_numpy())
 
 
 def change_sentence(p_now: float, p_before: float | None, since: str, because: str) -> str:
-    """'risk rose from 12% to 35% since 2025-11-01, mostly because ...' (or 'new customer since ...')."""
+    """'risk rose from 12% to 35% since 2025-11-01, mostly because ...' (or 'new since ...')."""
     if p_before is None or not np.isfinite(p_before):
-        return f"not scored on {since}; risk now {_pct(p_now)}"
+        return f"new since {since} (not scored then); risk now {_pct(p_now)}"
     verb = "rose" if p_now > p_before else "fell" if p_now < p_before else "unchanged"
     head = (f"risk {verb} from {_pct(p_before)} to {_pct(p_now)} since {since}" if verb != "unchanged"
             else f"risk unchanged at {_pct(p_now)} since {since}")

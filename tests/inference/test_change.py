@@ -49,7 +49,7 @@ def test_hand_made_change_gives_the_expected_sentence() -> None:
         "risk rose from 12% to 33% since 2025-11-01, mostly because 'login' events in the last 7 days fell (9 -> 2) "
         "and complaints in the last 30 days rose (0 -> 1)",
         "risk rose from 5% to 38% since 2025-11-01",
-        "not scored on 2025-11-01; risk now 40%",
+        "new since 2025-11-01 (not scored then); risk now 40%",
     ]
     assert out["new_alert"].tolist() == [False, True, True]
     assert out["previous_probability"].iloc[:2].tolist() == [0.12, 0.05] and np.isnan(out["previous_probability"][2])
