@@ -47,8 +47,8 @@ def _pct(x: float) -> str:
 
 
 def _value(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
+    if _missing(v) or (isinstance(v, float) and not np.isfinite(v)):
+        return "none"
     if isinstance(v, (int, float, np.number)):
         v = float(v)
         return f"{int(v):,}" if v.is_integer() else f"{v:,.2f}".rstrip("0").rstrip(".")

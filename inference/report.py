@@ -535,6 +535,8 @@ def _alert_rows(alerts: pd.DataFrame) -> list[dict[str, Any]]:
                 "playbook_owner": _fmt_text(rec.get("playbook_owner")),
                 "playbook_rule": _fmt_text(rec.get("playbook_rule")),
                 "action": action,
+                "change": _fmt_text(rec.get("change_reason")).strip(),  # churn score --previous
+                "new_alert": _flag(rec.get("new_alert")),
             }
         )
     return rows

@@ -37,6 +37,10 @@ def test_refresh_twice_on_the_demo(trained_store: Store, tmp_path: Path, monkeyp
     assert alerts["change_reason"].str.contains("since 2025-12-01").all()  # scored with --previous last month
     assert alerts.loc[alerts["previous_probability"].notna(), "change_reason"].str.startswith("risk ").all()
     stamp = (state / "runs" / "2026-01-01" / "alerts.parquet").stat().st_mtime_ns
+    run = json.loads((state / "runs" / "2026-01-01" / "summary.json").read_text())
+    logged = s.client().get_run(summary["scoring"]["run_id"])  # the estimate is on the MLflow scoring run
+    assert logged.data.metrics["est_roc_auc"] == pytest.approx(run["performance_estimate"]["roc_auc"]["estimate"])
+    assert logged.data.tags["output_dir"] == str((state / "runs" / "2026-01-01").resolve())
 
     second = run_cli(args)
     s.activate()

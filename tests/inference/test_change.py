@@ -88,3 +88,6 @@ def test_two_consecutive_demo_runs(trained_store: Store, tmp_path: Path) -> None
     assert summary["score_change"] == info
     flat = pd.read_csv(tmp_path / "dec" / "alerts.csv")
     assert flat["change_reason"].tolist() == alerts["change_reason"].tolist()
+    html = (tmp_path / "dec" / "report.html").read_text(encoding="utf-8")
+    top = alerts.sort_values("rank").iloc[0]
+    assert f"Since last run: {top['change_reason'][:40]}" in html.replace("&#39;", "'")
