@@ -625,14 +625,15 @@ def _drift_section(drift: pd.DataFrame | None, summary: Mapping[str, Any],
         }
     )
     severity = df["status"].map({s: i for i, s in enumerate(DRIFT_STATUSES)}).fillna(len(DRIFT_STATUSES))
-    # within a status: the model's important inputs first, then by how far they moved (PSI for old tables)
-    df = df.assign(_sev=severity, _imp=~df["important"], _key=df["effect"].fillna(df["psi"])).sort_values(
-        ["_sev", "_imp", "_key"], ascending=[True, True, False], kind="stable")
+    # the score first; then by status, the model's important inputs first, by how far they moved (PSI for old tables)
+    df = df.assign(_score=~df["feature"].str.endswith("(score)"), _sev=severity, _imp=~df["important"],
+                   _key=df["effect"].fillna(df["psi"])).sort_values(
+        ["_score", "_sev", "_imp", "_key"], ascending=[True, True, True, False], kind="stable")
     counts = {s: int((df["status"] == s).sum()) for s in DRIFT_STATUSES}
     recommendation = summary.get("drift_recommendation")
     retrain = not _missing(recommendation) and bool(str(recommendation).strip())
     evidence = summary.get("drift") if isinstance(summary.get("drift"), Mapping) else {}
-    shown = df.drop(columns=["_sev", "_imp", "_key"]).head(max(int(max_rows), 0))
+    shown = df.drop(columns=["_score", "_sev", "_imp", "_key"]).head(max(int(max_rows), 0))
     return {
         "rows": shown.to_dict("records"),
         "n_total": len(df),

@@ -53,6 +53,10 @@ def test_stationary_demo_makes_no_retrain_recommendation(stationary: tuple[dict[
     assert on_disk["drift"]["score"]["status"] == "stable"
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "retraining recommended" not in html and "No retraining needed" in html
+    section = html[html.index('<section id="drift">'):html.index('<section id="playbooks">')]
+    # estimate table (header + 3 metrics), drift table (header + monitoring.report_drift_rows), not all features
+    assert section.count("<tr>") == (1 + 3) + (1 + 8)
+    assert "churn_probability (score)" in section  # the score always leads
     drift = pd.read_csv(out / "drift.csv")  # the full table, one row per model feature plus the score
     assert len(drift) == 1 + trained_store.summary["n_features"]
     assert drift["feature"].iloc[0] == "churn_probability (score)"
