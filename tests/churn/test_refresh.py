@@ -76,3 +76,40 @@ def _evaluated(realized: float, low: float, high: float) -> list[dict]:
 def test_retrain_reasons(drift: dict | None, evaluated: list[dict], new_days: int, reasons: list[str],
                          evidence: bool) -> None:
     assert retrain_reasons(drift, evaluated, new_days, 90) == (reasons, evidence)
+
+
+@pytest.mark.slow
+def test_refresh_retrains_on_cadence_and_promotes_only_through_the_gate(demo_data_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A champion trained when the data ended on 2025-11-30; refresh on the data to 2025-12-31 with a 1-day cadence."""
+    from churn.config import load_config
+    from features.contract import load_tables
+    from tests.conftest import write_small_config
+    from training.registry import CHAMPION, get_alias_version
+    from training.train import train
+
+    monkeypatch.chdir(tmp_path)
+    old = write_small_config(tmp_path, "old.yaml", overrides={"data": {"observed_until": "2025-11-30"}})
+    new = write_small_config(tmp_path, "new.yaml", overrides={"monitoring": {"retrain_every_days": 1}})
+    cfg_old = load_config(old)
+    first = train(load_tables(demo_data_dir, cfg_old), cfg_old, demo_data_dir)
+    assert first["cutoffs"]["test"] == ["2025-10-01"]
+
+    args = ["refresh", "--config", new, "--data", demo_data_dir, "--out", tmp_path / "state"]
+    res = run_cli(args)
+    summary = json.loads((tmp_path / "state" / "summary.json").read_text())
+    assert res.exit_code == 0, res.output  # a cadence retrain is not evidence of a worse champion
+    assert summary["retrain_reasons"] == ["cadence: 61 days of new labelled data since the newest version "
+                                          "(monitoring.retrain_every_days 1)"]  # 2025-10-01 -> 2025-12-01
+    retrain = summary["retrain"]
+    assert retrain["trained_version"] == "2"
+    # the gate re-scored both on the two latest cutoffs neither model was fitted or calibrated on
+    assert "re-scored on cutoff 2025-12-01 and 2025-11-01" in retrain["gate"]
+    champion = get_alias_version("churn-xgb", CHAMPION)
+    assert champion == ("2" if retrain["promoted"] else "1") == summary["champion"]
+    run = json.loads((tmp_path / "state" / "runs" / "2026-01-01" / "summary.json").read_text())
+    assert str(run["model_version"]) == champion  # re-scored with the new champion after a promotion
+
+    again = run_cli(args)
+    assert again.exit_code == 99, again.output  # v2 has seen every labelled cutoff: nothing new
+    assert json.loads((tmp_path / "state" / "summary.json").read_text())["retrain_reasons"] == []
