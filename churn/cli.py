@@ -1,4 +1,4 @@
-"""``churn``: the command-line entry point (generate, features, train, score, demo, promote, rollback).
+"""``churn``: the command-line entry point (generate, features, train, score, demo, promote, rollback, monitor, refresh).
 
 Every command loads the config once, validates inputs before writing anything, writes outputs
 atomically, and ends with a machine-readable ``summary.json`` in ``--out`` where it has one.
@@ -286,11 +286,14 @@ def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> No
 @click.option("--spark-master", default=None, help="Spark master (default: spark-submit's, else local[*]).")
 @click.option("--buckets", "n_buckets", type=click.IntRange(min=1), default=None,
               help="Spark: customer buckets (default: about 1M customers per bucket).")
+@click.option("--previous", default=None,
+              help="An earlier scoring run (its --out folder or MLflow run id): say why each alert's score changed.")
 @AFTER_END_OPTION
 @CONFIG_OPTION
 @handle_errors
 def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | None, explain_all: bool,
-          engine: str, spark_master: str | None, n_buckets: int | None, after_end: bool, config_path: str | None) -> None:
+          engine: str, spark_master: str | None, n_buckets: int | None, previous: str | None, after_end: bool,
+          config_path: str | None) -> None:
     """Score every active customer; write scores, ranked explained alerts with playbooks, and an HTML report.
 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
@@ -305,11 +308,15 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
             from churn.errors import ConfigError
 
             raise ConfigError(f"{cfg.source}: snapshot data is scored with --engine pandas (one row per customer)")
+        from churn.publish import output_lock
         from inference.score import snapshot_as_of
 
-        tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
-        as_of = snapshot_as_of(tables, as_of)
-        summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+        with output_lock(out):
+            tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
+            as_of = snapshot_as_of(tables, as_of)
+            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+    elif engine == "spark" and previous:
+        raise click.BadParameter("works with --engine pandas only", param_hint="--previous")
     elif engine == "spark":
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
@@ -327,7 +334,8 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
             if as_of is None:
                 as_of = default_cutoff(tables.data_end)
             _check_as_of(tables.data_end, as_of, after_end)
-            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
+            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all,
+                                previous=previous)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
 
@@ -471,6 +479,31 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
                f"alert precision {_fmt((res['alert_precision'] or {}).get('precision'))}; uplift ALL "
                f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
                f"-> {out}/monitor.json")
+    auc = next((r for r in res.get("estimate_vs_realized") or [] if r["metric"] == "roc_auc"), None)
+    if auc:
+        click.echo(f"ROC-AUC estimated at scoring {_fmt(auc['estimate'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}], "
+                   f"realized {_fmt(auc['realized'])}")
+
+
+# --------------------------------------------------------------------------- refresh
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(), required=True, help="Data folder with the latest complete data.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="State folder: runs/<cutoff>/ (scorings, monitor/) and summary.json; reuse it every time.")
+@CONFIG_OPTION
+@handle_errors
+def refresh(data_dir: str, out: str, config_path: str | None) -> None:
+    """Score the latest cutoff, evaluate runs whose horizon is over, retrain and promote on evidence or cadence.
+
+    Exit 0: done; 3: evidence of a worse champion and nothing promoted; 99: nothing new to do (see README).
+    """
+    from churn.config import load_config
+    from churn.refresh import refresh as run_refresh
+
+    res = run_refresh(load_config(config_path), data_dir, out)
+    click.echo(f"refresh {res['cutoff']}: {res['message']} -> {out}/summary.json (exit {res['exit_code']})")
+    if res["exit_code"]:
+        sys.exit(res["exit_code"])
 
 
 def _monitor_summary(st: Path, res: dict[str, Any], scores_dir: str, data_dir: str, config: str | None,
@@ -482,6 +515,7 @@ def _monitor_summary(st: Path, res: dict[str, Any], scores_dir: str, data_dir: s
                   "realized_churn_rate": res["realized_churn_rate"],
                   "metrics": {"roc_auc": (res["metrics"] or {}).get("roc_auc"),
                               "roc_auc_untreated": (res["metrics_untreated"] or {}).get("roc_auc")},
+                  "estimate_vs_realized": res.get("estimate_vs_realized"),
                   "outputs": [str(p) for p in paths]})
 
 

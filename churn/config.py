@@ -477,6 +477,30 @@ class ScoringConfig(_Strict):
     urgency_days: tuple[int, int] = (30, 90)  # median days to churn: <= first "immediate", <= second "soon", else "later"
 
 
+class MonitoringConfig(_Strict):
+    """Drift thresholds, the label-free performance estimate, score changes and the refresh loop (issue 13)."""
+
+    psi_warn: float = Field(0.1, ge=0)
+    psi_alert: float = Field(0.25, ge=0)
+    min_effect: float = Field(0.1, ge=0)  # Wasserstein / reference sd (numeric) or total variation (categorical)
+    min_sample: int = Field(200, ge=0)  # fewer rows in either sample: no drift verdict
+    important_features: int = Field(10, ge=1)  # the model's top features by gain that count as important
+    max_auc_drop: float = Field(0.03, gt=0)  # estimated ROC-AUC drop since training that calls for a retrain
+    estimate_draws: int = Field(200, ge=10)  # simulated outcome sets for the estimate's interval
+    estimate_level: float = Field(0.9, gt=0, lt=1)
+    report_drift_rows: int = Field(8, ge=1)  # drift rows shown in the report (the full table is drift.csv)
+    change_groups: int = Field(3, ge=1, le=5)  # groups named in a score-change sentence
+    retrain_every_days: int | None = Field(90, ge=1)  # refresh: retrain on this cadence (None: on evidence only)
+    promotion_margin: float = Field(0.005, ge=0)  # challenger's mean ROC-AUC gain needed to be promoted
+    promotion_windows: int = Field(2, ge=1)  # out-of-time cutoffs the gate compares both models on
+
+    @model_validator(mode="after")
+    def _order(self) -> MonitoringConfig:
+        if self.psi_warn > self.psi_alert:
+            raise ValueError("monitoring: psi_warn must not exceed psi_alert")
+        return self
+
+
 class Config(_Strict):
     data: DataConfig
     label: LabelConfig = LabelConfig()
@@ -484,6 +508,7 @@ class Config(_Strict):
     training: TrainingConfig = TrainingConfig()
     mlflow: MlflowConfig = MlflowConfig()
     scoring: ScoringConfig = ScoringConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     source: str | None = None  # path the config was loaded from (filled in by load_config)
 
     @model_validator(mode="before")

@@ -219,6 +219,11 @@ def _read_run(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, A
     return scores, alerts, summary
 
 
+def read_scoring_run(scores_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """scores.parquet, alerts.parquet and summary.json of a ``churn score`` output folder, checked."""
+    return _read_run(Path(scores_dir))
+
+
 def _run_cutoff(scores: pd.DataFrame, summary: dict[str, Any]) -> pd.Timestamp:
     cutoffs = pd.to_datetime(scores["cutoff"]).dropna().unique() if "cutoff" in scores.columns else []
     if len(cutoffs) > 1:
@@ -393,9 +398,33 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
                                     "p_value": TEST_METHOD, "min_group": MIN_GROUP},
         "notes": notes,
     }
+    result["estimate_vs_realized"] = estimate_vs_realized(summary.get("performance_estimate"), result)
     log.info("monitor %s: %s scored, realized churn %.3f, ROC-AUC %s", result["cutoff"], f"{n:,}",
              result["realized_churn_rate"], (result["metrics"] or {}).get("roc_auc"))
     return _finite(result)
+
+
+def estimate_vs_realized(estimate: dict[str, Any] | None, result: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The label-free estimate recorded at scoring time beside the realised value, per metric.
+
+    ROC-AUC is realised on every scored customer (``metrics``); precision and churners on the alerts
+    (``alert_precision``, which includes contacted customers: a retention action that works lowers them).
+    ``None`` when the scoring run recorded no estimate (runs from before the estimate existed).
+    """
+    if not isinstance(estimate, dict):
+        return None
+    realised = {"roc_auc": (result.get("metrics") or {}).get("roc_auc"),
+                "precision_at_alert": (result.get("alert_precision") or {}).get("precision"),
+                "churners_in_alerts": (result.get("alert_precision") or {}).get("churned")}
+    rows = []
+    for key, value in realised.items():
+        cell = estimate.get(key) or {}
+        est, lo, hi = cell.get("estimate"), cell.get("low"), cell.get("high")
+        ok = value is not None and est is not None and math.isfinite(float(value))
+        rows.append({"metric": key, "estimate": est, "low": lo, "high": hi, "realized": value,
+                     "error": float(est) - float(value) if ok else None,
+                     "inside_interval": bool(lo <= value <= hi) if ok and lo is not None else None})
+    return rows
 
 
 def write_monitor_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:

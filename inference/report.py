@@ -36,7 +36,7 @@ DRIFT_STATUSES = ("drift", "warning", "stable")
 _OTHER_COLOUR = "#7f8c8d"
 _TEMPLATE = "report.html.j2"
 _MAX_IMPORTANCE_BARS = 20
-_MAX_DRIFT_ROWS = 60
+_MAX_DRIFT_ROWS = 8
 
 
 def render_report(
@@ -49,6 +49,7 @@ def render_report(
     drift: pd.DataFrame | None = None,
     top_n: int = 25,
     explain_top: int = 10,
+    drift_rows: int = _MAX_DRIFT_ROWS,
 ) -> Path:
     """Render the analyst report to ``path`` (written atomically) and return the path."""
     summary = dict(summary or {})
@@ -68,7 +69,8 @@ def render_report(
         "explanations": _explanations(alerts.head(max(int(explain_top), 0)), impact_scale),
         "importance": _importance_section(global_importance),
         "survival": _survival_section(alerts),
-        "drift": _drift_section(drift, summary),
+        "drift": _drift_section(drift, summary, drift_rows),
+        "estimate": _estimate_section(summary),
         "playbooks": _playbook_section(alerts),
     }
     html = _environment().get_template(_TEMPLATE).render(**context)
@@ -565,6 +567,8 @@ def _alert_rows(alerts: pd.DataFrame) -> list[dict[str, Any]]:
                 "playbook_owner": _fmt_text(rec.get("playbook_owner")),
                 "playbook_rule": _fmt_text(rec.get("playbook_rule")),
                 "action": action,
+                "change": _fmt_text(rec.get("change_reason")).strip(),  # churn score --previous
+                "new_alert": _flag(rec.get("new_alert")),
             }
         )
     return rows
@@ -632,7 +636,12 @@ def _importance_section(imp: pd.DataFrame | None) -> dict[str, Any] | None:
     }
 
 
-def _drift_section(drift: pd.DataFrame | None, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+def _drift_section(drift: pd.DataFrame | None, summary: Mapping[str, Any],
+                   max_rows: int = _MAX_DRIFT_ROWS) -> dict[str, Any] | None:
+    """The few drifts that matter (drifted or warning first, then the model's important inputs), with a chart.
+
+    The full table is ``drift.csv``. A retrain callout appears only when the scoring run recommended it.
+    """
     if drift is None:
         return None
     status = _col(drift, "status").map(_tier)
@@ -640,28 +649,64 @@ def _drift_section(drift: pd.DataFrame | None, summary: Mapping[str, Any]) -> di
         {
             "feature": _col(drift, "feature").map(_fmt_text),
             "psi": _num(drift, "psi"),
+            "effect": _num(drift, "effect"),
             "status": status.to_numpy(),
+            "important": _col(drift, "important", False).map(_flag).to_numpy(dtype=bool),
             "ref_mean": _num(drift, "ref_mean"),
             "cur_mean": _num(drift, "cur_mean"),
         }
     )
     severity = df["status"].map({s: i for i, s in enumerate(DRIFT_STATUSES)}).fillna(len(DRIFT_STATUSES))
-    df = df.assign(_sev=severity).sort_values(["_sev", "psi"], ascending=[True, False], kind="stable")
+    # the score first; then by status, the model's important inputs first, by how far they moved (PSI for old tables)
+    df = df.assign(_score=~df["feature"].str.endswith("(score)"), _sev=severity, _imp=~df["important"],
+                   _key=df["effect"].fillna(df["psi"])).sort_values(
+        ["_score", "_sev", "_imp", "_key"], ascending=[True, True, True, False], kind="stable")
     counts = {s: int((df["status"] == s).sum()) for s in DRIFT_STATUSES}
     recommendation = summary.get("drift_recommendation")
-    if _missing(recommendation) or not str(recommendation).strip():
-        recommendation = (
-            f"{counts['drift']} feature(s) drifted beyond the PSI threshold: retrain the model on recent data "
-            "and re-validate calibration before relying on these probabilities."
-        )
-    rows = df.drop(columns="_sev").head(_MAX_DRIFT_ROWS).to_dict("records")
+    retrain = not _missing(recommendation) and bool(str(recommendation).strip())
+    evidence = summary.get("drift") if isinstance(summary.get("drift"), Mapping) else {}
+    shown = df.drop(columns=["_score", "_sev", "_imp", "_key"]).head(max(int(max_rows), 0))
     return {
-        "rows": rows,
+        "rows": shown.to_dict("records"),
         "n_total": len(df),
         "counts": counts,
         "any_drift": counts["drift"] > 0,
-        "recommendation": str(recommendation),
+        "retrain": retrain,
+        "recommendation": str(recommendation) if retrain else "",
+        "note": _fmt_text(evidence.get("message")) if not retrain else "",
+        "chart": _drift_svg(shown) if len(shown) and shown["effect"].notna().any() else None,
+        "min_effect": _float((evidence.get("thresholds") or {}).get("min_effect")),
     }
+
+
+def _drift_svg(rows: pd.DataFrame) -> Markup:
+    """Horizontal bars of effect size for the drift rows shown, coloured by status."""
+    rows = rows.iloc[::-1]
+    colours = {"drift": RISK_COLOURS["high"], "warning": RISK_COLOURS["medium"], "stable": RISK_COLOURS["low"]}
+    with _rc():
+        fig = _figure(7.5, 0.7 + 0.26 * len(rows))
+        ax = fig.add_subplot()
+        y = np.arange(len(rows))
+        ax.barh(y, rows["effect"].fillna(0.0), color=[colours.get(s, _OTHER_COLOUR) for s in rows["status"]],
+                height=0.7)
+        ax.set_yticks(y, labels=list(rows["feature"]), parse_math=False)
+        ax.set_xlabel("Effect size (Wasserstein / reference sd, or total variation)")
+        _style_axes(ax)
+        return _svg(fig, "Effect size of the largest drifts")
+
+
+def _estimate_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Label-free performance estimate of this run (see inference.estimate), if the run computed one."""
+    est = summary.get("performance_estimate")
+    if not isinstance(est, Mapping):
+        return None
+    rows = []
+    for key, label, fmt in (("roc_auc", "Expected ROC-AUC", "num"), ("precision_at_alert", "Precision of alerts", "pct"),
+                            ("churners_in_alerts", "Churners among alerts", "int")):
+        cell = est.get(key) or {}
+        rows.append({"label": label, "fmt": fmt, "estimate": _float(cell.get("estimate")),
+                     "low": _float(cell.get("low")), "high": _float(cell.get("high"))})
+    return {"rows": rows, "level": _float(est.get("level")), "n_alerts": est.get("n_alerts")}
 
 
 def _playbook_section(alerts: pd.DataFrame) -> list[dict[str, Any]]:

@@ -48,14 +48,15 @@ def snapshot_as_of(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
 
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
           explain_all: bool = False, log_to_mlflow: bool = True,
-          publish_as: str | Path | None = None) -> dict[str, Any]:
+          publish_as: str | Path | None = None, previous: str | Path | None = None) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``.
 
     Everything is staged beside ``out_dir`` and published as one set (:mod:`churn.publish`); the MLflow
     scoring run is finished only after that. ``publish_as``: the path the summary names the outputs under
-    when ``out_dir`` is itself inside a staging folder (``churn demo``).
+    when ``out_dir`` is itself inside a staging folder (``churn demo``). ``previous``: an earlier scoring run
+    (its folder or MLflow run id): every alert then says how and why its score changed since
+    (:mod:`inference.change`) and whether it is new.
     """
-    from inference.drift import scoring_drift
     from inference.playbooks import load_playbooks
     from inference.report import render_report
     from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
@@ -139,12 +140,16 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
     alerts = decide_alerts(contact_plan(alerts, book, econ), book, scfg.budget, lifetime_days(cfg))
+    changes = None
+    if previous is not None:
+        from inference.change import compare_with_previous
+
+        alerts, changes = compare_with_previous(previous, tables, cfg, model, frame, scores["customer_id"], as_of,
+                                                alerts, specs)
 
     # ------------------------------------------------------------ monitoring: drift against training reference
-    drift = None
-    recommendation = None
-    if model.reference is not None:
-        drift, recommendation = scoring_drift(model.reference, frame, model.features, p)
+    drift, drift_evidence, estimate = _monitoring(model, frame, p, alert_idx, cfg)
+    recommendation = drift_evidence.get("recommendation") if drift_evidence else None
     importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs)
                   if contribs else None)
 
@@ -159,7 +164,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "n_scored": int(n), **alert_totals(alerts), "budget": scfg.budget,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
-        "drift_recommendation": recommendation,
+        "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
+        "score_change": changes,
         "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -169,7 +175,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         _write_outputs(staged, scores, alerts, drift)
         t = time.perf_counter()
         render_report(staged / "report.html", summary=summary, scores=scores, alerts=alerts,
-                      global_importance=importance, drift=drift, top_n=scfg.report_top_n)
+                      global_importance=importance, drift=drift, top_n=scfg.report_top_n,
+                      drift_rows=cfg.monitoring.report_drift_rows)
         timings["report_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         shown = Path(publish_as) if publish_as is not None else out_dir
@@ -312,9 +319,32 @@ def write_alert_files(folder: Path, alerts: pd.DataFrame) -> None:
     flat = alerts.drop(columns=["reasons"]).assign(
         reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
         reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
+        **({"change_groups": alerts["change_groups"].map(lambda x: "|".join(x))} if "change_groups" in alerts else {}),
         reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
     write_csv(folder / "alerts.csv", flat)
     write_jsonl(folder / "alerts.jsonl", _records(alerts))
+
+
+def _monitoring(model: Any, frame: pd.DataFrame, p: np.ndarray, alert_idx: np.ndarray,
+                cfg: Config) -> tuple[pd.DataFrame | None, dict[str, Any] | None, dict[str, Any]]:
+    """Label-free performance estimate of this run, and drift evidence against the training reference."""
+    from inference.drift import DriftSettings, assess_scoring_drift, booster_importance
+    from inference.estimate import estimate_performance
+
+    m = cfg.monitoring
+    alert = np.zeros(len(p), dtype=bool)
+    alert[alert_idx] = True
+    estimate = estimate_performance(p, alert, m.estimate_draws, m.estimate_level, seed=cfg.training.seed)
+    if model.reference is None:
+        return None, None, estimate
+    settings = DriftSettings(psi_warn=m.psi_warn, psi_alert=m.psi_alert, min_effect=m.min_effect,
+                             min_sample=m.min_sample, important_features=m.important_features,
+                             max_auc_drop=m.max_auc_drop)
+    a = assess_scoring_drift(model.reference, frame, model.features, p,
+                             booster_importance(model.booster, model.features), settings)
+    evidence = {**a.evidence, "recommendation": a.recommendation,
+                "n_drifted": int((a.table["status"] == "drift").sum())}
+    return a.table, evidence, estimate
 
 
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
@@ -324,6 +354,8 @@ def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
         rec["reasons"] = list(rec["reasons"])
         rec["reason_families"] = list(rec["reason_families"])
         rec["reason_groups"] = list(rec["reason_groups"])
+        if "change_groups" in rec:
+            rec["change_groups"] = list(rec["change_groups"])
         for k, v in rec.items():
             if isinstance(v, float) and not np.isfinite(v):
                 rec[k] = None
@@ -355,9 +387,23 @@ def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, l
                          "model_version": str(summary["model_version"]), "cutoff": summary["cutoff"], **owner_tags()})
         mlflow.log_metrics({k: float(summary[k]) for k in ("n_scored", "n_alerts", "n_selected", "n_control",
                                                             "value_at_risk_total", "expected_net_value")})
+        mlflow.log_metrics(_estimate_metrics(summary.get("performance_estimate")))
+        mlflow.set_tag("output_dir", str(Path(summary["outputs"]["summary"]).resolve().parent))
         for name in ("alerts.csv", "drift.csv"):
             if (staged / name).exists():
                 mlflow.log_artifact(str(staged / name), artifact_path="scoring")
         summary["run_id"] = run.info.run_id
         write_json(staged / "summary.json", summary)
         publish(staged, out_dir)
+
+
+def _estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
+    """The label-free estimate as flat MLflow metrics (est_roc_auc, est_roc_auc_low, ...)."""
+    out: dict[str, float] = {}
+    for key, name in (("roc_auc", "est_roc_auc"), ("precision_at_alert", "est_precision_at_alert"),
+                      ("churners_in_alerts", "est_churners_in_alerts")):
+        for part, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+            v = ((estimate or {}).get(key) or {}).get(part)
+            if v is not None and np.isfinite(v):
+                out[name + suffix] = float(v)
+    return out

@@ -28,15 +28,17 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"features", "model", "training"},
     "inference": {"features", "model", "inference"},
     "tools": {"features", "tools"},
-    "cli": {"features", "model", "training", "inference", "tools"},
+    "cli": {"features", "model", "training", "inference", "tools", "cli"},
 }
+# the top: the CLI and the one orchestration module beside it (`churn refresh`: score, evaluate, retrain, promote)
+TOP = {"churn.cli", "churn.refresh"}
 
 
 def _layer(module: str) -> str:
     """The layer a project module belongs to."""
     if module in FOUNDATION:
         return "foundation"
-    if module == "churn.cli":
+    if module in TOP:
         return "cli"
     if module in CHURN_TOOLS:
         return "tools"

@@ -41,6 +41,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["model_alias"] == ["challenger", "champion"]
     assert summary["train"]["tuning"]["n_trials"] == 2  # --trials overrides the config's 3
     assert summary["cutoff"] == "2026-01-01"
+    # the demo's data is stationary: no retrain recommendation in the summary or the report
+    assert summary["score"]["drift_recommendation"] is None
+    assert summary["score"]["drift"]["retrain_recommended"] is False
 
     # data, the relative model store in the working directory, and the scoring outputs
     assert {f"{t}.parquet" for t in TABLES} <= {p.name for p in (out / "data").iterdir()}
@@ -60,4 +63,5 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert (scoring / "alerts.csv").is_file() and (scoring / "alerts.jsonl").is_file()
     html = (scoring / "report.html").read_text(encoding="utf-8")
     assert "<html" in html.lower() and MODEL_NAME in html
+    assert "retraining recommended" not in html
     assert summary["outputs"]["report.html"] == str(Path("demo") / "scoring" / "report.html")

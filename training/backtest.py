@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
@@ -22,6 +23,32 @@ from training.tune import fit_booster
 log = logging.getLogger(__name__)
 
 
+def fit_window(frame: pd.DataFrame, upto: list[pd.Timestamp], features: list[str],
+               categories: dict[str, list[str]], params: dict[str, Any], window_days: int,
+               calibration: str = "isotonic", rounds: int = 500, early_stopping: int = 40, seed: int = 42,
+               n_threads: int = 2, min_train_cutoffs: int = 2) -> tuple[pd.Timestamp, np.ndarray, np.ndarray] | None:
+    """Train on ``upto`` but its last cutoff, calibrate on the one before; return (test cutoff, labels, probabilities).
+
+    ``None`` when the window has too little history or a split has one label class only.
+    """
+    try:
+        split = split_cutoffs(sorted(upto), 1, 1, window_days)
+    except ValueError:
+        return None
+    if len(split.train) < min_train_cutoffs:
+        return None
+    parts = [frame[frame["cutoff"].isin(c)] for c in (split.train, split.valid, split.test)]
+    if any(p["label"].nunique() < 2 for p in parts):
+        return None
+    proto = ChurnModel(xgb.Booster(), features, categories, meta={"n_threads": n_threads})
+    dm = [xgb.DMatrix(proto.prepare(p), label=p["label"], enable_categorical=True, nthread=n_threads) for p in parts]
+    booster = fit_booster(params, dm[0], dm[1], rounds, early_stopping, seed, n_threads)
+    model = ChurnModel(booster, features, categories, meta={"best_iteration": booster.best_iteration,
+                                                             "n_threads": n_threads})
+    model.calibrator = Calibrator.fit(calibration, model.predict_raw(parts[1]), parts[1]["label"].to_numpy())
+    return split.test[0], parts[2]["label"].to_numpy(), model.predict_proba(parts[2])
+
+
 def rolling_backtest(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features: list[str],
                      categories: dict[str, list[str]], params: dict[str, Any], window_days: int,
                      n_windows: int = 3, calibration: str = "isotonic", rounds: int = 500,
@@ -31,27 +58,15 @@ def rolling_backtest(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features:
     cutoffs = sorted(cutoffs)
     rows = []
     for k in range(n_windows - 1, -1, -1):
-        upto = cutoffs[: len(cutoffs) - k]
-        try:
-            split = split_cutoffs(upto, 1, 1, window_days)
-        except ValueError:
+        res = fit_window(frame, cutoffs[: len(cutoffs) - k], features, categories, params, window_days, calibration,
+                         rounds, early_stopping, seed, n_threads, min_train_cutoffs)
+        if res is None:
             continue
-        if len(split.train) < min_train_cutoffs:
-            continue
-        parts = [frame[frame["cutoff"].isin(c)] for c in (split.train, split.valid, split.test)]
-        if any(p["label"].nunique() < 2 for p in parts):
-            continue
-        proto = ChurnModel(xgb.Booster(), features, categories, meta={"n_threads": n_threads})
-        dm = [xgb.DMatrix(proto.prepare(p), label=p["label"], enable_categorical=True, nthread=n_threads) for p in parts]
-        booster = fit_booster(params, dm[0], dm[1], rounds, early_stopping, seed, n_threads)
-        model = ChurnModel(booster, features, categories, meta={"best_iteration": booster.best_iteration,
-                                                                 "n_threads": n_threads})
-        model.calibrator = Calibrator.fit(calibration, model.predict_raw(parts[1]), parts[1]["label"].to_numpy())
-        y = parts[2]["label"].to_numpy()
-        p = model.predict_proba(parts[2])
+        test_cutoff, y, p = res
+        n_train = len(split_cutoffs(cutoffs[: len(cutoffs) - k], 1, 1, window_days).train)
         m = ev.classification_metrics(y, p)
         lift = ev.lift_table(y, p, fractions=(0.1,))
-        rows.append({"test_cutoff": split.test[0].date().isoformat(), "n_train_cutoffs": len(split.train),
+        rows.append({"test_cutoff": test_cutoff.date().isoformat(), "n_train_cutoffs": n_train,
                      "n_test": int(m["n"]), "base_rate": m["base_rate"], "roc_auc": m["roc_auc"],
                      "pr_auc": m["pr_auc"], "log_loss": m["log_loss"], "brier": m["brier"], "ece": m["ece"],
                      "lift_top10": float(lift["lift"].iloc[0])})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from churn.errors import DataError
-from inference.drift import drift_status, drift_table, psi
+from inference.drift import drift_status, drift_table, effect_size, psi
 
 EPS = 1e-4
 # Shares 0.5/0.5 -> 0.8/0.2: 0.3 * ln(0.8/0.5) + (-0.3) * ln(0.2/0.5) = 0.3 * (ln 1.6 + ln 2.5) = 0.3 * ln 4 = 0.41589
@@ -135,7 +135,7 @@ def test_drift_table_statuses_and_order() -> None:
         }
     )
     out = drift_table(reference, current)  # "extra" is not in current: skipped by default
-    assert out.columns.tolist() == ["feature", "psi", "status", "ref_mean", "cur_mean"]
+    assert out.columns.tolist() == ["feature", "psi", "effect", "status", "ref_mean", "cur_mean"]
     assert out["feature"].tolist() == ["c80", "c70", "c60", "x", "z"]  # psi desc; x, z tie -> column order
     assert out["psi"].tolist() == pytest.approx(
         [
@@ -174,4 +174,78 @@ def test_scoring_drift_adds_score_row_and_recommends_retraining() -> None:
     table, rec = scoring_drift(ref, shifted, ["a", "b"], ref["churn_probability"].to_numpy() + 0.5)
     status = dict(zip(table["feature"], table["status"], strict=True))
     assert status == {"churn_probability (score)": "drift", "a": "drift", "b": "stable"}
-    assert rec is not None and rec.startswith("2 input(s) drifted") and "retrain" in rec
+    assert rec is not None and rec.startswith("Retrain recommended") and "important input(s) a" in rec
+
+
+def test_few_distinct_values_get_one_bin_each_and_gaps() -> None:
+    expected = np.array([1, 1, 2, 2, 3, 3, 3, 3, 3, 3], dtype=float)  # bins <1, {1}, (1,2), {2}, (2,3), {3}, >3
+    assert psi(expected, expected[::-1].copy()) == 0.0
+    actual = np.array([1, 1, 2, 2, 3, 3, 3, 3, 2.5, 2.5])  # 2.5 is a gap bin: e = eps, a = .2; {3}: .6 -> .4
+    by_hand = (0.2 - EPS) * math.log(0.2 / EPS) + (0.4 - 0.6) * math.log(0.4 / 0.6)
+    assert psi(expected, actual) == pytest.approx(by_hand)
+
+
+def test_point_mass_is_its_own_bin() -> None:
+    # 30 of 100 reference values sit on 5.0 (a point mass); the other 70 are spread out
+    rest = np.linspace(0, 10, 70)
+    expected = np.concatenate([np.full(30, 5.0), rest])
+    actual = np.concatenate([np.full(30, 5.0), rest])
+    assert psi(expected, actual) == 0.0
+    moved = np.concatenate([np.full(30, 5.01), rest])  # the mass leaves its own bin for a quantile bin
+    assert psi(expected, moved) > 1.0
+
+
+def test_effect_size_by_hand() -> None:
+    ref = np.array([0.0, 2.0, 0.0, 2.0])  # std 1
+    assert effect_size(ref, ref + 0.5) == pytest.approx(0.5)  # every unit of mass moved 0.5 sd
+    assert effect_size(pd.Series(["a", "a", "b", "b"]), pd.Series(["a", "b", "b", "b"])) == pytest.approx(0.25)
+    assert effect_size(np.array([1.0, 1.0, np.nan, np.nan]), np.array([1.0, 1.0, 1.0, np.nan])) == pytest.approx(0.25)
+
+
+def test_tie_heavy_feature_that_barely_moves_is_stable() -> None:
+    """The demo's case: ~430 customers share one contractual value on a quantile edge; it moves 152.05 -> 153.48."""
+    rng = np.random.default_rng(3)
+    spread = rng.gamma(2.0, 80.0, 3400)
+    ref = pd.DataFrame({"lifetime_value": np.concatenate([np.full(430, 152.05), spread])})
+    cur = pd.DataFrame({"lifetime_value": np.concatenate([np.full(430, 153.48), spread])})
+    out = drift_table(ref, cur, min_effect=0.1, min_sample=200)
+    row = out.iloc[0]
+    assert row["psi"] > 0.25  # the shape moved: the point mass changed bins
+    assert row["effect"] == pytest.approx(430 * 1.43 / 3830 / ref["lifetime_value"].std(ddof=0), rel=1e-6)
+    assert row["status"] == "stable"
+
+
+def test_small_samples_are_not_judged() -> None:
+    ref = pd.DataFrame({"x": np.arange(50, dtype=float)})
+    out = drift_table(ref, ref + 100.0, min_effect=0.1, min_sample=200)
+    assert out["status"].tolist() == ["too_few"]
+
+
+def _ref(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    return pd.DataFrame({"a": a, "b": b, "churn_probability": 1 / (1 + np.exp(-(a - 3)))})
+
+
+def test_one_drifted_feature_alone_does_not_recommend_retraining() -> None:
+    from inference.drift import assess_scoring_drift
+
+    ref = _ref()
+    cur = ref[["a", "b"]].assign(b=ref["b"] + 2.0)  # b drifted far, but the score does not depend on it
+    res = assess_scoring_drift(ref, cur, ["a", "b"], ref["churn_probability"].to_numpy(), {"a": 0.9, "b": 0.1})
+    status = dict(zip(res.table["feature"], res.table["status"], strict=True))
+    assert status["b"] == "drift" and status["churn_probability (score)"] == "stable"
+    assert not res.retrain and res.recommendation is None
+    assert res.evidence["drifted_important"] == ["b"]  # important, yet alone it is no evidence
+    assert res.evidence["message"].startswith("No retrain needed") and "b" in res.evidence["message"]
+
+
+def test_score_and_important_feature_drift_together_recommend_retraining() -> None:
+    from inference.drift import assess_scoring_drift
+
+    ref = _ref()
+    cur = ref[["a", "b"]].assign(a=ref["a"] + 1.5)
+    p = 1 / (1 + np.exp(-(cur["a"].to_numpy() - 3)))
+    res = assess_scoring_drift(ref, cur, ["a", "b"], p, {"a": 0.9, "b": 0.1})
+    assert res.retrain and res.evidence["drifted_important"] == ["a"]
+    assert "score distribution drifted" in res.recommendation

@@ -300,3 +300,19 @@ def test_write_monitor_report(tmp_path: Path) -> None:
     csv = pd.read_csv(paths[1])
     assert list(csv.columns) == TREATMENT_COLUMNS and csv["playbook_id"].tolist() == ["A", "B", "ALL"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["monitor.json", "treatment_effect.csv"]
+
+
+def test_monitor_sets_the_recorded_estimate_beside_the_realised_values(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["performance_estimate"] = {"roc_auc": {"estimate": 0.75, "low": 0.6, "high": 0.9},
+                                       "precision_at_alert": {"estimate": 0.55, "low": 0.2, "high": 0.45},
+                                       "churners_in_alerts": {"estimate": 3.3, "low": 1.0, "high": 5.0}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    rows = {r["metric"]: r for r in evaluate_alerts(run, _tables(), LABEL)["estimate_vs_realized"]}
+    assert rows["roc_auc"]["realized"] == pytest.approx(17 / 24)
+    assert rows["roc_auc"]["error"] == pytest.approx(0.75 - 17 / 24) and rows["roc_auc"]["inside_interval"] is True
+    assert rows["precision_at_alert"]["realized"] == pytest.approx(0.5)  # 3 of 6 alerts churned
+    assert rows["precision_at_alert"]["inside_interval"] is False  # 0.5 is above the recorded 0.45
+    assert (rows["churners_in_alerts"]["realized"], rows["churners_in_alerts"]["inside_interval"]) == (3, True)
+    assert evaluate_alerts(_write_run(tmp_path / "old"), _tables(), LABEL)["estimate_vs_realized"] is None

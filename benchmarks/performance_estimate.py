@@ -1,0 +1,167 @@
+"""Is the label-free performance estimate (CBPE, ``inference.estimate``) right? A rolling backtest.
+
+For every monthly cutoff ``T`` with enough history before it, a model is trained on the cutoffs whose
+label windows end before the validation cutoff (month starts, plus the first day with enough history;
+a month whose previous month is shorter than the label horizon, e.g. March after February with a 30-day
+horizon, has no clean validation cutoff and is skipped), calibrated (isotonic) on the cutoff just before ``T``
+(``training.backtest.fit_window``, the production backtest step) and scores ``T``. The estimate is
+computed from those probabilities alone, as ``churn score`` does; the realised value comes from the
+labels of ``(T, T + horizon]``. Metrics: ROC-AUC, precision of the alerts (probability >= the config's
+``alert_min_tier`` threshold) and churners among them.
+
+    python benchmarks/performance_estimate.py --dataset demo         # generate_demo(8000, seed 42), 12 months
+    python benchmarks/performance_estimate.py --dataset socialnet7   # ../shared/data/fightchurn_socialnet7/full
+
+Prints a markdown table with the load average and writes ``benchmarks/results/performance_estimate_<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+# ../shared/data from the repository root (or from a worktree one level deeper)
+SOCIALNET_DIR = next((d for d in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if d.is_dir()),
+                     ROOT.parent / "shared") / "data" / "fightchurn_socialnet7" / "full"
+PARAMS: dict[str, Any] = {"objective": "binary:logistic", "eval_metric": "logloss", "eta": 0.05, "max_depth": 3,
+                          "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.8, "lambda": 5.0}
+log = logging.getLogger("performance_estimate")
+
+
+def _load(dataset: str, tmp: Path) -> tuple[Any, Any, str]:
+    from churn.config import load_config
+    from features.contract import load_tables
+
+    if dataset == "demo":
+        from churn.generate import generate_demo, write_demo
+
+        cfg = load_config(ROOT / "configs" / "default.yaml")
+        write_demo(generate_demo(n_customers=8000, seed=42), tmp / "demo")
+        return load_tables(tmp / "demo", cfg), cfg, "generate_demo(n_customers=8000, seed=42)"
+    cfg = load_config(ROOT / "configs" / "socialnet7.yaml")
+    # 28 days of history before the first cutoff (config: 60) so that two months can be tested out of time
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"min_history_days": 28})})
+    return load_tables(SOCIALNET_DIR, cfg), cfg, str(SOCIALNET_DIR)
+
+
+def _realised(y: np.ndarray, p: np.ndarray, alert: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    return {"roc_auc": float(roc_auc_score(y, p)), "precision_at_alert": float(y[alert].mean()) if alert.any()
+            else float("nan"), "churners_in_alerts": float(y[alert].sum())}
+
+
+def _row(test_cutoff: pd.Timestamp, y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    from inference.estimate import estimate_performance
+
+    alert = p >= threshold
+    est = estimate_performance(p, alert, n_draws=500, level=0.9, seed=0)
+    real = _realised(y, p, alert)
+    row: dict[str, Any] = {"cutoff": test_cutoff.date().isoformat(), "n": int(y.size), "churners": int(y.sum()),
+                           "n_alerts": int(alert.sum())}
+    for key in ("roc_auc", "precision_at_alert", "churners_in_alerts"):
+        cell = est[key]
+        row[f"{key}_est"], row[f"{key}_low"], row[f"{key}_high"] = cell["estimate"], cell["low"], cell["high"]
+        row[f"{key}_real"] = real[key]
+    row["auc_error"] = row["roc_auc_est"] - row["roc_auc_real"]
+    row["auc_in_interval"] = bool(row["roc_auc_low"] <= row["roc_auc_real"] <= row["roc_auc_high"])
+    return row
+
+
+def backtest(dataset: str, months: int, calibration: str | None = None) -> dict[str, Any]:
+    from features.build import FeatureBuilder
+    from features.timeline import label_window_days, training_cutoffs
+    from training.backtest import fit_window
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tables, cfg, source = _load(dataset, Path(tmp))
+        cutoffs = training_cutoffs(tables, cfg.label, 36, cfg.training.cutoff_frequency, cfg.training.min_history_days)
+        # plus the first day with enough history: a training cutoff for the earliest test month (socialnet7: April)
+        first = (tables.data_start + pd.Timedelta(days=cfg.training.min_history_days)).normalize()
+        cutoffs = sorted({first, *cutoffs})
+        fs = FeatureBuilder(tables, cfg).build_many(cutoffs)
+    t_features = time.perf_counter() - t0
+    specs = {s.name: s for s in fs.specs}
+    features = [f for f in fs.feature_names if f not in set(cfg.training.exclude_features)]
+    categories = {c: [str(x) for x in fs.frame[c].cat.categories] for c in features if specs[c].categorical}
+    threshold = getattr(cfg.scoring.risk_tiers, cfg.scoring.alert_min_tier) if cfg.scoring.alert_min_tier != "low" \
+        else 0.0
+    window = label_window_days(cfg.label)
+    rows = []
+    for k in range(min(months, len(cutoffs)) - 1, -1, -1):
+        res = fit_window(fs.frame, cutoffs[: len(cutoffs) - k], features, categories, PARAMS, window,
+                         calibration or cfg.training.calibration, 400, 40, cfg.training.seed, cfg.training.n_threads, 1)
+        if res is not None:
+            rows.append(_row(*res, threshold))
+            log.info("%s: estimate %.3f realised %.3f", rows[-1]["cutoff"], rows[-1]["roc_auc_est"],
+                     rows[-1]["roc_auc_real"])
+    err = np.abs([r["auc_error"] for r in rows])
+    return {"dataset": dataset, "data": source, "calibration": calibration or cfg.training.calibration,
+            "alert_threshold": threshold, "params": PARAMS, "rows": rows,
+            "max_abs_auc_error": float(err.max()) if err.size else None,
+            "mean_abs_auc_error": float(err.mean()) if err.size else None,
+            "months_within_0.03": int((err <= 0.03).sum()), "months": len(rows),
+            "auc_interval_coverage": float(np.mean([r["auc_in_interval"] for r in rows])) if rows else None,
+            "seconds": {"features": round(t_features, 1), "total": round(time.perf_counter() - t0, 1)},
+            "load_average": os.getloadavg()}
+
+
+def _table(res: dict[str, Any]) -> str:
+    lines = [f"### {res['dataset']} ({res['data']}), {res['calibration']} calibration, alerts: p >= "
+             f"{res['alert_threshold']}",
+             "| cutoff | n | churners | ROC-AUC est [90% interval] | realised | error | alerts | precision est "
+             "| realised | churners in alerts est | realised |", "|" + "---|" * 11]
+    for r in res["rows"]:
+        lines.append(f"| {r['cutoff']} | {r['n']} | {r['churners']} | {r['roc_auc_est']:.3f} "
+                     f"[{r['roc_auc_low']:.3f}, {r['roc_auc_high']:.3f}] | {r['roc_auc_real']:.3f} | "
+                     f"{r['auc_error']:+.3f} | {r['n_alerts']} | {_f(r['precision_at_alert_est'])} | "
+                     f"{_f(r['precision_at_alert_real'])} | {_f(r['churners_in_alerts_est'], '.1f')} | "
+                     f"{r['churners_in_alerts_real']:.0f} |")
+    lines.append(f"\nmax |error| {res['max_abs_auc_error']:.3f}, mean |error| {res['mean_abs_auc_error']:.3f}, "
+                 f"{res['months_within_0.03']}/{res['months']} months within 0.03, realised AUC inside the 90% "
+                 f"interval in {res['auc_interval_coverage']:.0%} of months; {res['seconds']['total']}s, "
+                 f"load average {tuple(round(x, 2) for x in res['load_average'])}")
+    return "\n".join(lines)
+
+
+def _f(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=["demo", "socialnet7"], default="demo")
+    ap.add_argument("--months", type=int, default=12, help="latest test months (default 12)")
+    ap.add_argument("--calibration", choices=["isotonic", "platt"], default=None,
+                    help="calibration of each window's model (default: the config's training.calibration)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("features", "training", "churn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    res = backtest(args.dataset, args.months, args.calibration)
+    res["command"] = (f"python benchmarks/performance_estimate.py --dataset {args.dataset} --months {args.months}"
+                      + (f" --calibration {args.calibration}" if args.calibration else ""))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{args.calibration}" if args.calibration else ""
+    (RESULTS / f"performance_estimate_{args.dataset}{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
+    sys.stdout.write(_table(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
