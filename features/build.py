@@ -17,6 +17,7 @@ from churn.config import Config
 from features.behavioral import behavioral_features, event_types_before
 from features.catalogue import FeatureBlock, FeatureSpec
 from features.contract import Tables
+from features.flags import sentiment_flags
 from features.sentiment import prepare_interactions, sentiment_features
 from features.timeline import active_mask, labels
 from features.value import value_features
@@ -118,6 +119,7 @@ class FeatureBuilder:
         if self.interactions is not None:
             t0 = time.perf_counter()
             blocks.append(sentiment_features(self.interactions, len(c), as_of, self.fcfg.sentiment))
+            blocks.append(sentiment_flags(blocks[-1].frame))
             self.timings["sentiment"] = time.perf_counter() - t0
         if self.tables.transactions is not None:
             t0 = time.perf_counter()

@@ -24,6 +24,8 @@ from churn.io import write_csv, write_json, write_jsonl, write_parquet
 from features.build import FeatureBuilder
 from features.contract import Tables
 from inference import alerts as al
+from features.flags import active_flags
+from inference.counterfactual import counterfactual_columns, search_for_model
 from inference.explain import explain_rows, global_group_importance, typical_values
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         sub = frame.iloc[rows]
         contrib = model.contributions(sub, explainer=scfg.explainer)
         contribs.append(contrib)
-        reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons))
+        reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons,
+                                         calibrate=model.calibrator.transform, currency=econ.currency))
         log.info("explained %s/%s customers", f"{sl.stop:,}", f"{len(explain_idx):,}")
     timings["explain_s"] = time.perf_counter() - t
     reasons = pd.concat(reason_parts) if reason_parts else pd.DataFrame(
@@ -120,6 +123,15 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
+    alerts["early_warnings"] = active_flags(frame.iloc[alert_idx]) if len(alerts) else []
+    if scfg.counterfactual and len(alerts):
+        t = time.perf_counter()
+        threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
+        search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
+        cf = counterfactual_columns(model, frame.iloc[alert_idx], p[alert_idx], search, specs, econ.currency)
+        for col in cf.columns:
+            alerts[col] = cf[col].to_numpy()
+        timings["counterfactual_s"] = time.perf_counter() - t
     alerts = assign_playbooks(alerts, book)
     cost = alerts["playbook_cost"].to_numpy(dtype=float)
     alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
@@ -130,7 +142,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
                                if len(alerts) else np.zeros(0, dtype=bool))
     alerts = al.order_alerts(alerts)
-    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
+    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"] + EXPLAIN_COLUMNS
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
 
     # ------------------------------------------------------------ monitoring: drift against training reference
@@ -138,8 +150,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     recommendation = None
     if model.reference is not None:
         drift, recommendation = scoring_drift(model.reference, frame, model.features, p)
-    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs)
-                  if contribs else None)
+    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs,
+                                          model.calibrator.transform) if contribs else None)
 
     # ------------------------------------------------------------ write everything atomically
     out_dir = Path(out_dir)
@@ -157,7 +169,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
-        "drift_recommendation": recommendation,
+        "drift_recommendation": recommendation, "currency": econ.currency,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
@@ -167,6 +179,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         flat = alerts.drop(columns=["reasons"]).assign(
             reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
             reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
+            **{c: alerts[c].map(lambda x: json.dumps(list(x), sort_keys=True)) for c in _LIST_COLUMNS if c in alerts},
             reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
         write_csv(st / "alerts.csv", flat)
         write_jsonl(st / "alerts.jsonl", _records(alerts))
@@ -190,6 +203,12 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     return summary
 
 
+# Columns added by the explanation steps (reasons that add up, early warnings, the counterfactual), after the schema's.
+EXPLAIN_COLUMNS = ["base_probability", "other_impact", "impact_summary", "early_warnings", "counterfactual",
+                   "counterfactual_changes", "counterfactual_probability", "counterfactual_valid"]
+_LIST_COLUMNS = ("early_warnings", "counterfactual_changes")
+
+
 def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
     recs = []
     for rec in alerts.to_dict("records"):
@@ -197,6 +216,9 @@ def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
         rec["reasons"] = list(rec["reasons"])
         rec["reason_families"] = list(rec["reason_families"])
         rec["reason_groups"] = list(rec["reason_groups"])
+        for c in _LIST_COLUMNS:
+            if c in rec:
+                rec[c] = list(rec[c])
         for k, v in rec.items():
             if isinstance(v, float) and not np.isfinite(v):
                 rec[k] = None
