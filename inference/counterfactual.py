@@ -2,7 +2,8 @@
 
 The search runs on the tree ensemble itself. A tree only sees a feature through its split thresholds, so
 the values worth trying for a feature are the ones just on either side of each threshold (on the
-feature's display grid: whole numbers for counts and days, 1% for changes and shares). For each alert:
+feature's display grid: whole numbers for counts and days, 1% for changes and shares; at most 24
+thresholds per feature, evenly spaced by rank). For each alert:
 
 1. every single move (one actionable feature set to one candidate value) is scored;
 2. if none brings the calibrated probability below the threshold, a beam search adds one move at a
@@ -38,6 +39,7 @@ _TOP_SINGLES = 24  # combinations are built from the most helpful single moves (
 _MAX_PER_FEATURE = 3  # ... at most this many per feature
 _BEAM = 10  # combinations kept from one size to the next
 _MAX_MOVES = 6  # at most this many features change together
+_MAX_THRESHOLDS = 24  # per feature; more are thinned to evenly spaced ranks (a deep model can have hundreds)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,13 @@ def _top_moves(singles: list) -> list[tuple[int, float]]:
     return top
 
 
+def _thin(thresholds: np.ndarray) -> np.ndarray:
+    """At most ``_MAX_THRESHOLDS`` thresholds, evenly spaced by rank (the smallest and largest kept)."""
+    if len(thresholds) <= _MAX_THRESHOLDS:
+        return thresholds
+    return thresholds[np.unique(np.linspace(0, len(thresholds) - 1, _MAX_THRESHOLDS).round().astype(int))]
+
+
 def _towards(values: np.ndarray, current: float, way: int) -> np.ndarray:
     """Candidate values other than ``current`` in the allowed direction (a missing value may go anywhere)."""
     if np.isnan(current) or way == 0:
@@ -125,8 +134,10 @@ class CounterfactualSearch:
                  threshold: float, calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
                  iteration_range: tuple[int, int] = (0, 0), steps: dict[str, float] | None = None,
                  lows: dict[str, float] | None = None, scales: dict[str, float] | None = None,
-                 directions: dict[str, int] | None = None) -> None:
-        self.booster, self.features = booster, list(features)
+                 directions: dict[str, int] | None = None, n_threads: int = 1) -> None:
+        # a private copy on few threads: many small predictions, where thread start-up costs more than it saves
+        self.booster, self.features = booster.copy(), list(features)
+        self.booster.set_param({"nthread": n_threads})
         self.threshold, self.iteration_range = float(threshold), iteration_range
         self.calibrate = calibrate or (lambda p: p)
         thresholds = split_thresholds(booster, self.features)
@@ -138,7 +149,7 @@ class CounterfactualSearch:
         for f in actionable:
             if f not in thresholds:
                 continue  # the model never splits on it: no change of it can move the score
-            vals = candidate_values(thresholds[f], steps.get(f, 0.0), lows.get(f, 0.0))
+            vals = candidate_values(_thin(thresholds[f]), steps.get(f, 0.0), lows.get(f, 0.0))
             if len(vals):
                 span = float(thresholds[f][-1] - thresholds[f][0])
                 self.columns.append(self.features.index(f))
