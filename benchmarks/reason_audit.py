@@ -3,8 +3,8 @@
 Counts, from ``alerts.parquet``, the feature catalogue the model was trained with and the playbooks file:
 
   a. risk-raising reasons that quote a value on the safe side of typical (recomputed from the catalogue's
-     ``risk_direction``, the quoted value and the typical value) without saying why it matters, and reasons
-     that state an unrecorded value ("... not recorded");
+     ``risk_direction``, the quoted value and the typical value) without saying why it matters, the same for
+     protective reasons and the risky side, and reasons that state an unrecorded value ("... not recorded");
   b. alerts whose base rate + listed impacts + other factors differ from the probability by more than
      0.1 point (the stored numbers, and the shown, rounded numbers of ``impact_summary``);
   c. per early-warning flag: customers with it on, risk-raising reasons naming it, playbook rules using it,
@@ -43,20 +43,23 @@ _WHY = [FROM_LEVEL.format(level=w) for w in ("a high level", "a low level")] + [
 _SUMMARY_TERM = re.compile(r"([+-]\d+\.\d) pts")
 
 
-def unexplained_safe_side(alerts: pd.DataFrame, specs: dict[str, FeatureSpec]) -> tuple[int, int, int]:
-    """(risk-raising reasons, those quoting a safe-side value without why, reasons stating 'not recorded')."""
+def unexplained_wrong_side(alerts: pd.DataFrame, specs: dict[str, FeatureSpec]) -> dict[str, int]:
+    """Risk-raising reasons quoting a safe-side value (and protective ones quoting a risky-side value) without
+    saying why, and reasons stating an unrecorded value."""
     from features.catalogue import risk_side
 
-    n = bad = unrecorded = 0
+    out = {"raising": 0, "raising_safe_side_without_why": 0, "protective": 0,
+           "protective_risky_side_without_why": 0, "not_recorded": 0}
     for cell in alerts["reasons"]:
         for r in cell:
-            unrecorded += "not recorded" in r["text"]
-            if r["direction"] != "raises":
-                continue
-            n += 1
-            sides = [risk_side(specs[q["feature"]], q["value"], q["typical"]) for q in r["quoted"]]
-            bad += any(s < 0 for s in sides) and not any(w in r["text"] for w in _WHY)
-    return n, bad, unrecorded
+            out["not_recorded"] += "not recorded" in r["text"]
+            sign = 1 if r["direction"] == "raises" else -1
+            sides = [risk_side(specs[q["feature"]], q["value"], q["typical"]) * sign for q in r["quoted"]]
+            wrong = any(s < 0 for s in sides) and not any(w in r["text"] for w in _WHY)
+            key = "raising" if sign > 0 else "protective"
+            out[key] += 1
+            out[f"{key}_{'safe' if sign > 0 else 'risky'}_side_without_why"] += wrong
+    return out
 
 
 def not_adding_up(alerts: pd.DataFrame) -> tuple[int, int]:
@@ -91,7 +94,7 @@ def run_audit(run: Path, playbooks: Path, scoring: ScoringConfig) -> dict[str, A
     catalogue = sorted(run.glob("mlruns/artifacts/*/artifacts/evaluation/feature_catalogue.json"))
     specs = {s.name: s for s in specs_from_frame(pd.read_json(catalogue[-1]))}
     book = load_playbooks(playbooks)
-    n_reasons, bad, unrecorded = unexplained_safe_side(alerts, specs)
+    sides = unexplained_wrong_side(alerts, specs)
     stored, shown = not_adding_up(alerts)
     kinds = {p.id: p.kind for p in book.playbooks}
     remedial_wrong = int((alerts["playbook_id"].map(kinds).eq("remedial")
@@ -99,8 +102,11 @@ def run_audit(run: Path, playbooks: Path, scoring: ScoringConfig) -> dict[str, A
     actionable = set(match_features(list(specs), scoring.actionable_features))
     changes = [c["feature"] for cell in alerts["counterfactual_changes"] for c in cell]
     return {
-        "alerts": len(alerts), "risk_raising_reasons": n_reasons,
-        "a_safe_side_without_why": bad, "a_not_recorded_reasons": unrecorded,
+        "alerts": len(alerts), "risk_raising_reasons": sides["raising"],
+        "a_safe_side_without_why": sides["raising_safe_side_without_why"],
+        "a_protective_reasons": sides["protective"],
+        "a_protective_risky_side_without_why": sides["protective_risky_side_without_why"],
+        "a_not_recorded_reasons": sides["not_recorded"],
         "b_not_adding_up_stored": stored, "b_not_adding_up_shown": shown,
         "c_flags": flag_usage(alerts, book),
         "d_remedial_outside_stages": remedial_wrong,

@@ -94,12 +94,22 @@ def typical_values(frame: pd.DataFrame, features: list[str], specs: dict[str, Fe
     return out
 
 
+class _Values:
+    """One row's feature values, read on demand from the column arrays (``values[name]``)."""
+
+    def __init__(self, cols: dict[str, np.ndarray], i: int) -> None:
+        self.cols, self.i = cols, i
+
+    def __getitem__(self, name: str) -> object:
+        return self.cols[name][self.i]
+
+
 @dataclass
 class _Row:
     """What the story of one row needs: its features' contributions and values."""
 
     contrib: np.ndarray
-    values: dict[str, object]
+    values: _Values
 
 
 def explain_rows(frame: pd.DataFrame, contrib: np.ndarray, p_calibrated: np.ndarray, features: list[str],
@@ -117,7 +127,7 @@ def explain_rows(frame: pd.DataFrame, contrib: np.ndarray, p_calibrated: np.ndar
     cols = {f: frame[f].to_numpy() for f in features}
     rows = []
     for i in range(len(frame)):
-        row = _Row(contrib[i, :-1], {f: cols[f][i] for f in features})
+        row = _Row(contrib[i, :-1], _Values(cols, i))
         reasons = _pick(gi, i, members, row, features, specs, typical, currency, top_k, min_impact, +1)
         prot = _pick(gi, i, members, row, features, specs, typical, currency, 1, min_impact, -1)
         rows.append(_row_record(reasons, prot, float(gi.base[i]), float(p_calibrated[i]), top_k))

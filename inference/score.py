@@ -23,8 +23,8 @@ from churn.config import Config, resolve_path
 from churn.io import write_csv, write_json, write_jsonl, write_parquet
 from features.build import FeatureBuilder
 from features.contract import Tables
-from inference import alerts as al
 from features.flags import active_flags
+from inference import alerts as al
 from inference.counterfactual import counterfactual_columns, search_for_model
 from inference.explain import explain_rows, global_group_importance, typical_values
 
