@@ -321,6 +321,8 @@ def counterfactual_columns(model: Any, rows: pd.DataFrame, p: np.ndarray, search
     found = search.search(feature_matrix(model.prepare(rows)))
     changed = rows.copy()
     for pos, cf in enumerate(found):
+        # "from" as the table holds it, not its float32 copy (7.3, not 7.300000190734863)
+        cf.moves = [Move(m.feature, float(rows[m.feature].iloc[pos]), m.new) for m in cf.moves]
         for m in cf.moves:
             changed.iloc[pos, changed.columns.get_loc(m.feature)] = m.new
     after = model.predict_proba(changed) if len(changed) else np.zeros(0)
