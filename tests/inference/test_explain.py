@@ -214,3 +214,12 @@ def test_typical_values_median_and_mode() -> None:
     df.loc[0, "plan"] = "premium"
     t = typical_values(df, ["logins_30d", "plan", "spend_90d"], SPECS)
     assert t == {"logins_30d": 4.0, "plan": "premium", "spend_90d": 6.0}
+
+
+def test_protective_reason_never_passes_a_risky_value_off_as_safe() -> None:
+    # purchases lower the risk here, but 1 purchase (typical 3) is the risky side: said with why, not as comfort
+    r = _one({"events_per_month": 16.5, "activity_trend": 0.0, "purchases_90d": 1.0, "purchase_drop_flag": 0.0,
+              "days_since_last_purchase": 20.0}, [0.0, 0.0, -0.5, 0.0, 0.0, -2.0])
+    assert r["protective_reason"].startswith("1 purchase in the last 90 days (typical customer: 3) (a low level, yet "
+                                             "with this customer's other values the model reads it as lowering the risk) (-")
+    assert r["reason_1"] == ""

@@ -290,6 +290,19 @@ def test_impacts_already_in_points_are_not_scaled_again(tmp_path: Path) -> None:
     assert "+12.0 pts" in html
 
 
+def test_report_shows_currency_impact_summary_and_counterfactual(tmp_path: Path) -> None:
+    scores = _scores()
+    alerts = _alerts(scores, 1)
+    alerts["lifetime_value"] = [1234.5]
+    alerts["impact_summary"] = ["base rate 3.8% +10.3 pts (usage_time) +0.9 pts (other factors) = 15.0%"]
+    alerts["counterfactual"] = ["If logins in the last 7 days rose from 1 to 4, the risk would fall from 15.0% to 9.0%"]
+    html = render_report(tmp_path / "r.html", summary={**_summary(), "currency": "USD"}, scores=scores,
+                         alerts=alerts).read_text()
+    assert "USD 1,234.50" in html
+    assert "base rate 3.8% +10.3 pts (usage_time) +0.9 pts (other factors) = 15.0%" in html
+    assert "What would lower it: If logins in the last 7 days rose from 1 to 4, the risk would fall from 15.0% to 9.0%" in html
+
+
 def _script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("screenshot_report", SCRIPT)
     assert spec and spec.loader
