@@ -333,6 +333,7 @@ class Economics(_Strict):
     contact_cost: float = Field(5.0, ge=0)
     incentive_cost: float = Field(20.0, ge=0)
     acceptance_rate: float = Field(0.3, ge=0, le=1)
+    currency: str = Field("EUR", min_length=1, max_length=8)  # shown with every amount in reasons and the report
 
 
 class TuningConfig(_Strict):
@@ -458,6 +459,14 @@ class RiskTiers(_Strict):
         return self
 
 
+# Activity, usage, recency of activity and open tickets: what a retention action can move. Never tenure, age,
+# demographics, plan history, spend or value (outcomes, not levers).
+DEFAULT_ACTIONABLE: tuple[str, ...] = (
+    "events_*d", "active_days_*d", "activity_trend_*", "days_since_last_event", "longest_inactive_days_*",
+    "event_gap_mean_*", "login_*", "session_*", "feature_use_*", "value_sum_*d", "value_trend_*", "open_complaints_*",
+)
+
+
 class ScoringConfig(_Strict):
     model_alias: str = "champion"
     risk_tiers: RiskTiers = RiskTiers()
@@ -475,6 +484,9 @@ class ScoringConfig(_Strict):
     # expected (discounted) lifetime within features.clv.horizon_months
     lifetime_value: Literal["features", "survival"] = "features"
     urgency_days: tuple[int, int] = (30, 90)  # median days to churn: <= first "immediate", <= second "soon", else "later"
+    # features a retention action can change, as names or fnmatch patterns (counterfactuals move only these)
+    actionable_features: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTIONABLE))
+    counterfactual: bool = True  # one "what would lower the risk" per alert (inference/counterfactual.py)
 
 
 class MonitoringConfig(_Strict):

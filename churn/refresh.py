@@ -127,11 +127,10 @@ def _retrain(tables: Any, cfg: Config, data_dir: str | Path, reasons: list[str])
 
 def refresh(cfg: Config, data_dir: str | Path, state_dir: str | Path) -> dict[str, Any]:
     """One refresh step (see the module docstring); returns the summary it wrote, with ``exit_code``."""
-    from model.registry import CHAMPION, get_alias_version, setup_mlflow
-
     from churn.io import write_json
     from features.contract import load_tables
     from features.timeline import training_cutoffs
+    from model.registry import CHAMPION, get_alias_version, setup_mlflow
 
     state = Path(state_dir)
     runs = state / "runs"

@@ -215,7 +215,7 @@ def behavioral_features(
         share = cfg.usage_low_share
         add(FeatureSpec("usage_low_flag", "behavioral", "usage_time",
                         f"Usage time in the last {r_days} days below {share:.0%} of the customer's own average", "flag",
-                        r_days, reason=f"Usage time in the last {r_days} days is below {share:.0%} of this customer's own average",
+                        r_days, reason=f"Usage time below {share:.0%} of the customer's own average (last {r_days} days vs previous {b_days})",
                         risk_direction=1), (np.nan_to_num(usage_trend, nan=0.0) < share - 1.0).astype(np.float64))
 
     # ---- ratios between behaviours (e.g. support views per login), over the longest configured window

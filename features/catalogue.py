@@ -8,6 +8,7 @@ The catalogue is logged with every model and drives the plain-language reasons i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -66,11 +67,12 @@ def specs_from_frame(df: pd.DataFrame) -> list[FeatureSpec]:
     return out
 
 
-def _fmt(value: float, unit: str) -> str:
+def format_value(value: float, unit: str, currency: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if unit == "currency":
-        return f"{value:,.0f}"
+        amount = f"{value:,.0f}"
+        return f"{currency} {amount}" if currency else amount
     if unit in ("share", "rate_change"):
         return f"{value * 100:.0f}%"
     if unit in ("score", "rating", "ratio"):
@@ -80,7 +82,8 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:,.1f}"
 
 
-# What an empty value means, for features where "no value" is itself the story.
+# What an empty value means, for features where "no value" is itself the story. Only these features may
+# give a reason when their value is missing; any other missing value ("not recorded") is never a reason.
 MISSING_REASONS = {
     "days_since_last_event": "No activity on record",
     "days_since_last_complaint": "No complaint on record",
@@ -90,25 +93,78 @@ MISSING_REASONS = {
     "rating_latest": "No satisfaction rating on record",
 }
 
+# Plural nouns the templates put after a count, and their singular (for "1 event", "1 activity").
+_SINGULAR = {"activities": "activity", "days": "day", "events": "event", "complaints": "complaint",
+             "messages": "message", "contacts": "contact", "escalations": "escalation", "hours": "hour",
+             "minutes": "minute", "purchases": "purchase", "payments": "payment", "sessions": "session",
+             "logins": "login", "tickets": "ticket"}
+_ONE_NOUN = re.compile(r"(?<![\d.,])\b1 ((?:'[^']*' )?)(\w+)( or (\w+))?")
 
-def render_reason(spec: FeatureSpec, value: object, typical: object | None = None) -> str:
-    """Fill a spec's template with one customer's value and the typical (median) customer's value."""
+
+def singular_after_one(text: str) -> str:
+    """'1 events' -> '1 event', "1 'login' events" -> "1 'login' event", '1 purchases or payments' -> '1 purchase or payment'."""
+    def fix(m: re.Match[str]) -> str:
+        head = _SINGULAR.get(m.group(2), m.group(2))
+        tail = f" or {_SINGULAR.get(m.group(4), m.group(4))}" if m.group(3) else ""
+        return f"1 {m.group(1)}{head}{tail}"
+
+    return _ONE_NOUN.sub(fix, text)
+
+
+def missing_is_meaningful(spec: FeatureSpec) -> bool:
+    """True when an empty value of this feature is itself a fact worth stating ("no purchase on record")."""
+    return spec.name in MISSING_REASONS
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def risk_side(spec: FeatureSpec, value: object, typical: object | None) -> int:
+    """+1 when the value is on the risky side (of typical, of the customer's own past for a change, of zero for a
+    flag), -1 on the safe side, 0 when the feature has no risky side or the value equals the reference.
+
+    A meaningful missing ``days_since_*`` value means "never", i.e. an infinitely long time.
+    """
+    d = spec.risk_direction
+    if d == 0 or spec.categorical or isinstance(value, str):
+        return 0
+    if _is_missing(value):
+        return d if spec.unit == "days" and missing_is_meaningful(spec) else 0
+    v = float(value)  # type: ignore[arg-type]
+    if spec.unit == "flag":
+        return d if v >= 0.5 else 0
+    if spec.unit == "rate_change":
+        ref = 0.0  # a change is read against the customer's own past: up or down
+    elif _is_missing(typical):
+        return 0
+    else:
+        ref = float(typical)  # type: ignore[arg-type]
+    return int(np.sign(v - ref)) * d
+
+
+def render_reason(spec: FeatureSpec, value: object, typical: object | None = None, currency: str = "") -> str:
+    """Fill a spec's template with one customer's value and the typical (median) customer's value.
+
+    Amounts (unit ``currency``) carry ``currency`` (``training.economics.currency``); a count of 1 takes the
+    singular noun.
+    """
     if spec.categorical or isinstance(value, str):
         text = spec.reason or f"{spec.description}: {{label}}"
         return text.format(label=value, value=value, typical=typical, change="", abs_pct="")
-    v = float(value) if value is not None and not pd.isna(value) else float("nan")
-    t = float(typical) if typical is not None and not pd.isna(typical) else float("nan")
+    v = float(value) if not _is_missing(value) else float("nan")  # type: ignore[arg-type]
+    t = float(typical) if not _is_missing(typical) else float("nan")  # type: ignore[arg-type]
     if not math.isfinite(v):
         return MISSING_REASONS.get(spec.name, f"{spec.description}: not recorded")
     change = "fell" if v < 0 else "rose"
     template = spec.reason or f"{spec.description}: {{value}} (typical customer: {{typical}})"
-    return template.format(
-        value=_fmt(v, spec.unit),
-        typical=_fmt(t, spec.unit),
+    return singular_after_one(template.format(
+        value=format_value(v, spec.unit, currency),
+        typical=format_value(t, spec.unit, currency),
         change=change,
         abs_pct=f"{abs(v) * 100:.0f}",
-        label=_fmt(v, spec.unit),
-    )
+        label=format_value(v, spec.unit, currency),
+    ))
 
 
 def count_by(codes: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:

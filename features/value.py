@@ -92,12 +92,12 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
                     reason="Purchase frequency {change} {abs_pct}% in the last 30 days compared with the previous 60",
                     risk_direction=-1), purchase_trend)
 
-    # early-warning flag practitioners use: purchase frequency down by more than the threshold (20%)
+    # early-warning flag practitioners use: purchase frequency down by the threshold (20%) or more
     drop = cfg.purchase_drop_threshold
     add(FeatureSpec("purchase_drop_flag", "value", "purchases",
-                    f"Purchase frequency in the last 30 days down more than {drop:.0%} on the previous 60", "flag", 30,
-                    reason=f"Purchase frequency dropped by more than {drop:.0%} in the last 30 days compared with the previous 60",
-                    risk_direction=1), (np.nan_to_num(purchase_trend, nan=0.0) < -drop).astype(np.float64))
+                    f"Purchase frequency in the last 30 days down {drop:.0%} or more on the previous 60", "flag", 30,
+                    reason=f"Purchases down {drop:.0%} or more against the customer's own past (last 30 days vs previous 60)",
+                    risk_direction=1), (np.nan_to_num(purchase_trend, nan=0.0) <= -drop).astype(np.float64))
     # purchases per month over the observed tenure (from signup or the first transaction in the data;
     # at least one month so a new customer's first payment does not look like a huge rate)
     observed_from = np.maximum(as_ns(customers["signup_date"]), ts.iloc[0].value if hist.stop > hist.start else as_of.value)

@@ -95,7 +95,9 @@ def change_reasons(cur: RowContributions, prev: RowContributions, features: list
     text_out = [""] * len(cur.ids)
     if found.any():
         gi_prev = group_impacts(prev.contrib[pos[found]], features, specs, prev.p[pos[found]])
-        delta = gi_cur.impact[found] - gi_prev.impact
+        # log-odds group contributions are additive and independent of the order the reasons' path takes,
+        # so their difference is what each group moved between the two runs
+        delta = gi_cur.phi[found] - gi_prev.phi
         dphi = cur.contrib[found, :-1] - prev.contrib[pos[found], :-1]
         gidx = np.array([gi_cur.groups.index(specs[f].group) for f in features])
         direction = np.sign(cur.p[found] - prev.p[pos[found]])

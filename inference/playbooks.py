@@ -48,6 +48,7 @@ from churn.vocab import (
 
 logger = logging.getLogger(__name__)
 
+EarlyWarning = Literal["purchase_drop_flag", "usage_low_flag", "complaints_over_3_flag", "negative_text_recent_flag"]
 
 
 def _known_value_tier(name: str, info: ValidationInfo) -> str:
@@ -82,7 +83,7 @@ DEFAULT_RULE = "default"
 _ALERTS = "alerts"
 _REQUIRED_COLUMNS = ("risk_tier", "value_tier")
 _CATEGORY_FIELDS = ("risk_tier", "value_tier", "lifecycle_stage", "urgency")
-_LIST_FIELDS = ("reason_families", "reason_groups")
+_LIST_FIELDS = ("reason_families", "reason_groups", "early_warnings")
 _THRESHOLD_FIELDS = {"min_probability": "churn_probability", "min_value_at_risk": "value_at_risk"}
 
 
@@ -110,7 +111,8 @@ class RuleCondition(_Strict):
     """Conditions that must all hold for a rule to match; an omitted condition matches everything.
 
     List conditions on tiers and stage match when the alert's value is in the list; ``reason_families``
-    and ``reason_groups`` match when any of the alert's reasons is in the list. Thresholds are inclusive.
+    and ``reason_groups`` match when any of the alert's reasons is in the list, ``early_warnings`` when any of
+    the alert's early-warning flags is on (e.g. ``purchase_drop_flag``). Thresholds are inclusive.
     """
 
     risk_tier: Annotated[list[RiskTier], Field(min_length=1)] | None = None
@@ -119,10 +121,12 @@ class RuleCondition(_Strict):
     urgency: Annotated[list[Urgency], Field(min_length=1)] | None = None  # needs a model with a survival part
     reason_families: Annotated[list[ReasonFamily], Field(min_length=1)] | None = None
     reason_groups: Annotated[list[Slug], Field(min_length=1)] | None = None
+    early_warnings: Annotated[list[EarlyWarning], Field(min_length=1)] | None = None
     min_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     min_value_at_risk: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
 
     @field_validator("risk_tier", "value_tier", "lifecycle_stage", "urgency", "reason_families", "reason_groups",
+                     "early_warnings",
                      mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
@@ -148,6 +152,8 @@ class PlaybookBook(_Strict):
     campaign: Text
     control_fraction: Fraction
     default_playbook: Slug
+    # kind routing: remedial (win-back) playbooks only reach customers whose stage says they left or are leaving
+    remedial_stages: Annotated[list[LifecycleStage], Field(min_length=1)] = ["dormant", "lapsed"]
     playbooks: Annotated[list[Playbook], Field(min_length=1)]
     rules: list[Rule] = Field(default_factory=list)
     _value_tiers: tuple[str, ...] = PrivateAttr(default=DEFAULT_VALUE_TIERS)  # the names the rules were checked against
@@ -173,6 +179,9 @@ class PlaybookBook(_Strict):
             problems.append(
                 f"field 'default_playbook': unknown playbook '{self.default_playbook}' (known: {known_text})"
             )
+        elif self.playbook(self.default_playbook).kind != "preventive":
+            problems.append(f"field 'default_playbook': '{self.default_playbook}' is remedial; the default reaches "
+                            "customers of every stage, so it must be preventive")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -327,8 +336,12 @@ def assign_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
     """Return a copy of ``alerts`` with the primary playbook of each alert and the rule that chose it.
 
     ``risk_tier`` and ``value_tier`` are required. ``lifecycle_stage``, ``churn_probability``,
-    ``value_at_risk``, ``reason_families`` and ``reason_groups`` (cells: lists of strings) are optional:
-    when one is missing, or a cell is null, conditions on it do not match.
+    ``value_at_risk``, ``reason_families``, ``reason_groups`` and ``early_warnings`` (cells: lists of strings)
+    are optional: when one is missing, or a cell is null, conditions on it do not match.
+
+    Routing uses each playbook's ``kind``: a rule whose playbook is remedial (win-back) matches only alerts
+    whose ``lifecycle_stage`` is in the book's ``remedial_stages`` (they left or are leaving); other alerts
+    fall through to the next rule, so early signs get preventive playbooks.
     """
     missing = [c for c in _REQUIRED_COLUMNS if c not in alerts.columns]
     if missing:
@@ -345,7 +358,7 @@ def assign_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
     for rule in book.rules:
         if not open_.any():
             break
-        hit = _rule_mask(rule.when, alerts, cache) & open_
+        hit = _rule_mask(rule.when, alerts, cache) & open_ & _kind_mask(book, rule.playbook, alerts)
         chosen[hit] = pb_index[rule.playbook]
         rule_ids[hit] = rule.id
         open_ &= ~hit
@@ -371,6 +384,15 @@ def assign_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
         counts = out["playbook_id"].value_counts().to_dict()
         logger.info("assigned playbooks to %d alerts: %s", n, counts)
     return out
+
+
+def _kind_mask(book: PlaybookBook, playbook_id: str, alerts: pd.DataFrame) -> np.ndarray:
+    """Alerts the playbook's kind allows: all for preventive, the remedial stages for remedial."""
+    if book.playbook(playbook_id).kind == "preventive":
+        return np.ones(len(alerts), dtype=bool)
+    if "lifecycle_stage" not in alerts.columns:
+        return np.zeros(len(alerts), dtype=bool)
+    return alerts["lifecycle_stage"].isin(book.remedial_stages).to_numpy(dtype=bool)
 
 
 def _rule_mask(cond: RuleCondition, alerts: pd.DataFrame, cache: dict[str, Any]) -> np.ndarray:

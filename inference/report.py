@@ -73,7 +73,7 @@ def render_report(
         "estimate": _estimate_section(summary),
         "playbooks": _playbook_section(alerts),
     }
-    html = _environment().get_template(_TEMPLATE).render(**context)
+    html = _environment(str(summary.get("currency") or "")).get_template(_TEMPLATE).render(**context)
     out = write_text(path, html)
     logger.info(
         "wrote report %s (%d alerts, %d scored, %.0f kB)", out, len(alerts), len(scores), len(html) / 1e3
@@ -84,8 +84,8 @@ def render_report(
 # --------------------------------------------------------------------------- template and formatting
 
 
-def _environment() -> jinja2.Environment:
-    """Jinja2 environment reading the packaged template, autoescaping everything."""
+def _environment(currency: str = "") -> jinja2.Environment:
+    """Jinja2 environment reading the packaged template, autoescaping everything; amounts carry ``currency``."""
     source = resources.files("inference.templates").joinpath(_TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(
         loader=jinja2.DictLoader({_TEMPLATE: source}),
@@ -96,7 +96,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(
         pct=_fmt_pct,
-        money=_fmt_money,
+        money=lambda x: _fmt_money(x, currency),
         compact=_fmt_compact,
         num=_fmt_num,
         pp=_fmt_pp,
@@ -133,9 +133,11 @@ def _fmt_pct(x: Any, digits: int = 1) -> str:
     return "—" if f is None else f"{f * 100:.{digits}f}%"
 
 
-def _fmt_money(x: Any) -> str:
+def _fmt_money(x: Any, currency: str = "") -> str:
     f = _float(x)
-    return "—" if f is None else f"{f:,.2f}"
+    if f is None:
+        return "—"
+    return f"{currency} {f:,.2f}" if currency else f"{f:,.2f}"
 
 
 def _fmt_compact(x: Any) -> str:
@@ -158,7 +160,7 @@ def _fmt_num(x: Any, digits: int = 0) -> str:
 def _fmt_pp(x: Any) -> str:
     """Signed probability points (input already in points)."""
     f = _float(x)
-    return "—" if f is None else f"{f:+.1f} pp"
+    return "—" if f is None else f"{f:+.1f} pts"
 
 
 def _fmt_text(x: Any) -> str:
@@ -561,6 +563,8 @@ def _alert_rows(alerts: pd.DataFrame) -> list[dict[str, Any]]:
                 "expected_net_value": rec.get("expected_net_value"),
                 "reasons": reasons,
                 "protective": _fmt_text(rec.get("protective_reason")).strip(),
+                "impact_summary": _fmt_text(rec.get("impact_summary")).strip(),
+                "counterfactual": _fmt_text(rec.get("counterfactual")).strip(),
                 "playbook_name": _fmt_text(rec.get("playbook_name")) or _fmt_text(rec.get("playbook_id")),
                 "playbook_action": _fmt_text(rec.get("playbook_action")),
                 "playbook_channel": _fmt_text(rec.get("playbook_channel")),

@@ -23,7 +23,9 @@ from churn.io import write_csv, write_json, write_jsonl, write_parquet
 from churn.publish import fault_point, new_staging, publish
 from features.build import FeatureBuilder
 from features.contract import Tables
+from features.flags import active_flags
 from inference import alerts as al
+from inference.counterfactual import counterfactual_columns, search_for_model
 from inference.explain import explain_rows, global_group_importance, typical_values
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         sub = frame.iloc[rows]
         contrib = model.contributions(sub, explainer=scfg.explainer)
         contribs.append(contrib)
-        reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons))
+        reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons,
+                                         calibrate=model.calibrator.transform, currency=econ.currency))
         log.info("explained %s/%s customers", f"{sl.stop:,}", f"{len(explain_idx):,}")
     timings["explain_s"] = time.perf_counter() - t
     reasons = pd.concat(reason_parts) if reason_parts else pd.DataFrame(
@@ -139,6 +142,15 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
+    alerts["early_warnings"] = active_flags(frame.iloc[alert_idx]) if len(alerts) else []
+    if scfg.counterfactual and len(alerts):
+        t = time.perf_counter()
+        threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
+        search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
+        cf = counterfactual_columns(model, frame.iloc[alert_idx], p[alert_idx], search, specs, econ.currency)
+        for col in cf.columns:
+            alerts[col] = cf[col].to_numpy()
+        timings["counterfactual_s"] = time.perf_counter() - t
     alerts = decide_alerts(contact_plan(alerts, book, econ), book, scfg.budget, lifetime_days(cfg))
     changes = None
     if previous is not None:
@@ -150,8 +162,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     # ------------------------------------------------------------ monitoring: drift against training reference
     drift, drift_evidence, estimate = _monitoring(model, frame, p, alert_idx, cfg)
     recommendation = drift_evidence.get("recommendation") if drift_evidence else None
-    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs)
-                  if contribs else None)
+    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs,
+                                          model.calibrator.transform) if contribs else None)
 
     # ------------------------------------------------------------ write everything atomically
     out_dir = Path(out_dir)
@@ -165,7 +177,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
-        "score_change": changes,
+        "score_change": changes, "currency": econ.currency,
         "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -191,6 +203,12 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
              summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
     return summary
+
+
+# Columns added by the explanation steps (reasons that add up, early warnings, the counterfactual), after the schema's.
+EXPLAIN_COLUMNS = ["base_probability", "other_impact", "impact_summary", "early_warnings", "counterfactual",
+                   "counterfactual_changes", "counterfactual_probability", "counterfactual_valid"]
+_LIST_COLUMNS = ("early_warnings", "counterfactual_changes")
 
 
 def _timing_summary(scores: pd.DataFrame, alerts: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +254,8 @@ def _survival_columns(model: Any, frame: pd.DataFrame, cfg: Config, chunks: list
         mu[sl] = model.survival.mu(model.dmatrix(frame.iloc[sl]))
     return survival_columns(model.survival, mu, model.meta.get("survival_horizons_days", [30, 90, 180]),
                             lifetime_days(cfg), cfg.features.clv.discount_rate_annual, cfg.scoring.urgency_days)
+
+
 def score_rows(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any,
                chunks: list[slice] | None = None) -> pd.DataFrame:
     """Per-customer score columns (both engines): id (pseudonymised if configured), probability, tiers, value,
@@ -292,7 +312,7 @@ def decide_alerts(alerts: pd.DataFrame, book: Any, budget: float | None, lifetim
     alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
                                if len(alerts) else np.zeros(0, dtype=bool))
     alerts = al.order_alerts(alerts)
-    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
+    extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate", *EXPLAIN_COLUMNS]
     horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns if c.startswith("churn_within_"))
     if horizons:
         from inference.timing import alert_timing
@@ -320,6 +340,7 @@ def write_alert_files(folder: Path, alerts: pd.DataFrame) -> None:
         reason_families=alerts["reason_families"].map(lambda x: "|".join(x)),
         reason_groups=alerts["reason_groups"].map(lambda x: "|".join(x)),
         **({"change_groups": alerts["change_groups"].map(lambda x: "|".join(x))} if "change_groups" in alerts else {}),
+        **{c: alerts[c].map(lambda x: json.dumps(list(x), sort_keys=True)) for c in _LIST_COLUMNS if c in alerts},
         reasons_json=alerts["reasons"].map(lambda x: json.dumps(list(x), ensure_ascii=False, sort_keys=True)))
     write_csv(folder / "alerts.csv", flat)
     write_jsonl(folder / "alerts.jsonl", _records(alerts))
@@ -354,8 +375,9 @@ def _records(alerts: pd.DataFrame) -> list[dict[str, Any]]:
         rec["reasons"] = list(rec["reasons"])
         rec["reason_families"] = list(rec["reason_families"])
         rec["reason_groups"] = list(rec["reason_groups"])
-        if "change_groups" in rec:
-            rec["change_groups"] = list(rec["change_groups"])
+        for c in ("change_groups", *_LIST_COLUMNS):
+            if c in rec:
+                rec[c] = list(rec[c])
         for k, v in rec.items():
             if isinstance(v, float) and not np.isfinite(v):
                 rec[k] = None

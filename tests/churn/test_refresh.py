@@ -82,10 +82,9 @@ def test_retrain_reasons(drift: dict | None, evaluated: list[dict], new_days: in
 def test_refresh_retrains_on_cadence_and_promotes_only_through_the_gate(demo_data_dir: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A champion trained when the data ended on 2025-11-30; refresh on the data to 2025-12-31 with a 1-day cadence."""
-    from model.registry import CHAMPION, get_alias_version
-
     from churn.config import load_config
     from features.contract import load_tables
+    from model.registry import CHAMPION, get_alias_version
     from tests.conftest import write_small_config
     from training.train import train
 

@@ -107,3 +107,22 @@ def test_count_by():
     np.testing.assert_array_equal(count_by(codes, 5), [1, 0, 2, 1, 0])
     np.testing.assert_array_equal(count_by(codes, 5, np.array([1.5, np.nan, 2.0, 4.0])), [1.5, 0, 2.0, 4.0, 0])
     assert count_by(np.array([], dtype=np.int64), 3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_render_currency_plural_and_risk_side():
+    from features.catalogue import risk_side
+
+    assert render_reason(SPEND, 316.0, 156.0, currency="EUR") == "Spent EUR 316 in the last 30 days (typical customer: EUR 156)"
+    one = FeatureSpec("view_7d", "behavioral", "view_activity", "'view' events", "count", 7,
+                      reason="{value} 'support view' events in the last 7 days (typical customer: {typical})", risk_direction=-1)
+    assert render_reason(one, 1.0, 0.0) == "1 'support view' event in the last 7 days (typical customer: 0)"
+    assert render_reason(one, 2.0, 1.0) == "2 'support view' events in the last 7 days (typical customer: 1)"
+    # fewer events than typical is the risky side of a risk_direction -1 feature; more is the safe side
+    assert (risk_side(one, 1.0, 5.0), risk_side(one, 9.0, 5.0), risk_side(one, 5.0, 5.0)) == (1, -1, 0)
+    assert risk_side(TREND, -0.4, 0.3) == 0  # no risk direction declared
+    trend = FeatureSpec("t", "behavioral", "activity", "Change", "rate_change", 30, risk_direction=-1)
+    assert (risk_side(trend, -0.4, -0.6), risk_side(trend, 0.1, 0.5)) == (1, -1)  # against own past, not typical
+    flag = FeatureSpec("purchase_drop_flag", "value", "purchases", "Drop", "flag", 30, risk_direction=1)
+    assert (risk_side(flag, 1.0, 0.0), risk_side(flag, 0.0, 0.0)) == (1, 0)
+    never = FeatureSpec("days_since_last_purchase", "value", "purchases", "Days since purchase", "days", risk_direction=1)
+    assert risk_side(never, np.nan, 12.0) == 1 and render_reason(never, np.nan) == "No purchase or payment on record"

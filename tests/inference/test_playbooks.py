@@ -355,3 +355,49 @@ def test_default_value_tiers_are_the_config_defaults() -> None:
     from churn.vocab import DEFAULT_VALUE_TIERS
 
     assert tuple(t.name for t in FeatureConfig().value_tiers) == DEFAULT_VALUE_TIERS
+# ------------------------------------------------------------------------------------------ early warnings and kind
+
+
+def test_shipped_config_routes_early_warnings_preventively_and_winback_only_to_leavers() -> None:
+    alerts = pd.DataFrame({
+        "customer_id": ["e1", "e2", "e3", "e4", "e5"],
+        "risk_tier": ["high", "medium", "high", "high", "high"],
+        "value_tier": ["silver", "bronze", "bronze", "bronze", "bronze"],
+        "lifecycle_stage": ["active", "at_risk", "at_risk", "lapsed", "active"],
+        "reason_families": [["value"], ["value"], ["behavioral"], ["behavioral"], ["value"]],
+        "reason_groups": [["spend"], ["spend"], ["activity"], ["activity"], ["spend"]],
+        "early_warnings": [["complaints_over_3_flag"], ["purchase_drop_flag"], [], [], ["negative_text_recent_flag"]],
+    })
+    out = assign_playbooks(alerts, load_playbooks(SHIPPED))
+    assert out["playbook_rule"].tolist() == ["complaints-over-3", "early-usage-or-purchase-drop", "engagement-nudge",
+                                            "lapsing-winback", "negative-text-survey"]
+    # the at-risk (still active, activity fell) customer e3 no longer gets the remedial win-back
+    assert out["playbook_kind"].tolist() == ["preventive", "preventive", "preventive", "remedial", "preventive"]
+
+
+def test_remedial_rule_falls_through_for_customers_who_have_not_left() -> None:
+    cfg = copy.deepcopy(BASE)
+    cfg["playbooks"][1]["kind"] = "remedial"  # nudge becomes a win-back
+    cfg["remedial_stages"] = ["lapsed"]
+    book = PlaybookBook.model_validate(cfg)
+    alerts = pd.DataFrame({"customer_id": ["a", "b", "c"], "risk_tier": ["low"] * 3, "value_tier": ["bronze"] * 3,
+                           "lifecycle_stage": ["active", "lapsed", None], "reason_groups": [["logins"]] * 3})
+    out = assign_playbooks(alerts, book)
+    assert out["playbook_id"].tolist() == ["fallback", "nudge", "fallback"]
+    assert out["playbook_rule"].tolist() == ["default", "quiet", "default"]
+
+
+def test_early_warning_condition_and_remedial_default_are_validated(tmp_path: Path) -> None:
+    cfg = copy.deepcopy(BASE)
+    cfg["rules"].insert(0, {"id": "drop", "playbook": "call", "when": {"early_warnings": "usage_low_flag"}})
+    book = PlaybookBook.model_validate(cfg)
+    alerts = pd.DataFrame({"customer_id": ["a", "b"], "risk_tier": ["low"] * 2, "value_tier": ["bronze"] * 2,
+                           "early_warnings": [["purchase_drop_flag", "usage_low_flag"], ["purchase_drop_flag"]]})
+    assert assign_playbooks(alerts, book)["playbook_rule"].tolist() == ["drop", "default"]
+    cfg["rules"][0]["when"]["early_warnings"] = ["usage_drop"]
+    with pytest.raises(ConfigError, match=r"rule 'drop' field 'when.early_warnings\[0\]'"):
+        load_playbooks(_write(tmp_path, cfg))
+    bad = copy.deepcopy(BASE)
+    bad["playbooks"][3]["kind"] = "remedial"
+    with pytest.raises(ConfigError, match="'fallback' is remedial"):
+        load_playbooks(_write(tmp_path, bad))

@@ -198,7 +198,7 @@ def test_report_contains_header_alerts_reasons_and_playbooks(full_report: tuple[
     assert "Drift detected" in html and "tickets_90d" in html
     assert "Retrain on Q1 &amp; re-check calibration" in html
     assert html.count("<svg") == 2  # probability histogram and global importance
-    assert "+12.0 pp" in html and "-5.0 pp" in html  # impacts converted to probability points
+    assert "+12.0 pts" in html and "-5.0 pts" in html  # impacts converted to probability points (one unit name: pts)
 
 
 def test_report_is_offline(full_report: tuple[str, pd.DataFrame]) -> None:
@@ -287,7 +287,20 @@ def test_impacts_already_in_points_are_not_scaled_again(tmp_path: Path) -> None:
         {"group": "g", "family": "f", "feature": "x", "text": "t", "impact": 12.0, "value": None}
     ]
     html = render_report(tmp_path / "r.html", summary=_summary(), scores=scores, alerts=alerts).read_text()
-    assert "+12.0 pp" in html
+    assert "+12.0 pts" in html
+
+
+def test_report_shows_currency_impact_summary_and_counterfactual(tmp_path: Path) -> None:
+    scores = _scores()
+    alerts = _alerts(scores, 1)
+    alerts["lifetime_value"] = [1234.5]
+    alerts["impact_summary"] = ["base rate 3.8% +10.3 pts (usage_time) +0.9 pts (other factors) = 15.0%"]
+    alerts["counterfactual"] = ["If logins in the last 7 days rose from 1 to 4, the risk would fall from 15.0% to 9.0%"]
+    html = render_report(tmp_path / "r.html", summary={**_summary(), "currency": "USD"}, scores=scores,
+                         alerts=alerts).read_text()
+    assert "USD 1,234.50" in html
+    assert "base rate 3.8% +10.3 pts (usage_time) +0.9 pts (other factors) = 15.0%" in html
+    assert "What would lower it: If logins in the last 7 days rose from 1 to 4, the risk would fall from 15.0% to 9.0%" in html
 
 
 def _script() -> ModuleType:
