@@ -14,20 +14,33 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 
 from churn.errors import EXIT_SOFTWARE, ChurnError
-from churn.timebase import default_cutoff
+
+if TYPE_CHECKING:  # heavy libraries are imported inside the commands, so `churn --help` stays fast
+    import pandas as pd
 
 log = logging.getLogger("churn")
 
+def _check_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Validate the config while parsing the command line, before any heavy library is imported."""
+    from churn.config import load_config
+
+    try:
+        load_config(value)
+    except ChurnError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    return value
+
+
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                             help="YAML config (default: configs/default.yaml).")
+                             callback=_check_config, help="YAML config (default: configs/default.yaml).")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -66,6 +79,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> pd.Timestamp | None:
     if value is None:
         return None
+    import pandas as pd
+
     try:
         return pd.Timestamp(datetime.strptime(value, "%Y-%m-%d"))
     except ValueError as exc:
@@ -112,7 +127,7 @@ def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp
     from churn.generate import generate_demo, write_demo
     from churn.io import hash_files
 
-    if end <= start + pd.Timedelta(days=60):
+    if end <= start + timedelta(days=60):
         raise click.BadParameter("--end must be at least 60 days after --start", param_hint="--end")
     t0 = time.perf_counter()
     start, end = start.date().isoformat(), end.date().isoformat()
@@ -261,8 +276,10 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
     """
     from churn.config import load_config
+    from churn.timebase import default_cutoff
     from features.contract import load_tables
     from inference.score import score as run_score
+    from model.registry import check_model_available
 
     cfg = load_config(config_path)
     if cfg.label.definition == "snapshot":
@@ -270,6 +287,7 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
 
         raise ConfigError(f"{cfg.source}: label.definition is 'snapshot' (no dates): there is no cutoff to "
                           "build features or score at; use `churn train` for cross-validation")
+    check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)  # before any data is read: a missing model fails in seconds
     if engine == "spark":
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
@@ -303,6 +321,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     """
     from churn.config import load_config
     from churn.generate import generate_demo, write_demo
+    from churn.timebase import default_cutoff
     from features.contract import load_tables
     from inference.score import score as run_score
     from training.train import train as run_train
@@ -420,6 +439,27 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
                f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
                f"-> {out}/monitor.json")
 
+
+# --------------------------------------------------------------------------- global options anywhere
+def _verbosity_callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """`-v`/`-q` given after the subcommand: apply them as if they came before it."""
+    if value:
+        _setup_logging(value if param.name == "verbose" else 0, param.name == "quiet")
+
+
+def _add_global_options(group: click.Group) -> None:
+    """Give every subcommand the group's `-v`/`-q`, so `churn train -v` works like `churn -v train`."""
+    for cmd in group.commands.values():
+        names = {p.name for p in cmd.params}
+        if "verbose" not in names:
+            cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                           callback=_verbosity_callback, help="More log output (-v: debug)."))
+        if "quiet" not in names:
+            cmd.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                                           callback=_verbosity_callback, help="Only warnings and errors."))
+
+
+_add_global_options(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

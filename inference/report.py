@@ -73,7 +73,7 @@ def render_report(
     }
     html = _environment().get_template(_TEMPLATE).render(**context)
     out = write_text(path, html)
-    logger.info(
+    logger.debug(  # debug: a caller that stages outputs names the final path itself
         "wrote report %s (%d alerts, %d scored, %.0f kB)", out, len(alerts), len(scores), len(html) / 1e3
     )
     return out

@@ -52,6 +52,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("model %s (version %s), cutoff %s", uri, version, as_of.date())
 
     t = time.perf_counter()
+    log.info("building features at cutoff %s ...", as_of.date())
     builder = FeatureBuilder(tables, cfg, event_types=model.meta.get("event_types"))
     fs = builder.build(as_of)
     frame = fs.frame
@@ -110,6 +111,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         alert_idx = np.sort(alert_idx[keep])
     explain_idx = np.arange(n) if explain_all else alert_idx
     t = time.perf_counter()
+    log.info("explaining %s customers (%s) ...", f"{len(explain_idx):,}", scfg.explainer)
     typical = typical_values(frame, model.features, specs)
     reason_parts = []
     contribs = []
@@ -140,6 +142,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(), cost, scfg.budget)
     alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
                                if len(alerts) else np.zeros(0, dtype=bool))
+    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(alerts["control_group"].sum()),
+             int(alerts["selected"].sum()), len(alerts))
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
     if timing is not None:
@@ -193,6 +197,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         if drift is not None:
             write_csv(st / "drift.csv", drift)
         t = time.perf_counter()
+        log.info("rendering the report (%s alerts) ...", f"{len(alerts):,}")
         render_report(st / "report.html", summary=summary, scores=scores, alerts=alerts,
                       global_importance=importance, drift=drift, top_n=scfg.report_top_n)
         timings["report_s"] = time.perf_counter() - t
@@ -205,8 +210,9 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         write_json(st / "summary.json", summary)
         for f in sorted(st.iterdir()):
             shutil.move(str(f), out_dir / f.name)
-    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
-             summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
+    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)", f"{n:,}",
+             len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], out_dir,
+             outputs.get("report.html"))
     return summary
 
 

@@ -52,6 +52,35 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
     return uri
 
 
+def _store_path(tracking_uri: str) -> Path | None:
+    """The local file or folder a tracking URI points at (None for a server URI)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("file:"):
+        return Path(tracking_uri.removeprefix("file://").removeprefix("file:"))
+    return None if "://" in tracking_uri else Path(tracking_uri)
+
+
+def check_model_available(cfg: MlflowConfig, model_uri: str | None, alias: str) -> None:
+    """Fail fast, before any data is read, when there is no model to score with; never create a store.
+
+    A local folder must exist; otherwise the configured tracking store must already exist (a missing
+    ``mlruns/mlflow.db`` is not created here) and hold the URI or the alias.
+    """
+    if model_uri is not None and "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/")):
+        if not Path(model_uri).is_dir():
+            raise InputNotFoundError(f"model folder not found: {model_uri}")
+        return
+    store = _store_path(cfg.tracking_uri)
+    if store is not None and not store.exists():
+        raise InputNotFoundError(
+            f"no MLflow store at {store.resolve()} (mlflow.tracking_uri {cfg.tracking_uri}, relative paths are "
+            "taken from the current folder): run `churn train` or `churn demo` first, run from the folder that "
+            "holds mlruns/, or pass --model")
+    setup_mlflow(cfg)
+    resolve_model_uri(cfg.model_name, model_uri, alias)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
