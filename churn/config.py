@@ -375,6 +375,7 @@ class ScoringConfig(_Strict):
     top_reasons: int = 3
     explainer: Literal["fast", "xgboost"] = "fast"  # exact TreeSHAP either way; fast = precomputed tables
     report_top_n: int = 25
+    currency: str = Field("EUR", min_length=1, max_length=8)  # unit of every amount in alerts and the report
     pseudonymize_key: str | None = None
     # value at risk from: the lifetime_value feature (features.clv) or monthly revenue x the survival model's
     # expected (discounted) lifetime within features.clv.horizon_months

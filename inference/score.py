@@ -39,6 +39,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     from inference.drift import scoring_drift
     from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
     from inference.report import render_report
+    from model.card import model_card
     from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
     scfg = cfg.scoring
@@ -183,6 +184,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "time_to_churn": _timing_summary(scores, alerts, model.meta) if timing is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "currency": scfg.currency,
+        "model_card": model_card(model.meta, cfg.mlflow.model_name, version, uri),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
         st = Path(tmp)
