@@ -237,6 +237,14 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
     m = result["metrics"]
     click.echo(f"model {result['model_name']} v{result['model_version']} ({', '.join(result['aliases'])}): "
                f"test ROC-AUC {m['test_roc_auc']:.3f}, PR-AUC {m['test_pr_auc']:.3f}, run {result['run_id']}")
+    _echo_mlflow_link(cfg, result["tracking_uri"])
+
+
+def _echo_mlflow_link(cfg: Any, tracking_uri: str) -> None:
+    """Where to see the runs: MLflow 3 would otherwise open on its GenAI overview."""
+    from model.registry import runs_page_url
+
+    click.echo(f"runs: `mlflow ui --backend-store-uri {tracking_uri}`, then {runs_page_url(cfg.mlflow)}")
 
 
 def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> None:
@@ -357,6 +365,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     click.echo(f"demo done in {stages['total_s']:.0f}s: model {trained['model_name']} v{trained['model_version']} "
                f"test ROC-AUC {m['test_roc_auc']:.3f} PR-AUC {m['test_pr_auc']:.3f}; "
                f"{scored['n_alerts']:,} alerts -> {out_dir / 'scoring' / 'report.html'}")
+    _echo_mlflow_link(cfg, trained["tracking_uri"])
 
 
 # --------------------------------------------------------------------------- registry

@@ -44,6 +44,8 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
+        if not db_path.exists():  # say so: a relative store lands in whatever folder the command runs from
+            log.info("creating a new MLflow store at %s", db_path.resolve())
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -61,6 +63,15 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
             _follow_moved_store(store, exp.artifact_location, art)
     mlflow.set_experiment(cfg.experiment)
     return uri
+
+
+def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
+    """Link to the experiment's runs table in ``mlflow ui`` (classic ML view, whatever the UI's switch says)."""
+    import mlflow
+
+    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.experiment)
+    path = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
+    return f"{host}/{path}?workflowType=machine_learning"
 
 
 def _local_path(artifact_uri: str) -> Path | None:
