@@ -801,7 +801,7 @@ def _detail_fields(rec: Mapping[str, Any], env: jinja2.Environment) -> dict[str,
         elif name in ("timing", "urgency", "median_days_to_churn", "expected_lifetime_days") or \
                 name.startswith("churn_within_"):
             kind = "timing"
-        elif name.startswith(_HISTORY):
+        elif name.startswith(_HISTORY) or name.endswith(("_delta", "_change", "_previous")):
             kind = "history"
         else:
             kind = "extras"
@@ -826,6 +826,8 @@ def _alert_details(alerts: pd.DataFrame, rows: list[dict[str, Any]], scale: floa
             "value_at_risk_text": money(row["value_at_risk"]),
             "expected_net_value_text": env_text,
             "action_reason": _action_sentence(row["action"], row["why"], env_text),
+            "playbook_cost_text": money(rec.get("playbook_cost")) if "playbook_cost" in rec else "",
+            "playbook_sla": _with_unit(_fmt_num(rec.get("playbook_sla_hours")), "h"),
             "bars": [{**b, "points_text": _fmt_pp(b["points"])} for b in x["bars"]],
             **_detail_fields(rec, env),
         })

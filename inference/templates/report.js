@@ -84,7 +84,7 @@
   function pairs(box, items) {
     var dl = el("dl", "kv");
     items.forEach(function (kv) {
-      if (kv[1] === null || kv[1] === undefined || kv[1] === "") { return; }
+      if (kv[1] === null || kv[1] === undefined || kv[1] === "" || kv[1] === "—") { return; }
       dl.appendChild(el("dt", null, kv[0]));
       dl.appendChild(el("dd", null, kv[1]));
     });
@@ -136,6 +136,7 @@
     if (a.history.length) { pairs(section("History of scores"), a.history); }
     pairs(section("Playbook and why it was chosen"), [["Playbook", a.playbook_name], ["Action", a.playbook_action],
       ["Channel", a.playbook_channel], ["Owner", a.playbook_owner], ["Kind", a.playbook_kind],
+      ["Cost per contact", a.playbook_cost_text], ["Act within", a.playbook_sla],
       ["Rule that chose it", a.playbook_rule]]);
     if (a.extras.length) { pairs(section("Other fields"), a.extras); }
     detail.hidden = false;

@@ -263,6 +263,7 @@ def test_demo_report_filters_to_a_playbook_in_headless_chromium(runs: dict[str, 
     assert len(re.findall(r"<tr data-id=", dom)) == len(alerts)  # every alert is in the page, filtered or not
     detail = _detail(dom)
     assert str(pick["customer_id"]) in detail and str(pick["playbook_rule"]) in detail
+    assert f"Act within</dt><dd>{pick['playbook_sla_hours']:g} h" in detail
     assert _shown_count(_dom(report, "action=control")) == int(alerts["control_group"].sum())
 
 
