@@ -785,7 +785,7 @@ def _field_text(name: str, value: Any, env: jinja2.Environment) -> str:
         return _fmt_pct(f)
     if any(w in name for w in ("value", "cost", "revenue", "budget", "amount", "spend")):
         return str(env.filters["money"](f))
-    return _fmt_num(f, 0 if f.is_integer() else 3)
+    return _fmt_num(f, 0 if f.is_integer() or "days" in name else 3)
 
 
 def _detail_fields(rec: Mapping[str, Any], env: jinja2.Environment) -> dict[str, list[list[str]]]:
