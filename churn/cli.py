@@ -15,22 +15,37 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 
 from churn.errors import EXIT_SOFTWARE, ChurnError
-from churn.timebase import default_cutoff
+
+if TYPE_CHECKING:  # heavy libraries are imported inside the commands, so `churn --help` stays fast
+    import pandas as pd
 
 log = logging.getLogger("churn")
 
 AFTER_END_OPTION = click.option("--allow-after-data-end", "after_end", is_flag=True,
                                 help="Accept an --as-of later than the day after the data's last record.")
+
+
+def _check_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Validate the config while parsing the command line, before any heavy library is imported."""
+    from churn.config import load_config
+
+    try:
+        load_config(value)
+    except ChurnError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    return value
+
+
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                             help="YAML config (default: configs/default.yaml).")
+                             callback=_check_config, help="YAML config (default: configs/default.yaml).")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -75,6 +90,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> pd.Timestamp | None:
     if value is None:
         return None
+    import pandas as pd
+
     try:
         return pd.Timestamp(datetime.strptime(value, "%Y-%m-%d"))
     except ValueError as exc:
@@ -83,9 +100,13 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 def _check_as_of(data_end: pd.Timestamp, as_of: pd.Timestamp, allowed: bool) -> None:
     """Refuse a cutoff past the data's end: nothing is known then, so every customer would look gone quiet."""
+    import pandas as pd
+
+    from churn.timebase import default_cutoff
+
     if allowed or pd.isna(data_end):
         return
-    latest = (data_end + pd.Timedelta(days=1)).normalize()
+    latest = default_cutoff(data_end)
     if as_of > latest:
         from churn.errors import UsageError
 
@@ -133,7 +154,7 @@ def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp
     from churn.generate import generate_demo, write_demo
     from churn.io import hash_files
 
-    if end <= start + pd.Timedelta(days=60):
+    if end <= start + timedelta(days=60):
         raise click.BadParameter("--end must be at least 60 days after --start", param_hint="--end")
     t0 = time.perf_counter()
     start, end = start.date().isoformat(), end.date().isoformat()
@@ -254,6 +275,14 @@ def train(data_dir: str, out: str | None, trials: int | None, timeout: float | N
     m = result["metrics"]
     click.echo(f"model {result['model_name']} v{result['model_version']} ({', '.join(result['aliases'])}): "
                f"test ROC-AUC {m['test_roc_auc']:.3f}, PR-AUC {m['test_pr_auc']:.3f}, run {result['run_id']}")
+    _echo_mlflow_link(cfg, result["tracking_uri"])
+
+
+def _echo_mlflow_link(cfg: Any, tracking_uri: str) -> None:
+    """Where to see the runs: MLflow 3 would otherwise open on its GenAI overview."""
+    from model.registry import runs_page_url
+
+    click.echo(f"runs: `mlflow ui --backend-store-uri {tracking_uri}`, then {runs_page_url(cfg.mlflow)}")
 
 
 def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> None:
@@ -299,25 +328,20 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
     """
     from churn.config import load_config
+    from churn.timebase import default_cutoff
     from features.contract import load_tables
     from inference.score import score as run_score
+    from model.registry import check_model_available
 
     cfg = load_config(config_path)
-    if cfg.label.definition == "snapshot":
-        if engine == "spark":
-            from churn.errors import ConfigError
+    if cfg.label.definition == "snapshot" and engine == "spark":
+        from churn.errors import ConfigError
 
-            raise ConfigError(f"{cfg.source}: snapshot data is scored with --engine pandas (one row per customer)")
-        from churn.publish import output_lock
-        from inference.score import snapshot_as_of
-
-        with output_lock(out):
-            tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
-            as_of = snapshot_as_of(tables, as_of)
-            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all)
-    elif engine == "spark" and previous:
+        raise ConfigError(f"{cfg.source}: snapshot data is scored with --engine pandas (one row per customer)")
+    if engine == "spark" and previous:
         raise click.BadParameter("works with --engine pandas only", param_hint="--previous")
-    elif engine == "spark":
+    if engine == "spark":
+        check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
 
@@ -329,11 +353,18 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     else:
         from churn.publish import output_lock
 
-        with output_lock(out):
-            tables = load_tables(data_dir, cfg)
-            if as_of is None:
-                as_of = default_cutoff(tables.data_end)
-            _check_as_of(tables.data_end, as_of, after_end)
+        with output_lock(out):  # a second scorer into the same --out is refused before any work
+            # before any data is read: a missing model fails in seconds
+            check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
+            if cfg.label.definition == "snapshot":
+                from inference.score import snapshot_as_of
+
+                tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
+                as_of = snapshot_as_of(tables, as_of)
+            else:
+                tables = load_tables(data_dir, cfg)
+                as_of = default_cutoff(tables.data_end) if as_of is None else as_of
+                _check_as_of(tables.data_end, as_of, after_end)
             summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all,
                                 previous=previous)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
@@ -356,6 +387,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     from churn.config import load_config
     from churn.generate import generate_demo, write_demo
     from churn.publish import output_lock, staged_output
+    from churn.timebase import default_cutoff
     from features.contract import load_tables
     from inference.score import score as run_score
     from training.train import study_lock
@@ -388,6 +420,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     click.echo(f"demo done in {stages['total_s']:.0f}s: model {trained['model_name']} v{trained['model_version']} "
                f"test ROC-AUC {m['test_roc_auc']:.3f} PR-AUC {m['test_pr_auc']:.3f}; "
                f"{scored['n_alerts']:,} alerts -> {out_dir / 'scoring' / 'report.html'}")
+    _echo_mlflow_link(cfg, trained["tracking_uri"])
 
 
 def _demo_summary(st: Path, n_customers: int, seed: int, config: str | None, input_hash: str, data_dir: Path,
@@ -518,6 +551,27 @@ def _monitor_summary(st: Path, res: dict[str, Any], scores_dir: str, data_dir: s
                   "estimate_vs_realized": res.get("estimate_vs_realized"),
                   "outputs": [str(p) for p in paths]})
 
+
+# --------------------------------------------------------------------------- global options anywhere
+def _verbosity_callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """`-v`/`-q` given after the subcommand: apply them as if they came before it."""
+    if value:
+        _setup_logging(value if param.name == "verbose" else 0, param.name == "quiet")
+
+
+def _add_global_options(group: click.Group) -> None:
+    """Give every subcommand the group's `-v`/`-q`, so `churn train -v` works like `churn -v train`."""
+    for cmd in group.commands.values():
+        names = {p.name for p in cmd.params}
+        if "verbose" not in names:
+            cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                           callback=_verbosity_callback, help="More log output (-v: debug)."))
+        if "quiet" not in names:
+            cmd.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                                           callback=_verbosity_callback, help="Only warnings and errors."))
+
+
+_add_global_options(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

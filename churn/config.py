@@ -574,6 +574,41 @@ def resolve_path(path: str | Path) -> Path:
     return alt if alt.exists() else p
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config section (pydantic model) that the location ``loc`` (without its last key) points into."""
+    import typing
+
+    model: type[BaseModel] | None = Config
+    for key in loc:
+        if model is None or not isinstance(key, str) or key not in model.model_fields:
+            continue  # list indexes and dict keys keep the current section
+        todo, model = [model.model_fields[key].annotation], None
+        while todo and model is None:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                model = t
+            else:
+                todo.extend(typing.get_args(t))
+    return model
+
+
+def _did_you_mean(err: Any) -> str:
+    """' (did you mean 'horizon_days'?)' for an unknown key close to a known one, else ''."""
+    import difflib
+
+    if err.get("type") != "extra_forbidden" or not err.get("loc"):
+        return ""
+    *parent, key = err["loc"]
+    model = _model_at(tuple(parent))
+    if model is None:
+        return ""
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    if not close:
+        close = [n for n in names if n.startswith(str(key)) or str(key).startswith(n)][:1]
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(names)})"
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a YAML config; raise :class:`ConfigError` naming the file and the field."""
     p = resolve_config_path(path)
@@ -592,7 +627,7 @@ def load_config(path: str | Path | None = None) -> Config:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+            lines.append(f"  {loc}: {err['msg']}{_did_you_mean(err)}")
         raise ConfigError(f"{p}: invalid configuration\n" + "\n".join(lines)) from exc
     from churn.redact import register
 

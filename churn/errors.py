@@ -6,8 +6,10 @@ Exit codes follow BSD ``sysexits.h`` so batch schedulers can tell bad data from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas stays unimported until data is really handled (fast `churn --help`)
+    import pandas as pd
 
 EXIT_USAGE = 64
 EXIT_DATA = 65
@@ -45,7 +47,7 @@ class DataError(ChurnError):
         if count is not None:
             msg += f" ({count} row{'s' if count != 1 else ''})"
         if examples is not None and len(examples) > 0:
-            if isinstance(examples, pd.DataFrame):
+            if hasattr(examples, "to_string"):  # a DataFrame
                 shown = examples.head(5).to_string(max_colwidth=40)
             else:
                 shown = ", ".join(repr(x) for x in list(examples)[:5])
@@ -61,6 +63,8 @@ class UsageError(ChurnError):
 
 def no_active_customers(as_of: pd.Timestamp) -> DataError:
     """The error ``churn score`` and ``churn features`` raise when the population at the cutoff is empty."""
+    import pandas as pd
+
     return DataError("customers", None, f"no customer is active at {pd.Timestamp(as_of).date()}")
 
 

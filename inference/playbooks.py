@@ -501,6 +501,7 @@ def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook) -> pd.Series:
     draws = control_draw(alerts["customer_id"], book.campaign)
     held = pd.Series(draws.to_numpy() < fraction.to_numpy(dtype=np.float64), index=alerts.index,
                      name="control_group", dtype=bool)
-    logger.info("control group for campaign '%s': %d of %d alerts held out", book.campaign, int(held.sum()),
-                len(held))
+    # debug only: the caller keeps just the selected ones, and logs the count that reaches the files
+    logger.debug("control draw for campaign '%s': %d of %d alerts below their control fraction", book.campaign,
+                 int(held.sum()), len(held))
     return held

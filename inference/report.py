@@ -1,12 +1,16 @@
 """Self-contained HTML report for retention analysts.
 
-One file that opens offline: inline CSS, charts as inline SVG (matplotlib) or HTML/CSS bars, no
-scripts and no network resources (a Content-Security-Policy meta tag blocks any that slip in).
-All data reaches the page through Jinja2 with autoescaping on, so customer data cannot inject markup.
+One file that opens offline: inline CSS, charts as inline SVG (matplotlib) or HTML/CSS bars, one
+inline script (``templates/report.js``: filter, sort, search, detail panel) and no network resources.
+The Content-Security-Policy allows only that script, by its SHA-256, so nothing else can run or load.
+All data reaches the page through Jinja2 with autoescaping on, or as a JSON data block with ``<``, ``>``
+and ``&`` escaped that the script reads and inserts as text only, so customer data cannot inject markup.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import logging
@@ -35,6 +39,7 @@ RISK_COLOURS = {"high": "#c0392b", "medium": "#e08e0b", "low": "#2e8b57"}
 DRIFT_STATUSES = ("drift", "warning", "stable")
 _OTHER_COLOUR = "#7f8c8d"
 _TEMPLATE = "report.html.j2"
+_SCRIPT = "report.js"
 _MAX_IMPORTANCE_BARS = 20
 _MAX_DRIFT_ROWS = 8
 
@@ -56,14 +61,25 @@ def render_report(
     scores = scores if scores is not None else pd.DataFrame()
     alerts = _sorted_alerts(alerts if alerts is not None else pd.DataFrame())
     impact_scale = _impact_scale(alerts)
+    currency = _fmt_text(summary.get("currency")) or "EUR"
+    env = _environment(currency)
+    rows = _alert_rows(alerts)  # every alert: the page filters and sorts them (top_n is kept for callers)
+    script, script_hash = _script()
 
     context = {
         "header": _header(summary),
+        "currency": currency,
         "kpis": _kpis(summary, scores, alerts),
         "metrics": _metrics(summary),
+        "card": _card_section(summary.get("model_card")),
         "risk": _risk_section(scores),
         "value": _value_section(scores),
-        "alerts": _alert_rows(alerts.head(max(int(top_n), 0))),
+        "alerts": rows,
+        "filters": _filter_options(rows),
+        "not_selected": _not_selected_counts(rows),
+        "alert_data": _json_block(_alert_details(alerts, rows, impact_scale, env)),
+        "script": script,
+        "script_hash": script_hash,
         "n_alerts_total": len(alerts),
         "top_n": int(top_n),
         "explanations": _explanations(alerts.head(max(int(explain_top), 0)), impact_scale),
@@ -73,9 +89,9 @@ def render_report(
         "estimate": _estimate_section(summary),
         "playbooks": _playbook_section(alerts),
     }
-    html = _environment(str(summary.get("currency") or "")).get_template(_TEMPLATE).render(**context)
+    html = env.get_template(_TEMPLATE).render(**context)
     out = write_text(path, html)
-    logger.info(
+    logger.debug(  # debug: a caller that stages outputs names the final path itself
         "wrote report %s (%d alerts, %d scored, %.0f kB)", out, len(alerts), len(scores), len(html) / 1e3
     )
     return out
@@ -84,7 +100,40 @@ def render_report(
 # --------------------------------------------------------------------------- template and formatting
 
 
-def _environment(currency: str = "") -> jinja2.Environment:
+def _script() -> tuple[Markup, Markup]:
+    """The packaged page script and its CSP source expression (``'sha256-…'``)."""
+    src = resources.files("inference.templates").joinpath(_SCRIPT).read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(src.encode("utf-8")).digest()).decode("ascii")
+    return Markup(src), Markup(f"'sha256-{digest}'")
+
+
+def _jsonable(x: Any) -> Any:
+    """``x`` with NaN/NaT/NA as None and numpy scalars as Python ones, so it serialises as strict JSON."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in x]
+    if _missing(x):
+        return None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return _float(x)
+    return x if isinstance(x, str) else str(x)
+
+
+def _json_block(obj: Any) -> Markup:
+    """JSON safe to place inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` left raw."""
+    text = json.dumps(_jsonable(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for raw, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                     ("\u2029", "\\u2029")):
+        text = text.replace(raw, esc)
+    return Markup(text)
+
+
+def _environment(currency: str = "EUR") -> jinja2.Environment:
     """Jinja2 environment reading the packaged template, autoescaping everything; amounts carry ``currency``."""
     source = resources.files("inference.templates").joinpath(_TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(
@@ -96,8 +145,8 @@ def _environment(currency: str = "") -> jinja2.Environment:
     )
     env.filters.update(
         pct=_fmt_pct,
-        money=lambda x: _fmt_money(x, currency),
-        compact=_fmt_compact,
+        money=lambda x: _with_unit(_fmt_money(x), currency),
+        compact=lambda x: _with_unit(_fmt_compact(x), currency),
         num=_fmt_num,
         pp=_fmt_pp,
         text=_fmt_text,
@@ -138,6 +187,11 @@ def _fmt_money(x: Any, currency: str = "") -> str:
     if f is None:
         return "—"
     return f"{currency} {f:,.2f}" if currency else f"{f:,.2f}"
+
+
+def _with_unit(text: str, unit: str) -> str:
+    """An amount with its currency, as the reasons write it (``features.catalogue.format_value``): "EUR 1,234.50"."""
+    return text if text == "—" else f"{unit} {text}"
 
 
 def _fmt_compact(x: Any) -> str:
@@ -338,6 +392,86 @@ def _survival_section(alerts: pd.DataFrame, n: int = 8) -> dict[str, Any] | None
     return {"chart": _survival_svg(top, horizons), "rows": rows, "horizons": horizons, "urgency": counts}
 
 
+def _calibration_svg(bins: list[Mapping[str, Any]]) -> Markup:
+    """Reliability diagram: mean predicted probability against observed churn rate per bin."""
+    with _rc():
+        fig = _figure(3.6, 3.2)
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="perfect")
+        ax.plot([float(b["p_mean"]) for b in bins], [float(b["y_rate"]) for b in bins], marker="o",
+                color="#1f4e79", label="model")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.set_xlabel("Predicted churn probability")
+        ax.set_ylabel("Observed churn rate")
+        ax.legend(frameon=False, fontsize=8, loc="upper left")
+        _style_axes(ax)
+        return _svg(fig, "Calibration: predicted against observed churn, out of time")
+
+
+def _lift_svg(points: list[Mapping[str, Any]]) -> Markup:
+    """Lift of contacting the top X% by predicted risk, against random (lift 1)."""
+    with _rc():
+        fig = _figure(3.6, 3.2)
+        ax = fig.add_subplot()
+        ax.plot([float(p["fraction"]) for p in points], [float(p["lift"]) for p in points], marker="o",
+                color="#c0392b", label="model")
+        ax.axhline(1.0, linestyle="--", color="#9aa5b1", linewidth=1, label="random")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.set_xlabel("Share of customers contacted (highest risk first)")
+        ax.set_ylabel("Lift (× churn rate of random picks)")
+        ax.legend(frameon=False, fontsize=8, loc="upper right")
+        _style_axes(ax)
+        return _svg(fig, "Lift curve, out of time")
+
+
+_CARD_LABELS = {"test_roc_auc": ("ROC-AUC", "num"), "test_pr_auc": ("PR-AUC", "num"),
+                "test_lift_top10": ("Lift in top 10%", "x"), "test_capture_top10": ("Churners caught in top 10%", "pct"),
+                "test_ece": ("Calibration error (ECE)", "pct"), "test_brier": ("Brier score", "num"),
+                "test_log_loss": ("Log loss", "num"), "test_base_rate": ("Churn rate (test)", "pct"),
+                "baseline_logistic_roc_auc": ("Logistic baseline ROC-AUC", "num"),
+                "baseline_xgb_default_roc_auc": ("Untuned XGBoost ROC-AUC", "num")}
+
+
+def _metric_text(x: Any, kind: str) -> str:
+    f = _float(x)
+    if f is None:
+        return "—"
+    return _fmt_pct(f) if kind == "pct" else (f"{f:.2f}×" if kind == "x" else f"{f:.3f}")
+
+
+def _card_section(card: Any) -> dict[str, Any] | None:
+    """Model card: version, training facts, out-of-time metrics (with the previous champion's), plots."""
+    if not isinstance(card, Mapping) or not card:
+        return None
+    metrics = card.get("metrics") or {}
+    prev = card.get("previous") or {}
+    prev_metrics = prev.get("metrics") or {}
+    rows = [{"name": label, "value": _metric_text(metrics.get(k), kind),
+             "previous": _metric_text(prev_metrics.get(k), kind) if prev else None,
+             "delta": (None if _float(metrics.get(k)) is None or _float(prev_metrics.get(k)) is None
+                       else _float(metrics[k]) - _float(prev_metrics[k]))}
+            for k, (label, kind) in _CARD_LABELS.items() if k in metrics or k in prev_metrics]
+    cutoffs = card.get("cutoffs") or {}
+    bins = [b for b in card.get("reliability") or [] if _float(b.get("p_mean")) is not None
+            and _float(b.get("y_rate")) is not None]
+    lift = [p for p in card.get("lift") or [] if _float(p.get("lift")) is not None]
+    return {
+        "name": _fmt_text(card.get("name")), "version": _fmt_text(card.get("version")) or "—",
+        "aliases": ", ".join(card.get("aliases") or []), "run_id": _fmt_text(card.get("run_id")),
+        "trained_at": _fmt_text(card.get("trained_at")) or "—", "n_test": _float(card.get("n_test")),
+        "cutoffs": {k: ", ".join(str(c) for c in cutoffs.get(k) or []) or "—" for k in ("train", "valid", "test")},
+        "horizon_days": _float(card.get("horizon_days")),
+        "rows": rows, "previous_version": _fmt_text(prev.get("version")) if prev else "",
+        "previous_trained_at": _fmt_text(prev.get("trained_at")) if prev else "",
+        "calibration": _calibration_svg(bins) if bins else None, "lift": _lift_svg(lift) if lift else None,
+    }
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -366,6 +500,7 @@ def _header(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def _kpis(summary: Mapping[str, Any], scores: pd.DataFrame, alerts: pd.DataFrame) -> list[dict[str, str]]:
     """KPI cards: label, value, note (all plain text)."""
+    cur = _fmt_text(summary.get("currency")) or "EUR"
     n_scored = _float(summary.get("n_scored"))
     n_scored = int(n_scored) if n_scored is not None else len(scores)
     n_alerts = _float(summary.get("n_alerts"))
@@ -395,23 +530,23 @@ def _kpis(summary: Mapping[str, Any], scores: pd.DataFrame, alerts: pd.DataFrame
         },
         {
             "label": "Value at risk (all)",
-            "value": _fmt_compact(var_total),
+            "value": _with_unit(_fmt_compact(var_total), cur),
             "note": "across all scored customers",
         },
         {
             "label": "Value at risk in alerts",
-            "value": _fmt_compact(var_alerts),
+            "value": _with_unit(_fmt_compact(var_alerts), cur),
             "note": _share_note(var_alerts, var_total, "of total"),
         },
     ]
     budget = _float(summary.get("budget"))
     if budget is not None:
-        cards.append({"label": "Budget", "value": _fmt_compact(budget), "note": ""})
+        cards.append({"label": "Budget", "value": _with_unit(_fmt_compact(budget), cur), "note": ""})
     if "expected_net_value" in alerts.columns:
         env = _num(alerts, "expected_net_value")[selected & ~control].sum(min_count=1)
         note = "contacted customers" if has_selected else "treated alerts"
         cards.append(
-            {"label": "Expected net value", "value": _fmt_compact(env), "note": note, "tone": "good"}
+            {"label": "Expected net value", "value": _with_unit(_fmt_compact(env), cur), "note": note, "tone": "good"}
         )
     if has_selected:
         n_contact = int((selected & ~control).sum())
@@ -538,44 +673,174 @@ def _impact_scale(alerts: pd.DataFrame) -> float:
     return 100.0
 
 
+def _action(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """The alert's action (contact / control / not_selected / alert) and, for not-selected ones, why."""
+    if _flag(rec.get("control_group")):
+        return "control", ""
+    if "selected" not in rec:
+        return "alert", ""
+    if _flag(rec.get("selected")):
+        return "contact", ""
+    given = _fmt_text(rec.get("selection_reason")).strip()
+    if given:
+        return "not_selected", given
+    env = _float(rec.get("expected_net_value"))
+    return "not_selected", "negative value" if env is not None and env <= 0 else "over budget"
+
+
+def _action_sentence(action: str, why: str, env_text: str) -> str:
+    """One plain sentence per alert saying what to do and why (shown in the detail panel)."""
+    if action == "control":
+        return "Control: held out at random to measure the playbook. Do NOT contact this customer."
+    if action == "contact":
+        return f"Contact: selected within the budget; expected net value of contacting {env_text}."
+    if action == "not_selected" and why == "negative value":
+        return (f"Not selected: negative value. Contacting is expected to cost more than it saves "
+                f"(expected net value {env_text}).")
+    if action == "not_selected" and why == "over budget":
+        return f"Not selected: over budget. Worth contacting (expected net value {env_text}) but the budget ran out."
+    if action == "not_selected":
+        return f"Not selected: {why}."
+    return "Alert: no contact selection was made for this run."
+
+
+def _groups(rec: Mapping[str, Any]) -> list[str]:
+    """Reason groups of an alert: the ``reason_groups`` list when present, else from the structured reasons."""
+    cell = rec.get("reason_groups")
+    if isinstance(cell, str):
+        cell = [g for g in cell.split("|") if g]
+    if isinstance(cell, (list, tuple, np.ndarray)) and len(cell):
+        return [str(g) for g in cell]
+    return list(dict.fromkeys(_fmt_text(r.get("group")) for r in _reason_list(rec.get("reasons")) if r.get("group")))
+
+
 def _alert_rows(alerts: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per alert for the table: values plus the keys the page filters and sorts on."""
     rows = []
     for i, rec in enumerate(alerts.to_dict("records")):
-        reasons = [t for t in (_fmt_text(rec.get(f"reason_{k}")).strip() for k in (1, 2, 3)) if t]
-        control = _flag(rec.get("control_group"))
-        if control:
-            action = "control"
-        elif "selected" not in rec:
-            action = "alert"
-        else:
-            action = "contact" if _flag(rec.get("selected")) else "not_selected"
+        reasons = [t for t in (_fmt_text(rec.get(f"reason_{k}")).strip() for k in range(1, 10)) if t]
+        action, why = _action(rec)
         rank = _float(rec.get("rank"))
-        rows.append(
-            {
-                "rank": int(rank) if rank is not None else i + 1,
-                "customer_id": _fmt_text(rec.get("customer_id")) or "—",
-                "probability": rec.get("churn_probability"),
-                "risk_tier": _tier(rec.get("risk_tier")),
-                "value_tier": _tier(rec.get("value_tier")),
-                "lifecycle_stage": _fmt_text(rec.get("lifecycle_stage")),
-                "lifetime_value": rec.get("lifetime_value"),
-                "value_at_risk": rec.get("value_at_risk"),
-                "expected_net_value": rec.get("expected_net_value"),
-                "reasons": reasons,
-                "protective": _fmt_text(rec.get("protective_reason")).strip(),
-                "impact_summary": _fmt_text(rec.get("impact_summary")).strip(),
-                "counterfactual": _fmt_text(rec.get("counterfactual")).strip(),
-                "playbook_name": _fmt_text(rec.get("playbook_name")) or _fmt_text(rec.get("playbook_id")),
-                "playbook_action": _fmt_text(rec.get("playbook_action")),
-                "playbook_channel": _fmt_text(rec.get("playbook_channel")),
-                "playbook_owner": _fmt_text(rec.get("playbook_owner")),
-                "playbook_rule": _fmt_text(rec.get("playbook_rule")),
-                "action": action,
-                "change": _fmt_text(rec.get("change_reason")).strip(),  # churn score --previous
-                "new_alert": _flag(rec.get("new_alert")),
-            }
-        )
+        risk = _tier(rec.get("risk_tier"))
+        rows.append({
+            "rank": int(rank) if rank is not None else i + 1,
+            "customer_id": _fmt_text(rec.get("customer_id")) or "—",
+            "probability": rec.get("churn_probability"),
+            "risk_tier": risk,
+            "risk_badge": risk if risk in RISK_TIERS else "unknown",
+            "value_tier": _tier(rec.get("value_tier")),
+            "lifecycle_stage": _fmt_text(rec.get("lifecycle_stage")),
+            "lifetime_value": rec.get("lifetime_value"),
+            "value_at_risk": rec.get("value_at_risk"),
+            "expected_net_value": rec.get("expected_net_value"),
+            "reasons": reasons[:3],
+            "groups": _groups(rec),
+            "protective": _fmt_text(rec.get("protective_reason")).strip(),
+            "playbook_name": _fmt_text(rec.get("playbook_name")) or _fmt_text(rec.get("playbook_id")),
+            "playbook_action": _fmt_text(rec.get("playbook_action")),
+            "playbook_channel": _fmt_text(rec.get("playbook_channel")),
+            "playbook_owner": _fmt_text(rec.get("playbook_owner")),
+            "playbook_rule": _fmt_text(rec.get("playbook_rule")),
+            "playbook_kind": _fmt_text(rec.get("playbook_kind")),
+            "urgency": _fmt_text(rec.get("urgency")),
+            "impact_summary": _fmt_text(rec.get("impact_summary")).strip(),
+            "counterfactual": _fmt_text(rec.get("counterfactual")).strip(),
+            "change": _fmt_text(rec.get("change_reason")).strip(),  # churn score --previous
+            "new_alert": _flag(rec.get("new_alert")),
+            "action": action,
+            "why": why,
+        })
     return rows
+
+
+def _filter_options(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Values each filter can take, from the alerts themselves (tiers in their natural order)."""
+    def values(key: str) -> list[str]:
+        return sorted({r[key] for r in rows if r[key]})
+
+    return {
+        "risk": _ordered({r["risk_tier"] for r in rows}, RISK_TIERS),
+        "value": _ordered({r["value_tier"] for r in rows}, DEFAULT_VALUE_TIERS),
+        "playbook": values("playbook_name"),
+        "owner": values("playbook_owner"),
+        "group": sorted({g for r in rows for g in r["groups"]}),
+        "action": [a for a in ("contact", "control", "not_selected", "alert") if any(r["action"] == a for r in rows)],
+    }
+
+
+def _not_selected_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Not-selected alerts per reason (negative value, over budget, or a reason the selection step gave)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r["action"] == "not_selected":
+            counts[r["why"]] = counts.get(r["why"], 0) + 1
+    return counts
+
+
+_SHOWN = {"customer_id", "cutoff", "churn_probability", "risk_tier", "value_tier", "lifecycle_stage", "lifetime_value",
+          "value_at_risk", "expected_net_value", "protective_reason", "reasons", "reason_groups", "reason_families",
+          "control_group", "selected", "rank", "model_name", "model_version", "input_hash", "selection_reason"}
+_HISTORY = ("previous_", "prev_", "score_history", "probability_history", "score_change", "probability_change")
+
+
+def _field_text(name: str, value: Any, env: jinja2.Environment) -> str:
+    """A column value as the detail panel shows it: probabilities in %, amounts with the currency."""
+    if isinstance(value, (list, tuple, np.ndarray, Mapping)):
+        return json.dumps(_jsonable(value), ensure_ascii=False)
+    f = _float(value)
+    if f is None or isinstance(value, (bool, np.bool_)):
+        return _fmt_text(value)
+    if "probability" in name or name.startswith("churn_within_") or name.endswith(("_rate", "_share")):
+        return _fmt_pct(f)
+    if any(w in name for w in ("value", "cost", "revenue", "budget", "amount", "spend")):
+        return str(env.filters["money"](f))
+    return _fmt_num(f, 0 if f.is_integer() or "days" in name else 3)
+
+
+def _detail_fields(rec: Mapping[str, Any], env: jinja2.Environment) -> dict[str, list[list[str]]]:
+    """Counterfactual, timing, history and any other columns of an alert as (label, text) pairs."""
+    out: dict[str, list[list[str]]] = {"counterfactual": [], "timing": [], "history": [], "extras": []}
+    for name, value in rec.items():
+        if name in _SHOWN or re.fullmatch(r"reason_\d+", name) or name.startswith("playbook_"):
+            continue
+        if _missing(value) or (isinstance(value, str) and not value.strip()):
+            continue
+        if name.startswith("counterfactual"):
+            kind = "counterfactual"
+        elif name in ("timing", "urgency", "median_days_to_churn", "expected_lifetime_days") or \
+                name.startswith("churn_within_"):
+            kind = "timing"
+        elif name.startswith(_HISTORY) or name.endswith(("_delta", "_change", "_previous")):
+            kind = "history"
+        else:
+            kind = "extras"
+        out[kind].append([name.replace("_", " "), _field_text(name, value, env)])
+    return out
+
+
+def _alert_details(alerts: pd.DataFrame, rows: list[dict[str, Any]], scale: float,
+                   env: jinja2.Environment) -> list[dict[str, Any]]:
+    """Per-alert data for the detail panel (read by the page script, inserted as text only)."""
+    money = env.filters["money"]
+    bars = _explanations(alerts, scale)
+    out = []
+    for rec, row, x in zip(alerts.to_dict("records"), rows, bars, strict=True):
+        env_text = money(row["expected_net_value"])
+        out.append({
+            **{k: row[k] for k in ("customer_id", "rank", "risk_tier", "risk_badge", "value_tier", "lifecycle_stage",
+                                   "protective", "playbook_name", "playbook_action", "playbook_channel",
+                                   "playbook_owner", "playbook_kind", "playbook_rule", "action")},
+            "probability_text": _fmt_pct(row["probability"]),
+            "lifetime_value_text": money(row["lifetime_value"]),
+            "value_at_risk_text": money(row["value_at_risk"]),
+            "expected_net_value_text": env_text,
+            "action_reason": _action_sentence(row["action"], row["why"], env_text),
+            "playbook_cost_text": money(rec.get("playbook_cost")) if "playbook_cost" in rec else "",
+            "playbook_sla": _fmt_num(rec.get("playbook_sla_hours")) + (" h" if _float(rec.get("playbook_sla_hours")) is not None else ""),
+            "bars": [{**b, "points_text": _fmt_pp(b["points"])} for b in x["bars"]],
+            **_detail_fields(rec, env),
+        })
+    return out
 
 
 def _explanations(alerts: pd.DataFrame, scale: float) -> list[dict[str, Any]]:
@@ -714,7 +979,7 @@ def _estimate_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _playbook_section(alerts: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per playbook: alerts, treated, control, contacted, value at risk and expected net value."""
+    """Per playbook: alerts, treated (contacted, not control), control, not selected, value at risk, net value."""
     if not len(alerts):
         return []
     name = _col(alerts, "playbook_name").map(_fmt_text)
@@ -729,6 +994,7 @@ def _playbook_section(alerts: pd.DataFrame) -> list[dict[str, Any]]:
             "channel": _col(alerts, "playbook_channel").map(_fmt_text).to_numpy(),
             "control": control.to_numpy(dtype=bool),
             "contacted": (selected & ~control).to_numpy(dtype=bool),
+            "selected": selected.to_numpy(dtype=bool),
             "var": _num(alerts, "value_at_risk").to_numpy(),
             "env": _num(alerts, "expected_net_value").to_numpy(),
         }
@@ -741,9 +1007,9 @@ def _playbook_section(alerts: pd.DataFrame) -> list[dict[str, Any]]:
                 "playbook": pb,
                 "channel": ", ".join(sorted({c for c in g["channel"] if c})),
                 "n": len(g),
-                "treated": int((~g["control"]).sum()),
+                "treated": int(g["contacted"].sum()),  # contacted and not control (not every non-control alert)
                 "control": int(g["control"].sum()),
-                "contacted": int(g["contacted"].sum()) if has_selected else None,
+                "not_selected": int((~g["selected"]).sum()) if has_selected else None,
                 "value_at_risk": g["var"].sum(min_count=1),
                 "expected_net_value": g["env"].sum(min_count=1),
                 "var_share": float(g["var"].sum() / var_total) if var_total > 0 else 0.0,

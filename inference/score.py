@@ -61,6 +61,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     """
     from inference.playbooks import load_playbooks
     from inference.report import render_report
+    from model.card import model_card
     from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
     scfg = cfg.scoring
@@ -74,6 +75,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     log.info("model %s (version %s), cutoff %s", uri, version, as_of.date())
 
     t = time.perf_counter()
+    log.info("building features at cutoff %s ...", as_of.date())
     builder = FeatureBuilder(tables, cfg, event_types=model.meta.get("event_types"))
     fs = builder.build(as_of)
     frame = fs.frame
@@ -120,6 +122,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     alert_idx = alert_idx[top_alerts(scores["value_at_risk"].to_numpy()[alert_idx], scfg.max_alerts)]
     explain_idx = np.arange(n) if explain_all else alert_idx
     t = time.perf_counter()
+    log.info("explaining %s customers (%s) ...", f"{len(explain_idx):,}", scfg.explainer)
     typical = typical_values(frame, model.features, specs)
     reason_parts = []
     contribs = []
@@ -181,11 +184,13 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_card": model_card(model.meta, cfg.mlflow.model_name, version, uri),
     }
     staged = new_staging(out_dir)
     try:
         _write_outputs(staged, scores, alerts, drift)
         t = time.perf_counter()
+        log.info("rendering the report (%s alerts) ...", f"{len(alerts):,}")
         render_report(staged / "report.html", summary=summary, scores=scores, alerts=alerts,
                       global_importance=importance, drift=drift, top_n=scfg.report_top_n,
                       drift_rows=cfg.monitoring.report_drift_rows)
@@ -200,8 +205,9 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n:,}", len(alerts),
-             summary["n_selected"], summary["n_control"], timings["total_s"], out_dir)
+    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)", f"{n:,}",
+             len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], out_dir,
+             outputs.get("report.html"))
     return summary
 
 
@@ -311,6 +317,8 @@ def decide_alerts(alerts: pd.DataFrame, book: Any, budget: float | None, lifetim
                                                 alerts["playbook_cost"].to_numpy(dtype=float), budget)
     alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
                                if len(alerts) else np.zeros(0, dtype=bool))
+    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(alerts["control_group"].sum()),
+             int(alerts["selected"].sum()), len(alerts))
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate", *EXPLAIN_COLUMNS]
     horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns if c.startswith("churn_within_"))

@@ -27,6 +27,10 @@ MODEL_ARTIFACT_PATH = "model"
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+# MLflow 3's UI shows an experiment as GenAI (a "Traces" overview) or classic ML (the runs table) by this tag;
+# its sidebar also has a global GenAI / Machine-learning switch, which `?workflowType=machine_learning` sets.
+EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND}
 HISTORY_TAG = "champion_history"
 
 
@@ -40,16 +44,97 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
+        if not db_path.exists():  # say so: a relative store lands in whatever folder the command runs from
+            log.info("creating a new MLflow store at %s", db_path.resolve())
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()
-    if client.get_experiment_by_name(cfg.experiment) is None:
-        art = Path(cfg.artifact_location).resolve()
+    art = Path(cfg.artifact_location).resolve()
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is None:
         art.mkdir(parents=True, exist_ok=True)
-        client.create_experiment(cfg.experiment, artifact_location=art.as_uri())
+        client.create_experiment(cfg.experiment, artifact_location=art.as_uri(), tags=EXPERIMENT_TAGS)
+    else:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT_KIND:  # stores made before the tag existed
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+        store = _store_path(uri)
+        if uri.startswith("sqlite:///") and store is not None:
+            _follow_moved_store(store, exp.artifact_location, art)
     mlflow.set_experiment(cfg.experiment)
     return uri
+
+
+def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
+    """Link to the experiment's runs table in ``mlflow ui`` (classic ML view, whatever the UI's switch says)."""
+    import mlflow
+
+    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.experiment)
+    path = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
+    return f"{host}/{path}?workflowType=machine_learning"
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    """Filesystem path of a local artifact URI (``file:///x`` or ``/x``), else None."""
+    if artifact_uri.startswith("file://"):
+        return Path(artifact_uri.removeprefix("file://"))
+    return Path(artifact_uri) if artifact_uri.startswith("/") else None
+
+
+def _follow_moved_store(db: Path, recorded: str, configured: Path) -> None:
+    """Re-point artifact URIs after the ``mlruns/`` folder was moved or copied elsewhere.
+
+    MLflow stores absolute artifact URIs (it resolves relative ones at creation), so a moved store
+    would point into the old folder. When the recorded experiment folder is gone and the configured
+    one (resolved from where the command runs) exists, the old prefix is replaced by the new one in
+    the store's URI columns. Nothing happens while the recorded folder still exists.
+    """
+    import sqlite3
+
+    old = _local_path(recorded)
+    if old is None or old.exists() or not configured.is_dir() or old == configured:
+        return
+    columns = {"experiments": ["artifact_location"], "runs": ["artifact_uri"],
+               "model_versions": ["source", "storage_location"], "logged_models": ["artifact_location"]}
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, cols in columns.items():
+            if table not in tables:
+                continue
+            for col in cols:
+                for a, b in ((old.as_uri(), configured.as_uri()), (str(old), str(configured))):
+                    con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE substr({col}, 1, ?) = ?",
+                                (b, len(a) + 1, len(a), a))
+    log.warning("MLflow store moved: artifact locations re-pointed from %s to %s", old, configured)
+
+
+def _store_path(tracking_uri: str) -> Path | None:
+    """The local file or folder a tracking URI points at (None for a server URI)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("file:"):
+        return Path(tracking_uri.removeprefix("file://").removeprefix("file:"))
+    return None if "://" in tracking_uri else Path(tracking_uri)
+
+
+def check_model_available(cfg: MlflowConfig, model_uri: str | None, alias: str) -> None:
+    """Fail fast, before any data is read, when there is no model to score with; never create a store.
+
+    A local folder must exist; otherwise the configured tracking store must already exist (a missing
+    ``mlruns/mlflow.db`` is not created here) and hold the URI or the alias.
+    """
+    if model_uri is not None and "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/")):
+        if not Path(model_uri).is_dir():
+            raise InputNotFoundError(f"model folder not found: {model_uri}")
+        return
+    store = _store_path(cfg.tracking_uri)
+    if store is not None and not store.exists():
+        raise InputNotFoundError(
+            f"no MLflow store at {store.resolve()} (mlflow.tracking_uri {cfg.tracking_uri}, relative paths are "
+            "taken from the current folder): run `churn train` or `churn demo` first, run from the folder that "
+            "holds mlruns/, or pass --model")
+    setup_mlflow(cfg)
+    resolve_model_uri(cfg.model_name, model_uri, alias)
 
 
 def _now() -> str:

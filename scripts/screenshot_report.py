@@ -1,6 +1,10 @@
 """Screenshot an HTML report with headless Chromium, fully offline.
 
-Usage: ``python scripts/screenshot_report.py REPORT.html OUT.png``
+Usage: ``python scripts/screenshot_report.py REPORT.html OUT.png [--fragment 'playbook=Win-back&customer=C1']``
+       ``python scripts/screenshot_report.py REPORT.html OUT.html --dump-dom [--fragment ...]``
+
+The fragment is the report's URL hash: it selects filters and opens a customer's detail panel, so a
+scripted check can load a filtered view and read the resulting DOM (``--dump-dom``).
 
 Used to eyeball the analyst report as a browser renders it. Chromium runs with networking features
 off and a throw-away profile, so the screenshot also shows what an offline reader sees.
@@ -35,8 +39,14 @@ def find_chromium() -> str | None:
     return None
 
 
-def chromium_command(browser: str, report: Path, out: Path, profile: Path, window: str = WINDOW) -> list[str]:
-    """The headless Chromium command line for one screenshot."""
+def report_url(report: Path, fragment: str = "") -> str:
+    """``file://`` URL of the report, with ``#fragment`` when given."""
+    return report.resolve().as_uri() + (f"#{fragment.lstrip('#')}" if fragment else "")
+
+
+def chromium_command(browser: str, report: Path, out: Path, profile: Path, window: str = WINDOW,
+                     fragment: str = "", dump_dom: bool = False) -> list[str]:
+    """The headless Chromium command line for one screenshot (or one DOM dump, printed on stdout)."""
     return [
         browser,
         "--headless",
@@ -50,19 +60,31 @@ def chromium_command(browser: str, report: Path, out: Path, profile: Path, windo
         "--hide-scrollbars",
         f"--user-data-dir={profile}",
         f"--window-size={window}",
-        f"--screenshot={out}",
-        report.resolve().as_uri(),
+        "--dump-dom" if dump_dom else f"--screenshot={out}",
+        report_url(report, fragment),
     ]
 
 
-def screenshot(report: Path, out: Path, browser: str, window: str = WINDOW) -> Path:
+def dump_dom(report: Path, browser: str, fragment: str = "") -> str:
+    """The page's DOM after its script ran (filters and detail applied from ``fragment``)."""
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        cmd = chromium_command(browser, report, Path(profile) / "unused.png", Path(profile), fragment=fragment,
+                               dump_dom=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    if proc.returncode != 0 or "<html" not in proc.stdout:
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+        raise RuntimeError(f"Chromium exited {proc.returncode} without a DOM:\n{tail}")
+    return proc.stdout
+
+
+def screenshot(report: Path, out: Path, browser: str, window: str = WINDOW, fragment: str = "") -> Path:
     """Render ``report`` to the PNG ``out``; raises RuntimeError when no image comes out."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        cmd = chromium_command(browser, report, out, Path(profile), window)
+        cmd = chromium_command(browser, report, out, Path(profile), window, fragment=fragment)
         logger.info("running %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
@@ -78,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report", type=Path, help="HTML file to render")
     parser.add_argument("out", type=Path, help="PNG file to write")
     parser.add_argument("--window-size", default=WINDOW, help=f"WIDTH,HEIGHT in pixels (default {WINDOW})")
+    parser.add_argument("--fragment", default="", help="URL hash selecting filters/detail, e.g. 'playbook=Win-back'")
+    parser.add_argument("--dump-dom", action="store_true", help="write the DOM after the script ran to OUT instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -92,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        out = screenshot(args.report, args.out, browser, args.window_size)
+        if args.dump_dom:
+            args.out.write_text(dump_dom(args.report, browser, args.fragment), encoding="utf-8")
+            out = args.out
+        else:
+            out = screenshot(args.report, args.out, browser, args.window_size, args.fragment)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         logger.error("%s", exc)
         return 1

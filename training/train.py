@@ -27,6 +27,7 @@ from features.contract import Tables
 from features.timeline import label_window_days, split_cutoffs, training_cutoffs
 from model import metrics as ev
 from model.artifact import Calibrator, ChurnModel
+from model.card import evaluation_card
 from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
@@ -376,6 +377,8 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             mlflow.log_artifacts(str(d), artifact_path="evaluation")
 
             model.catalogue = json.loads(cat.to_json(orient="records"))
+        model.meta["evaluation"] = evaluation_card(y_test, p_test, metrics, {  # the report's model card
+            "train": meta["train_cutoffs"], "valid": meta["valid_cutoffs"], "test": meta["test_cutoffs"]})
         model_uri = log_model(model)
         reg = register(model_uri, parent_id, cfg.mlflow.model_name,
                        tags={"input_hash": tables.input_hash, "test_cutoff": meta["test_cutoffs"][-1],

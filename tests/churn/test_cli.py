@@ -158,10 +158,13 @@ BAD_DATA = {
 
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
 @pytest.mark.parametrize("command", ["features", "train", "score"])
-def test_bad_data_exits_65_and_writes_nothing(case: str, command: str, tmp_path: Path, small_csv_data: Path) -> None:
+def test_bad_data_exits_65_and_writes_nothing(case: str, command: str, tmp_path: Path, small_csv_data: Path,
+                                              request: pytest.FixtureRequest) -> None:
     table, change, where, problem = BAD_DATA[case]
     data = _broken_copy(small_csv_data, tmp_path / "data", table, change)
-    config = write_small_config(tmp_path / "cfg")
+    # score checks the model before reading data (issue 16), so it needs a store with a model to get to the data
+    config = request.getfixturevalue("trained_store").config_path if command == "score" else \
+        write_small_config(tmp_path / "cfg")
     if command == "features":
         out = tmp_path / "out" / "features.parquet"
         args = ["features", "--data", data, "--as-of", "2025-06-01", "--out", out]

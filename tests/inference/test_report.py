@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import re
 import subprocess
@@ -185,7 +187,7 @@ def test_report_contains_header_alerts_reasons_and_playbooks(full_report: tuple[
     assert "2026-03-31" in html and "churn-xgb" in html and "v7" in html
     for cid in alerts["customer_id"].head(5):
         assert cid in html
-    assert alerts["customer_id"].iloc[6] not in html  # beyond top_n and not in the 50-row scores tables
+    assert all(cid in html for cid in alerts["customer_id"])  # the full list, not a top_n (issue 16)
     for text in (
         "Logins fell 40% versus the previous month",
         "Recent reviews are negative",
@@ -205,7 +207,11 @@ def test_report_is_offline(full_report: tuple[str, pd.DataFrame]) -> None:
     html, _ = full_report
     assert not REMOTE.search(html)
     assert "http://" not in html and "https://" not in html
-    assert "<script" not in html.lower()
+    # issue 16: one inline script (plus its JSON data block), no src, allowed by its hash only
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="application/json" id="alert-data">', "<script>"]
+    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in html and "unsafe-inline'; img" in html  # styles inline, scripts hashed
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
 
 
@@ -232,9 +238,11 @@ def test_report_escapes_markup_from_data(tmp_path: Path) -> None:
         alerts=alerts,
         global_importance=imp,
     ).read_text(encoding="utf-8")
-    assert "<script" not in html.lower()
+    assert "<script>alert" not in html.lower() and html.lower().count("<script") == 2  # only the report's own
     assert "<img" not in html and "<b>m</b>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    data = html.split('id="alert-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in data and "\\u003cscript\\u003e" in data  # the JSON block cannot close its <script>
 
 
 def test_zero_alerts_and_no_drift_or_importance(tmp_path: Path) -> None:
@@ -331,3 +339,91 @@ def test_screenshot_png(full_report: tuple[str, pd.DataFrame], tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 10_000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- issue 16: a list an analyst can work from
+
+def _dom(report: Path, fragment: str) -> str:
+    """The report's DOM after its script applied ``fragment`` (skips without Chromium)."""
+    mod = _script()
+    browser = mod.find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine")
+    dom = mod.dump_dom(report, browser, fragment)
+    assert 'data-ready="true"' in dom, "the page script did not finish"
+    return dom
+
+
+def _shown_count(dom: str) -> int:
+    m = re.search(r'id="alert-count">(\d+)<', dom)
+    assert m, "no alert count in the DOM"
+    return int(m.group(1))
+
+
+def _detail(dom: str) -> str:
+    m = re.search(r'<aside id="detail"[^>]*>.*?</aside>', dom, re.S)
+    assert m, "no detail panel"
+    return m.group(0)
+
+
+def test_filter_search_and_detail_in_headless_chromium(full_report: tuple[str, pd.DataFrame],
+                                                        tmp_path: Path) -> None:
+    html, alerts = full_report
+    report = tmp_path / "report.html"
+    report.write_text(html, encoding="utf-8")
+    pick = alerts[alerts["playbook_name"] == "Loyalty discount"].iloc[0]
+    dom = _dom(report, f"playbook=Loyalty%20discount&customer={pick['customer_id']}")
+    assert _shown_count(dom) == 3  # alerts 1, 4 and 7 of 8 have the second playbook (i % 3 == 1)
+    detail = _detail(dom)
+    assert f'data-customer="{pick["customer_id"]}"' in detail and "hidden" not in detail.split(">", 1)[0]
+    for text in (pick["reason_1"], "Rule that chose it", "price_sensitive", "Offer 15% off next renewal"):
+        assert text in detail
+    assert _shown_count(_dom(report, "action=control")) == 1
+    assert _shown_count(_dom(report, f"q={alerts['customer_id'].iloc[2][-3:]}")) >= 1
+    assert _shown_count(_dom(report, "risk=high&group=support")) == int((alerts["risk_tier"] == "high").sum())
+
+
+def test_not_selected_alerts_say_their_real_reason_and_treated_counts_contacted(tmp_path: Path) -> None:
+    scores = _scores()
+    alerts = _alerts(scores, 4)
+    alerts["playbook_name"] = "Win-back"
+    alerts["control_group"] = [False, True, False, False]
+    alerts["selected"] = [True, True, False, False]
+    alerts["expected_net_value"] = [50.0, 40.0, -12.5, 30.0]
+    html = render_report(tmp_path / "r.html", summary=_summary(), scores=scores, alerts=alerts).read_text()
+    assert "Not selected · negative value" in html and "Not selected · over budget" in html
+    assert "This run: 1 negative value, 1 over budget." in html
+    row = re.search(r'<td class="pb-name">Win-back</td>.*?</tr>', html, re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+    assert cells[:4] == ["4", "1", "1", "2"]  # alerts, treated (contacted, not control), control, not selected
+
+
+def test_model_card_with_previous_champion_and_units(tmp_path: Path) -> None:
+    card = {"name": "churn-xgb", "version": "8", "trained_at": "2026-03-30T10:00:00+00:00", "n_test": 500,
+            "cutoffs": {"train": ["2025-01-01", "2025-02-01"], "valid": ["2025-06-01"], "test": ["2025-09-01"]},
+            "metrics": {"test_roc_auc": 0.81, "test_pr_auc": 0.5, "test_lift_top10": 3.1, "test_ece": 0.02},
+            "reliability": [{"p_mean": 0.1, "y_rate": 0.12, "count": 100}, {"p_mean": 0.5, "y_rate": 0.45, "count": 9}],
+            "lift": [{"fraction": 0.05, "lift": 3.5, "capture": 0.2}, {"fraction": 0.5, "lift": 1.6, "capture": 0.8}],
+            "previous": {"version": "6", "metrics": {"test_roc_auc": 0.79, "test_pr_auc": float("nan")}}}
+    scores = _scores()
+    html = render_report(tmp_path / "r.html", summary=_summary(model_card=card, currency="USD"), scores=scores,
+                         alerts=_alerts(scores)).read_text()
+    assert "churn-xgb version 8" in html and "2025-01-01, 2025-02-01" in html and "Previous champion v6" in html
+    assert re.search(r"ROC-AUC</td><td class=\"num\"><b>0.810</b></td>\s*<td class=\"num\">0.790</td>"
+                     r"<td class=\"num\">0.020</td>", html)
+    assert "3.10×" in html and html.count("<svg") == 3  # histogram + calibration + lift
+    assert "USD 1.50k" in html and "Value at risk (USD)" in html and "EUR " not in html
+    no_card = render_report(tmp_path / "n.html", summary=_summary(), scores=scores, alerts=_alerts(scores)).read_text()
+    assert "No model card was passed" in no_card
+
+
+def test_detail_panel_renders_counterfactual_timing_and_history(tmp_path: Path) -> None:
+    scores = _scores()
+    alerts = _alerts(scores, 2).assign(counterfactual="Two fewer tickets would lower the risk to 21%",
+                                       counterfactual_probability=0.21, urgency="immediate", timing="act this week",
+                                       churn_within_30d=0.4, previous_churn_probability=0.35)
+    report = render_report(tmp_path / "r.html", summary=_summary(), scores=scores, alerts=alerts)
+    detail = _detail(_dom(report, f"customer={alerts['customer_id'].iloc[1]}"))
+    for text in ("What would change the risk", "Two fewer tickets would lower the risk to 21%", "21.0%",
+                 "When: timing and urgency", "act this week", "40.0%", "History of scores", "35.0%"):
+        assert text in detail

@@ -260,3 +260,44 @@ def test_score_from_a_model_folder_gives_the_registry_alerts(in_store: Store, ru
     want = pd.read_parquet(runs["dir"] / "first" / "alerts.parquet")
     assert set(got["model_version"]) == {str(folder)}  # no registry version: the folder names the model
     pd.testing.assert_frame_equal(got.drop(columns="model_version"), want.drop(columns="model_version"))
+
+
+# --------------------------------------------------------------------------- issue 16: the report and the log agree with the files
+
+def test_demo_report_filters_to_a_playbook_in_headless_chromium(runs: dict[str, Any], alerts: pd.DataFrame) -> None:
+    import re
+    from urllib.parse import quote
+
+    from tests.inference.test_report import _detail, _dom, _shown_count
+
+    report = runs["dir"] / "first" / "report.html"
+    name = alerts["playbook_name"].value_counts().index[-1]  # the rarest playbook: a count that differs from all
+    pick = alerts[alerts["playbook_name"] == name].iloc[0]
+    dom = _dom(report, f"playbook={quote(name)}&customer={quote(str(pick['customer_id']))}")
+    assert _shown_count(dom) == int((alerts["playbook_name"] == name).sum())
+    assert len(re.findall(r"<tr data-id=", dom)) == len(alerts)  # every alert is in the page, filtered or not
+    detail = _detail(dom)
+    assert str(pick["customer_id"]) in detail and str(pick["playbook_rule"]) in detail
+    assert f"Act within</dt><dd>{pick['playbook_sla_hours']:g} h" in detail
+    assert _shown_count(_dom(report, "action=control")) == int(alerts["control_group"].sum())
+
+
+def test_log_files_and_report_agree_on_control_count_and_name_the_final_path(
+        in_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    with caplog.at_level("INFO"):
+        summary = score(in_store.tables, in_store.cfg, AS_OF, tmp_path / "out", log_to_mlflow=False)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    files = pd.read_parquet(tmp_path / "out" / "alerts.parquet")
+    n_control, n_selected = int(files["control_group"].sum()), int(files["selected"].sum())
+    assert f"control group: {n_control} of {n_selected} selected alerts held out ({len(files)} alerts in all)" in text
+    assert summary["n_control"] == n_control
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    kpi = re.search(r'Control group</div><div class="value">([\d,]+)<', html)
+    assert kpi and int(kpi.group(1).replace(",", "")) == n_control
+    assert ".staging-" not in text and str(tmp_path / "out" / "report.html") in text
+    for step in ("building features at cutoff", "explaining", "rendering the report"):
+        assert step in text
+    assert summary["model_card"]["version"] == "1" and summary["currency"] == "EUR"
+    assert summary["model_card"]["metrics"]["test_roc_auc"] > 0.5

@@ -56,6 +56,22 @@ def test_second_training_is_challenger_only(two_versions: tuple[Store, dict[str,
     assert second["tuning"]["n_trials"] == 3, "the study was resumed, not re-run"
 
 
+def test_model_card_compares_the_challenger_with_the_champion(store: Store) -> None:
+    from model.card import model_card
+    from model.registry import load_churn_model
+
+    meta = load_churn_model(f"models:/{MODEL_NAME}/2").meta
+    card = model_card(meta, MODEL_NAME, "2", f"models:/{MODEL_NAME}/2")
+    assert card["version"] == "2" and card["aliases"] == ["challenger"] and card["run_id"]
+    assert card["cutoffs"]["test"] == meta["test_cutoffs"] and card["trained_at"]
+    assert [round(b["count"]) for b in card["reliability"]] and len(card["lift"]) == 20
+    prev = card["previous"]
+    assert prev["version"] == "1" and "champion" in prev["aliases"]
+    assert prev["metrics"]["test_roc_auc"] == pytest.approx(card["metrics"]["test_roc_auc"])  # same seed, same model
+    card_v1 = model_card(load_churn_model(f"models:/{MODEL_NAME}/1").meta, MODEL_NAME, "1", "models:/x/1")
+    assert card_v1["previous"] is None  # the first champion has nothing before it
+
+
 def test_promote_and_rollback_story(store: Store) -> None:
     client = store.client()
     # 0. after two trainings: v1 champion, v2 challenger, one history entry
