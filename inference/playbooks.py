@@ -4,9 +4,9 @@ Playbooks and routing rules live in ``configs/playbooks.yaml`` so the retention 
 which action without touching code. Rules are evaluated in file order and the first match wins; alerts
 no rule matches get the default playbook, so no alert is ever dropped.
 
-Control groups are drawn from a hash of ``campaign:customer_id``, not from a random generator, so the
-same customer is held out in every run of a campaign whatever the row order or the other rows, and the
-uplift of each playbook can be measured against customers it was deliberately not applied to.
+Control groups are drawn from a hash of ``campaign:playbook:customer_id`` (the raw id, never the pseudonym),
+not from a random generator, so the same customer is held out in every run of a campaign whatever the row
+order or the other rows, and the uplift of each playbook can be measured against customers it was deliberately not applied to.
 """
 
 from __future__ import annotations
@@ -345,6 +345,33 @@ def assign_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
     return out
 
 
+def eligible_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
+    """Every playbook the rules allow for each alert, for allocation to choose from (rules define eligibility).
+
+    One row per (alert, playbook): ``row`` (position in ``alerts``), ``playbook_id`` and ``playbook_rule``, the
+    first rule in file order routing that alert to that playbook. The default playbook is eligible for every
+    alert (``playbook_rule`` "default" unless a rule also routes to it), so cheap care is always an option.
+    Sorted by row, then the playbooks' file order.
+    """
+    missing = [c for c in _REQUIRED_COLUMNS if c not in alerts.columns]
+    if missing:
+        raise DataError(_ALERTS, missing[0], "required column is missing for playbook routing")
+    n = len(alerts)
+    pb_index = {p.id: i for i, p in enumerate(book.playbooks)}
+    rule_of = np.full((n, len(book.playbooks)), None, dtype=object)
+    cache: dict[str, Any] = {}
+    for rule in book.rules:
+        col = pb_index[rule.playbook]
+        hit = _rule_mask(rule.when, alerts, cache) & np.equal(rule_of[:, col], None)
+        rule_of[hit, col] = rule.id
+    default = pb_index[book.default_playbook]
+    rule_of[np.equal(rule_of[:, default], None), default] = DEFAULT_RULE
+    rows, cols = np.nonzero(np.not_equal(rule_of, None))
+    ids = np.array([p.id for p in book.playbooks], dtype=object)
+    return pd.DataFrame({"row": rows.astype(np.int64), "playbook_id": ids[cols],
+                         "playbook_rule": rule_of[rows, cols]})
+
+
 def _rule_mask(cond: RuleCondition, alerts: pd.DataFrame, cache: dict[str, Any]) -> np.ndarray:
     """Boolean array (positional) of the alerts that meet every condition of ``cond``."""
     n = len(alerts)
@@ -432,11 +459,13 @@ def control_draw(customer_ids: pd.Series, campaign: str) -> pd.Series:
     return pd.Series(draws, index=customer_ids.index, name="control_draw", dtype="float64")
 
 
-def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook) -> pd.Series:
+def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook, raw_ids: pd.Series | None = None) -> pd.Series:
     """True where the customer is held out (not contacted) to measure the playbook's uplift.
 
-    A customer is held out when its draw is below the fraction of its playbook (override or book default).
-    The draw depends only on campaign and customer id, so the split is stable across runs and row orders.
+    A customer is held out when its draw, ``control_draw(raw id, "campaign:playbook")``, is below the fraction of
+    its playbook (override or book default). The draw depends only on campaign, playbook and the RAW customer
+    id (``raw_ids``, aligned with ``alerts``; default ``alerts["customer_id"]``), so the split is stable across
+    runs and row orders and does not change when outputs are pseudonymised.
     """
     for column in ("customer_id", "playbook_id"):
         if column not in alerts.columns:
@@ -447,9 +476,14 @@ def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook) -> pd.Series:
     if unknown.any():
         raise DataError(_ALERTS, "playbook_id", f"unknown playbook ids (known: {', '.join(fractions)})",
                         count=int(unknown.sum()), examples=alerts.loc[unknown, "playbook_id"].unique())
-    draws = control_draw(alerts["customer_id"], book.campaign)
-    held = pd.Series(draws.to_numpy() < fraction.to_numpy(dtype=np.float64), index=alerts.index,
-                     name="control_group", dtype=bool)
+    ids = alerts["customer_id"] if raw_ids is None else pd.Series(raw_ids.to_numpy(), index=alerts.index)
+    draws = np.ones(len(alerts))
+    pids = alerts["playbook_id"].to_numpy(dtype=object)
+    for pid in sorted(set(pids.tolist())):
+        at = pids == pid
+        draws[at] = control_draw(ids[at], f"{book.campaign}:{pid}").to_numpy()
+    held = pd.Series(draws < fraction.to_numpy(dtype=np.float64), index=alerts.index, name="control_group",
+                     dtype=bool)
     logger.info("control group for campaign '%s': %d of %d alerts held out", book.campaign, int(held.sum()),
                 len(held))
     return held

@@ -37,7 +37,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
     from inference.drift import scoring_drift
-    from inference.playbooks import assign_control_group, assign_playbooks, load_playbooks
+    from inference.allocate import allocate
+    from inference.playbooks import load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
 
@@ -120,15 +121,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
-    alerts = assign_playbooks(alerts, book)
-    cost = alerts["playbook_cost"].to_numpy(dtype=float)
-    alerts["expected_net_value"] = al.expected_net_value(alerts["churn_probability"].to_numpy(),
-                                                         alerts["lifetime_value"].to_numpy(),
-                                                         alerts["playbook_acceptance_rate"].to_numpy(dtype=float),
-                                                         cost, econ)
-    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(), cost, scfg.budget)
-    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
-                               if len(alerts) else np.zeros(0, dtype=bool))
+    alerts = allocate(alerts, book, econ, scfg.budget, raw_ids=ids.iloc[alert_idx])
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]

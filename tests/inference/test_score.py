@@ -211,3 +211,16 @@ def test_pseudonymized_outputs_carry_no_raw_ids(in_store: Store, scores: pd.Data
         text = (d / name).read_text(encoding="utf-8")
         leaked = [c for c in raw_ids if c in text]
         assert not leaked, f"{name} contains raw customer ids, e.g. {leaked[:3]}"
+
+
+def test_control_group_does_not_depend_on_pseudonymisation(in_store: Store, alerts: pd.DataFrame,
+                                                            tmp_path: Path) -> None:
+    from inference.alerts import pseudonymize
+
+    scoring = in_store.cfg.scoring.model_copy(update={"pseudonymize_key": "another-key"})
+    score(in_store.tables, in_store.cfg.model_copy(update={"scoring": scoring}), AS_OF, tmp_path, log_to_mlflow=False)
+    pseudo = pd.read_parquet(tmp_path / "alerts.parquet").set_index("customer_id")
+    plain = alerts.assign(customer_id=pseudonymize(alerts["customer_id"], "another-key")).set_index("customer_id")
+    assert plain["control_group"].sum() > 0
+    pd.testing.assert_series_equal(pseudo["control_group"].sort_index(), plain["control_group"].sort_index())
+    pd.testing.assert_series_equal(pseudo["playbook_id"].sort_index(), plain["playbook_id"].sort_index())
