@@ -107,16 +107,19 @@ def main(verbose: int, quiet: bool) -> None:
 @handle_errors
 def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp, fmt: str, out: str,
              config_path: str | None) -> None:
-    """Write a realistic demo data folder (customers, events, transactions, interactions)."""
-    from churn.generate import generate_demo, write_demo
+    """Write a realistic demo data folder (customers, events, transactions, interactions, treatments).
+
+    The true campaign effects go to OUT/_truth/ for benchmarks; the pipeline never reads them.
+    """
+    from churn.generate import simulate_demo, write_demo
     from churn.io import hash_files
 
     if end <= start + pd.Timedelta(days=60):
         raise click.BadParameter("--end must be at least 60 days after --start", param_hint="--end")
     t0 = time.perf_counter()
     start, end = start.date().isoformat(), end.date().isoformat()
-    tables = generate_demo(n_customers=n_customers, seed=seed, start=start, end=end)
-    paths = write_demo(tables, out, fmt=fmt)
+    tables, truth = simulate_demo(n_customers=n_customers, seed=seed, start=start, end=end)
+    paths = write_demo(tables, out, fmt=fmt, truth=truth)
     summary = {"command": "generate", "customers": n_customers, "seed": seed, "start": start, "end": end,
                "rows": {k: len(v) for k, v in tables.items()}, "outputs": [str(p) for p in paths],
                "input_hash": hash_files(paths), "seconds": round(time.perf_counter() - t0, 2)}
@@ -301,7 +304,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     Writes OUT/data (tables), OUT/scoring (alerts, report.html) and OUT/summary.json.
     """
     from churn.config import load_config
-    from churn.generate import generate_demo, write_demo
+    from churn.generate import simulate_demo, write_demo
     from features.contract import load_tables
     from inference.score import score as run_score
     from training.train import train as run_train
@@ -314,7 +317,8 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
-    write_demo(generate_demo(n_customers=n_customers, seed=seed), data_dir)
+    tables, truth = simulate_demo(n_customers=n_customers, seed=seed)
+    write_demo(tables, data_dir, truth=truth)
     stages["generate_s"] = time.perf_counter() - t0
     tables = load_tables(data_dir, cfg)
     t = time.perf_counter()
