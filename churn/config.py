@@ -157,6 +157,8 @@ CANONICAL_COLUMNS: dict[str, dict[str, bool]] = {
     },
     # one row per billing period (or contract); end_date may be empty for an open-ended subscription
     "subscriptions": {"customer_id": True, "start_date": True, "end_date": True, "amount": False},
+    # campaign history (features.treatments): one row per contacted or held-out customer; group treated|control
+    "treatments": {"customer_id": True, "timestamp": True, "campaign_id": True, "playbook_id": True, "group": True},
 }
 
 
