@@ -310,6 +310,16 @@ class TuningConfig(_Strict):
     )
 
 
+class UpliftConfig(_Strict):
+    """The uplift model learned from the campaign history (training.uplift); see README "Decisions"."""
+
+    enabled: bool = True  # train it when the data has a treatments table
+    learner: Literal["t", "x", "s"] = "t"  # two-model, X-learner (cross-fitted) or single-model; see README
+    test_campaigns: int = Field(3, ge=1)  # latest campaigns held out for the out-of-time evaluation
+    min_group: int = Field(100, ge=1)  # fewer treated or control outcomes than this: priors, with a warning
+    rounds: int = Field(200, ge=10)  # boosting rounds per model (fixed, regularised parameters)
+
+
 class TrainingConfig(_Strict):
     n_cutoffs: int = Field(12, ge=3)  # monthly cutoffs ending at the latest one whose label window is observed
     min_history_days: int = Field(90, ge=0)  # the first cutoff is at least this long after the data's start
@@ -324,6 +334,7 @@ class TrainingConfig(_Strict):
     segment_columns: list[str] = Field(default_factory=lambda: ["value_tier", "lifecycle_stage"])
     backtest_windows: int = Field(3, ge=0)  # rolling-origin test windows (0: off)
     exclude_features: list[str] = Field(default_factory=list)
+    uplift: UpliftConfig = UpliftConfig()
 
 
 # --------------------------------------------------------------------------- mlflow & scoring

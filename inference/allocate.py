@@ -29,6 +29,7 @@ worth more than nothing are ever chosen, and each alert's ``decision`` says why 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,3 +260,66 @@ def _log_allocation(a: pd.DataFrame, budget: float | None) -> None:
              int(a["selected"].sum()), len(a), int(a["control_group"].sum()),
              float(a.loc[contacted, "playbook_cost"].sum()), "unlimited" if budget is None else f"{budget:.2f}",
              float(a.loc[contacted, "expected_net_value"].sum()))
+
+
+# ---------------------------------------------------------------------- comparison with risk-ranked targeting
+
+
+def ranked_policy(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, spend: float, key: np.ndarray,
+                  effects: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Today's kind of targeting, for comparison: the rule-routed playbook (first match), contacts by ``key``.
+
+    Alerts are taken in decreasing ``key`` (ties: input order) while their cost fits ``spend``; a contact that
+    does not fit is skipped and cheaper ones after it still use the rest. Returns, per alert (index of
+    ``alerts``): playbook_id, cost, effect, value (under the same estimates as :func:`allocate`), contacted.
+    """
+    from inference.playbooks import assign_playbooks
+
+    routed = assign_playbooks(alerts, book)["playbook_id"].to_numpy(dtype=object)
+    opts = option_values(alerts, book, econ, effects)
+    at = pd.MultiIndex.from_arrays([opts["row"].to_numpy(), opts["playbook_id"].to_numpy(dtype=object)])
+    pos = at.get_indexer(pd.MultiIndex.from_arrays([np.arange(len(alerts)), routed]))
+    chosen = opts.iloc[pos]
+    cost = chosen["cost"].to_numpy()
+    contacted = np.zeros(len(alerts), dtype=bool)
+    left = float(spend) + 1e-9
+    for i in np.argsort(-np.asarray(key, dtype=float), kind="stable").tolist():
+        if cost[i] <= left:
+            contacted[i] = True
+            left -= cost[i]
+    return pd.DataFrame({"playbook_id": routed, "cost": cost, "effect": chosen["effect"].to_numpy(),
+                         "value": chosen["value"].to_numpy(), "contacted": contacted}, index=alerts.index)
+
+
+def _tier_rows(tier: pd.Series, contacted: np.ndarray, cost: np.ndarray, effect: np.ndarray, value: np.ndarray,
+               clv: np.ndarray) -> dict[str, dict[str, float]]:
+    df = pd.DataFrame({"tier": tier.to_numpy(), "n": contacted.astype(int), "spent": np.where(contacted, cost, 0.0),
+                       "retained": np.where(contacted, -effect * np.maximum(clv, 0.0), 0.0),
+                       "net": np.where(contacted, value, 0.0)})
+    g = df.groupby("tier", sort=True).sum()
+    return {str(t): {"contacted": int(r.n), "spent": round(float(r.spent), 2),
+                     "expected_value_retained": round(float(r.retained), 2),
+                     "expected_net_value": round(float(r.net), 2)} for t, r in g.iterrows()}
+
+
+def decision_summary(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, effects: pd.DataFrame | None,
+                     info: dict[str, Any]) -> dict[str, Any]:
+    """For summary.json and the report: per value tier contacted / spent / expected value retained, for the
+    chosen contacts and for risk-ranked targeting (highest churn probability first) at the same spend.
+
+    Both count every selected alert (control customers included: the hold-out is common to both policies).
+    """
+    sel = alerts["selected"].to_numpy(dtype=bool)
+    cost = alerts["playbook_cost"].to_numpy(dtype=float)
+    clv = alerts["lifetime_value"].to_numpy(dtype=float)
+    spend = float(cost[sel].sum())
+    risk = ranked_policy(alerts, book, econ, spend, alerts["churn_probability"].to_numpy(dtype=float), effects)
+    chosen = _tier_rows(alerts["value_tier"], sel, cost, alerts["estimated_effect"].to_numpy(dtype=float),
+                        alerts["expected_net_value"].to_numpy(dtype=float), clv)
+    ranked = _tier_rows(alerts["value_tier"], risk["contacted"].to_numpy(), risk["cost"].to_numpy(),
+                        risk["effect"].to_numpy(), risk["value"].to_numpy(), clv)
+    notes = [info["note"]] if info.get("note") else []
+    return {**{k: v for k, v in info.items() if k != "note"}, "notes": notes, "spend_selected": round(spend, 2),
+            "by_value_tier": chosen, "risk_ranked_same_spend": ranked,
+            "expected_net_value_total": round(float(alerts.loc[sel, "expected_net_value"].sum()), 2),
+            "risk_ranked_expected_net_value_total": round(float(risk.loc[risk["contacted"], "value"].sum()), 2)}

@@ -37,7 +37,9 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
           explain_all: bool = False, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``."""
     from inference.drift import scoring_drift
-    from inference.allocate import allocate
+    from features.treatments import check_history
+    from inference.allocate import allocate, decision_summary
+    from training.uplift import estimate_effects
     from inference.playbooks import load_playbooks
     from inference.report import render_report
     from training.registry import load_churn_model, resolve_model_uri, setup_mlflow
@@ -121,7 +123,13 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
-    alerts = allocate(alerts, book, econ, scfg.budget, raw_ids=ids.iloc[alert_idx])
+    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame.iloc[alert_idx])
+    if effects is not None:
+        effects.index = alerts.index
+    if tables.treatments is not None:
+        check_history(tables.treatments, [p.id for p in book.playbooks], as_of)
+    alerts = allocate(alerts, book, econ, scfg.budget, effects=effects, raw_ids=ids.iloc[alert_idx])
+    decisions = decision_summary(alerts, book, econ, effects, uplift_info)
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]
@@ -151,6 +159,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_alerts": float(alerts["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation,
+        "decisions": decisions,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:

@@ -298,6 +298,9 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         timings["total_s"] = time.perf_counter() - t0
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
 
+    t1 = time.perf_counter()
+    uplift = _train_uplift(tables, cfg, model)
+    timings["uplift_s"] = time.perf_counter() - t1
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
                                         "test_lift_top10", "test_capture_top10", "test_best_profit", "test_emp",
                                         "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
@@ -307,4 +310,15 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             "metrics": headline, "baseline_verdict": verdict, "timings_s": timings,
             "cutoffs": {"train": meta["train_cutoffs"], "valid": meta["valid_cutoffs"], "test": meta["test_cutoffs"]},
             "tuning": {"n_trials": result.n_trials, "n_pruned": result.n_pruned, "best_valid_auc": result.best_value,
-                       "study": study_name, "storage": tcfg.tuning.storage}, "n_features": len(features)}
+                       "study": study_name, "storage": tcfg.tuning.storage}, "n_features": len(features),
+            "uplift": uplift}
+
+
+def _train_uplift(tables: Tables, cfg: Config, churn_model: ChurnModel) -> dict[str, Any]:
+    """The uplift model from the campaign history, registered next to the churn model (training.uplift)."""
+    from churn.config import resolve_path
+    from inference.playbooks import load_playbooks
+    from training.uplift import train_uplift
+
+    book = load_playbooks(resolve_path(cfg.scoring.playbooks))
+    return train_uplift(tables, cfg, [p.id for p in book.playbooks], risk_model=churn_model)
