@@ -408,7 +408,7 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
     cfg = load_config(config_path)
     tables = load_tables(data_dir, cfg)
     res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key, level=level)
-    paths = write_monitor_report(res, out)
+    paths = write_monitor_report(res, out) + _campaign_history(cfg, scores_dir, res["cutoff"], Path(out))
     _summary(Path(out), {"command": "monitor", "scores_dir": scores_dir, "data_dir": data_dir, "config": cfg.source,
                          "input_hash": tables.input_hash, "cutoff": res["cutoff"], "horizon_days": res["horizon_days"],
                          "model_version": res["model_version"], "n_scored": res["n_scored"],
@@ -422,6 +422,25 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
                f"alert precision {_fmt((res['alert_precision'] or {}).get('precision'))}; uplift ALL "
                f"{_fmt(all_row.get('uplift'))} [{_fmt(all_row.get('ci_low'))}, {_fmt(all_row.get('ci_high'))}] "
                f"-> {out}/monitor.json")
+
+
+def _campaign_history(cfg: Any, scores_dir: str, cutoff: str, out: Path) -> list[Path]:
+    """The run's contacts as campaign history (OUT/treatments.csv), to append to the data's treatments table.
+
+    Skipped for pseudonymised runs: their ids cannot be joined back to the data.
+    """
+    from churn.config import resolve_path
+    from churn.io import write_csv
+    from features.treatments import history_from_alerts
+    from inference.playbooks import load_playbooks
+
+    if cfg.scoring.pseudonymize_key:
+        log.info("pseudonymised run: no campaign history written (ids cannot be joined back to the data)")
+        return []
+    alerts = pd.read_parquet(Path(scores_dir) / "alerts.parquet")
+    book = load_playbooks(resolve_path(cfg.scoring.playbooks))
+    history = history_from_alerts(alerts, f"{book.campaign}-{cutoff}", pd.Timestamp(cutoff))
+    return [write_csv(out / "treatments.csv", history)]
 
 
 if __name__ == "__main__":  # pragma: no cover
