@@ -70,6 +70,7 @@ def render_report(
         "importance": _importance_section(global_importance),
         "drift": _drift_section(drift, summary),
         "playbooks": _playbook_section(alerts),
+        "decisions": summary.get("decisions"),
     }
     html = _environment().get_template(_TEMPLATE).render(**context)
     out = write_text(path, html)

@@ -224,3 +224,21 @@ def test_control_group_does_not_depend_on_pseudonymisation(in_store: Store, aler
     assert plain["control_group"].sum() > 0
     pd.testing.assert_series_equal(pseudo["control_group"].sort_index(), plain["control_group"].sort_index())
     pd.testing.assert_series_equal(pseudo["playbook_id"].sort_index(), plain["playbook_id"].sort_index())
+
+
+def test_summary_and_report_show_decisions_per_value_tier(runs: dict[str, Any], alerts: pd.DataFrame) -> None:
+    d = runs["dir"] / "first"
+    decisions = json.loads((d / "summary.json").read_text())["decisions"]
+    assert decisions["effects_source"] in ("uplift", "priors")
+    if decisions["effects_source"] == "priors":
+        assert decisions["notes"] and "prior" in decisions["notes"][0]
+    tiers = decisions["by_value_tier"]
+    assert set(tiers) == set(alerts["value_tier"])
+    contacted = alerts[alerts["selected"]].groupby("value_tier").size().to_dict()
+    assert {t: v["contacted"] for t, v in tiers.items() if v["contacted"]} == contacted
+    assert decisions["spend_selected"] == pytest.approx(alerts.loc[alerts["selected"], "playbook_cost"].sum(), abs=0.01)
+    ranked = decisions["risk_ranked_same_spend"]
+    assert sum(v["spent"] for v in ranked.values()) <= decisions["spend_selected"] + 0.01
+    assert "Decisions by value tier" in (d / "report.html").read_text(encoding="utf-8")
+    # every alert says why it is or is not contacted
+    assert alerts["decision"].str.match(r"^(contact|control|no playbook pays|budget)").all()
