@@ -418,7 +418,8 @@ def estimate_effects(cfg: Config, alias: str, frame: pd.DataFrame) -> tuple[pd.D
     if not model.meta.get("use_for_decisions", True):
         note = f"uplift model version {version} not used: {model.meta.get('gate')}"
         log.warning("uplift: %s", note)
-        return None, {"effects_source": "priors", "uplift_model_version": version, "note": note}
+        return None, {"effects_source": "priors", "uplift_model_version": version, "note": note,
+                      "uplift_s": round(time.perf_counter() - t0, 3)}
     missing = [f for f in model.features if f not in frame.columns]
     if missing:
         note = f"the uplift model needs feature(s) this data cannot produce ({missing[:5]}): priors used"
