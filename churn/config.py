@@ -318,6 +318,7 @@ class UpliftConfig(_Strict):
     test_campaigns: int = Field(3, ge=1)  # latest campaigns held out for the out-of-time evaluation
     min_group: int = Field(100, ge=1)  # fewer treated or control outcomes than this: priors, with a warning
     rounds: int = Field(200, ge=10)  # boosting rounds per model (fixed, regularised parameters)
+    effect_weight: float = Field(1.0, ge=0.0, le=1.0)  # scoring: weight x uplift + (1 - weight) x prior
 
 
 class TrainingConfig(_Strict):

@@ -386,8 +386,9 @@ def contact_effect(cust: dict[str, np.ndarray], s: np.ndarray, tenure: np.ndarra
     price_sensitive = ((cust["plan"] == 0) | (cust["channel"] == 2))[:, None]
     delta = (unhappy * (_UNHAPPY + billing_recent[:, None] * _BILLING + price_sensitive * _PRICE_SENSITIVE)
              + new * _NEW + sleeping * _SLEEPING)
-    no_response = ((s < -1.3) | (s > 0.8))[:, None]  # lost causes and sure things
-    return np.where(no_response, 0.0, delta).astype(np.float32)
+    no_response = ((s < -1.3) | (s > 0.8))[:, None]  # lost causes and sure things: no response to the offer
+    # ... but a forgotten subscription, once recalled, is cancelled whatever the satisfaction
+    return np.where(no_response, sleeping * _SLEEPING, delta).astype(np.float32)
 
 
 class _Campaigns:

@@ -54,11 +54,13 @@ _ATTRS = {"playbook_name": "name", "playbook_action": "action", "playbook_channe
 
 
 def option_values(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics,
-                  effects: pd.DataFrame | None = None) -> pd.DataFrame:
+                  effects: pd.DataFrame | None = None, effect_weight: float = 1.0) -> pd.DataFrame:
     """Every eligible (alert, playbook) with its cost, estimated effect and expected incremental value.
 
     ``effects``: optional uplift estimates, index aligned with ``alerts``, one column per playbook id, values
     the change in churn probability if contacted; missing columns or NaN cells fall back to the prior.
+    Where both exist the effect is ``effect_weight x uplift + (1 - effect_weight) x prior`` (shrinkage of
+    noisy per-playbook estimates towards the prior).
     Columns: row, playbook_id, playbook_rule, cost, effect, effect_source ("uplift" or "prior"), value.
     """
     opts = eligible_playbooks(alerts, book)
@@ -78,7 +80,7 @@ def option_values(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics,
             at = pid == k
             est[at] = table[k].to_numpy(dtype=np.float64)[rows[at]]
         have = ~np.isnan(est)
-        effect = np.where(have, est, effect)
+        effect = np.where(have, effect_weight * est + (1 - effect_weight) * effect, effect)
         source[have] = "uplift"
     value = expected_net_value(-effect, clv, np.ones(len(opts)), cost, econ)
     return opts.assign(cost=cost, effect=effect, effect_source=source, value=value)
@@ -193,7 +195,8 @@ def _knapsack_lp_greedy(row: np.ndarray, value: np.ndarray, cost: np.ndarray, ke
 
 
 def allocate(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, budget: float | None,
-             effects: pd.DataFrame | None = None, raw_ids: pd.Series | None = None) -> pd.DataFrame:
+             effects: pd.DataFrame | None = None, raw_ids: pd.Series | None = None,
+             effect_weight: float = 1.0) -> pd.DataFrame:
     """THE selection step (both engines): choose playbook and contacts, hold out control groups.
 
     Returns a copy of ``alerts`` with the playbook columns of the chosen option (for customers not contacted:
@@ -202,7 +205,7 @@ def allocate(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, budget: 
     ``alerts``; see :func:`inference.playbooks.assign_control_group`).
     """
     n = len(alerts)
-    opts = option_values(alerts, book, econ, effects)
+    opts = option_values(alerts, book, econ, effects, effect_weight)
     row, value, cost = opts["row"].to_numpy(), opts["value"].to_numpy(), opts["cost"].to_numpy()
     chosen = choose_options(row, value, cost, n, budget)
     order = np.lexsort((np.arange(len(row)), cost, -value, row))
@@ -266,7 +269,7 @@ def _log_allocation(a: pd.DataFrame, budget: float | None) -> None:
 
 
 def ranked_policy(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, spend: float, key: np.ndarray,
-                  effects: pd.DataFrame | None = None) -> pd.DataFrame:
+                  effects: pd.DataFrame | None = None, effect_weight: float = 1.0) -> pd.DataFrame:
     """Today's kind of targeting, for comparison: the rule-routed playbook (first match), contacts by ``key``.
 
     Alerts are taken in decreasing ``key`` (ties: input order) while their cost fits ``spend``; a contact that
@@ -276,7 +279,7 @@ def ranked_policy(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, spe
     from inference.playbooks import assign_playbooks
 
     routed = assign_playbooks(alerts, book)["playbook_id"].to_numpy(dtype=object)
-    opts = option_values(alerts, book, econ, effects)
+    opts = option_values(alerts, book, econ, effects, effect_weight)
     at = pd.MultiIndex.from_arrays([opts["row"].to_numpy(), opts["playbook_id"].to_numpy(dtype=object)])
     pos = at.get_indexer(pd.MultiIndex.from_arrays([np.arange(len(alerts)), routed]))
     chosen = opts.iloc[pos]
@@ -303,7 +306,7 @@ def _tier_rows(tier: pd.Series, contacted: np.ndarray, cost: np.ndarray, effect:
 
 
 def decision_summary(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, effects: pd.DataFrame | None,
-                     info: dict[str, Any]) -> dict[str, Any]:
+                     info: dict[str, Any], effect_weight: float = 1.0) -> dict[str, Any]:
     """For summary.json and the report: per value tier contacted / spent / expected value retained, for the
     chosen contacts and for risk-ranked targeting (highest churn probability first) at the same spend.
 
@@ -313,7 +316,8 @@ def decision_summary(alerts: pd.DataFrame, book: PlaybookBook, econ: Economics, 
     cost = alerts["playbook_cost"].to_numpy(dtype=float)
     clv = alerts["lifetime_value"].to_numpy(dtype=float)
     spend = float(cost[sel].sum())
-    risk = ranked_policy(alerts, book, econ, spend, alerts["churn_probability"].to_numpy(dtype=float), effects)
+    risk = ranked_policy(alerts, book, econ, spend, alerts["churn_probability"].to_numpy(dtype=float), effects,
+                         effect_weight)
     chosen = _tier_rows(alerts["value_tier"], sel, cost, alerts["estimated_effect"].to_numpy(dtype=float),
                         alerts["expected_net_value"].to_numpy(dtype=float), clv)
     ranked = _tier_rows(alerts["value_tier"], risk["contacted"].to_numpy(), risk["cost"].to_numpy(),

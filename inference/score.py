@@ -128,8 +128,10 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         effects.index = alerts.index
     if tables.treatments is not None:
         check_history(tables.treatments, [p.id for p in book.playbooks], as_of)
-    alerts = allocate(alerts, book, econ, scfg.budget, effects=effects, raw_ids=ids.iloc[alert_idx])
-    decisions = decision_summary(alerts, book, econ, effects, uplift_info)
+    weight = cfg.training.uplift.effect_weight
+    alerts = allocate(alerts, book, econ, scfg.budget, effects=effects, raw_ids=ids.iloc[alert_idx],
+                      effect_weight=weight)
+    decisions = decision_summary(alerts, book, econ, effects, uplift_info, weight)
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
     alerts = alerts[[c for c in al.ALERT_COLUMNS if c in alerts.columns] + [c for c in extra if c in alerts.columns]]

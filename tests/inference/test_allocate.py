@@ -88,6 +88,10 @@ def test_uplift_effects_replace_the_priors_where_given() -> None:
     assert not out.loc["B", "selected"]
     assert out.loc["B", "decision"] == "no playbook pays: best is email at -31.00"  # -0.05*600 - 1
     assert out.loc["C", "effect_source"] == "prior"
+    # shrunk halfway to the prior (-0.5 x 0.4 = -0.2): effect -0.25 -> 0.25*1000 - 100 = 150
+    half = allocate(ALERTS, BOOK, ECON, None, effects=effects, effect_weight=0.5).set_index("customer_id")
+    assert half.loc["A", "estimated_effect"] == pytest.approx(-0.25)
+    assert half.loc["A", "expected_net_value"] == pytest.approx(150.0)
 
 
 def _brute_force(row: np.ndarray, value: np.ndarray, cost: np.ndarray, n: int, budget: float) -> float:
