@@ -150,16 +150,19 @@ def main(verbose: int, quiet: bool) -> None:
 @handle_errors
 def generate(n_customers: int, seed: int, start: pd.Timestamp, end: pd.Timestamp, fmt: str, out: str,
              config_path: str | None) -> None:
-    """Write a realistic demo data folder (customers, events, transactions, interactions)."""
-    from churn.generate import generate_demo, write_demo
+    """Write a realistic demo data folder (customers, events, transactions, interactions, treatments).
+
+    The true campaign effects go to OUT/_truth/ for benchmarks; the pipeline never reads them.
+    """
+    from churn.generate import simulate_demo, write_demo
     from churn.io import hash_files
 
     if end <= start + timedelta(days=60):
         raise click.BadParameter("--end must be at least 60 days after --start", param_hint="--end")
     t0 = time.perf_counter()
     start, end = start.date().isoformat(), end.date().isoformat()
-    tables = generate_demo(n_customers=n_customers, seed=seed, start=start, end=end)
-    paths = write_demo(tables, out, fmt=fmt)
+    tables, truth = simulate_demo(n_customers=n_customers, seed=seed, start=start, end=end)
+    paths = write_demo(tables, out, fmt=fmt, truth=truth)
     summary = {"command": "generate", "customers": n_customers, "seed": seed, "start": start, "end": end,
                "rows": {k: len(v) for k, v in tables.items()}, "outputs": [str(p) for p in paths],
                "input_hash": hash_files(paths), "seconds": round(time.perf_counter() - t0, 2)}
@@ -385,7 +388,7 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     Writes OUT/data (tables), OUT/scoring (alerts, report.html) and OUT/summary.json.
     """
     from churn.config import load_config
-    from churn.generate import generate_demo, write_demo
+    from churn.generate import simulate_demo, write_demo
     from churn.publish import output_lock, staged_output
     from churn.timebase import default_cutoff
     from features.contract import load_tables
@@ -402,7 +405,8 @@ def demo(out: str, n_customers: int, seed: int, trials: int | None, config_path:
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
     with output_lock(out_dir), staged_output(out_dir) as st:  # OUT is replaced as a whole at the end
-        write_demo(generate_demo(n_customers=n_customers, seed=seed), st / "data")
+        demo_tables, truth = simulate_demo(n_customers=n_customers, seed=seed)
+        write_demo(demo_tables, st / "data", truth=truth)
         stages["generate_s"] = time.perf_counter() - t0
         tables = load_tables(st / "data", cfg)
         tables.files = [data_dir / f.name for f in tables.files]  # where they will be once published
@@ -504,7 +508,8 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
         tables = load_tables(data_dir, cfg)
         res = evaluate_alerts(scores_dir, tables, cfg.label, pseudonymize_key=cfg.scoring.pseudonymize_key,
                               level=level)
-        paths = [Path(out) / p.name for p in write_monitor_report(res, st)]
+        written = write_monitor_report(res, st) + _campaign_history(cfg, scores_dir, res["cutoff"], st)
+        paths = [Path(out) / p.name for p in written]
         _monitor_summary(st, res, scores_dir, data_dir, cfg.source, tables.input_hash, paths)
     all_row = res["treatment_effect"][-1] if res["treatment_effect"] else {}
     click.echo(f"cutoff {res['cutoff']} (+{res['horizon_days']}d): {res['n_scored']:,} scored, realized churn "
@@ -516,6 +521,28 @@ def monitor(scores_dir: str, data_dir: str, out: str, level: float, config_path:
     if auc:
         click.echo(f"ROC-AUC estimated at scoring {_fmt(auc['estimate'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}], "
                    f"realized {_fmt(auc['realized'])}")
+
+
+def _campaign_history(cfg: Any, scores_dir: str, cutoff: str, out: Path) -> list[Path]:
+    """The run's contacts as campaign history (OUT/treatments.csv), to append to the data's treatments table.
+
+    Skipped for pseudonymised runs: their ids cannot be joined back to the data.
+    """
+    from churn.config import resolve_path
+    from churn.io import write_csv
+    from features.treatments import history_from_alerts
+    from inference.playbooks import load_playbooks
+
+    if cfg.scoring.pseudonymize_key:
+        log.info("pseudonymised run: no campaign history written (ids cannot be joined back to the data)")
+        return []
+    import pandas as pd
+
+    alerts = pd.read_parquet(Path(scores_dir) / "alerts.parquet")
+    book = load_playbooks(resolve_path(cfg.scoring.playbooks))
+    history = history_from_alerts(alerts, f"{book.campaign}-{cutoff}", pd.Timestamp(cutoff))
+    return [write_csv(out / "treatments.csv", history)]
+
 
 
 # --------------------------------------------------------------------------- refresh

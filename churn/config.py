@@ -186,6 +186,8 @@ CANONICAL_COLUMNS: dict[str, dict[str, bool]] = {
     },
     # one row per billing period (or contract); end_date may be empty for an open-ended subscription
     "subscriptions": {"customer_id": True, "start_date": True, "end_date": True, "amount": False},
+    # campaign history (features.treatments): one row per contacted or held-out customer; group treated|control
+    "treatments": {"customer_id": True, "timestamp": True, "campaign_id": True, "playbook_id": True, "group": True},
 }
 
 
@@ -415,6 +417,17 @@ class SnapshotTrainingConfig(_Strict):
     duplicates: Literal["group", "drop", "keep"] = "group"
 
 
+class UpliftConfig(_Strict):
+    """The uplift model learned from the campaign history (training.uplift); see README "Decisions"."""
+
+    enabled: bool = True  # train it when the data has a treatments table
+    learner: Literal["t", "x", "s"] = "t"  # two-model, X-learner (cross-fitted) or single-model; see README
+    test_campaigns: int = Field(3, ge=1)  # latest campaigns held out for the out-of-time evaluation
+    min_group: int = Field(100, ge=1)  # fewer treated or control outcomes than this: priors, with a warning
+    rounds: int = Field(200, ge=10)  # boosting rounds per model (fixed, regularised parameters)
+    effect_weight: float = Field(1.0, ge=0.0, le=1.0)  # scoring: weight x uplift + (1 - weight) x prior
+
+
 class TrainingConfig(_Strict):
     # explicit cutoffs (a list of dates, or start/end/frequency); None: the latest n_cutoffs of the grid below
     cutoffs: list[date] | CutoffRange | None = None
@@ -438,6 +451,7 @@ class TrainingConfig(_Strict):
     backtest_windows: int = Field(3, ge=0)  # rolling-origin test windows (0: off)
     exclude_features: list[str] = Field(default_factory=list)
     survival: SurvivalConfig = SurvivalConfig()
+    uplift: UpliftConfig = UpliftConfig()
 
 
 # --------------------------------------------------------------------------- mlflow & scoring

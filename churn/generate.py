@@ -1,7 +1,8 @@
 """Seeded, vectorised generator of realistic demo data for the churn early-warning system.
 
-Four tables come out: ``customers``, ``events``, ``transactions`` and ``interactions``. Churn is driven by a
-latent mechanism the tables never expose directly, so a model has to earn its accuracy:
+Five tables come out: ``customers``, ``events``, ``transactions``, ``interactions`` and ``treatments`` (past
+campaigns). Churn is driven by a latent mechanism the tables never expose directly, so a model has to earn
+its accuracy:
 
 * five latent segments (power, steady, price-sensitive, casual, new-and-unsure) differ in plan mix, add-on
   spend, engagement, satisfaction and baseline churn hazard; the segment is not a column;
@@ -10,7 +11,12 @@ latent mechanism the tables never expose directly, so a model has to earn its ac
   seasonality, a price rise, an unobserved frailty and noise;
 * about half the churners fade out over their last 1-3 months (fewer events, shorter sessions, fewer
   purchases), about a third (overlapping) complain increasingly angrily before leaving, the rest leave
-  abruptly; loyal customers also have engagement dips, satisfaction shocks and chronic complaints.
+  abruptly; loyal customers also have engagement dips, satisfaction shocks and chronic complaints;
+* monthly retention campaigns (the 9 months before the last) contact customers, more often the riskier
+  ones, with a random playbook and a randomized 30 % control group; the contact shifts that month's churn
+  hazard by a heterogeneous effect (:func:`contact_effect`: persuadables, sure things, lost causes,
+  sleeping dogs). The campaigns have their own random stream, so never-contacted customers churn on
+  exactly the same day as without campaigns. The true effect at the end is kept apart (:func:`simulate_demo`).
 
 Customer-months are simulated as arrays (a loop over months only); events are expanded with ``np.repeat``
 and placed in time with sorted uniform spacings mapped through an hour-of-day/day-of-week intensity, so no
@@ -39,7 +45,7 @@ from churn.timebase import DAYS_PER_MONTH, SECONDS_PER_DAY
 
 logger = logging.getLogger(__name__)
 
-TABLES: tuple[str, ...] = ("customers", "events", "transactions", "interactions")
+TABLES: tuple[str, ...] = ("customers", "events", "transactions", "interactions", "treatments")
 PLANS: tuple[str, ...] = ("basic", "standard", "premium")
 CHANNELS: tuple[str, ...] = ("web", "app", "partner", "store")
 REGIONS: tuple[str, ...] = ("na_east", "na_west", "europe", "apac", "latam")
@@ -100,6 +106,22 @@ _TONE_CONTACT = np.array([  # P(contact channel | tone)
 ])
 _SRC_BASE, _SRC_BILLING, _SRC_OUTAGE, _SRC_CHURN = range(4)
 
+# ---- past retention campaigns (configs/playbooks.yaml ids) ------------------------------------------------
+# Contacts change the month's churn log-odds by an amount that depends on the customer's state at contact:
+# persuadables (unhappy, new, price-sensitive) respond to the playbook that fits them, sure things (very
+# satisfied) and lost causes (very unhappy) do not respond, and "sleeping dogs" (long-tenured customers
+# who barely use the product) are reminded of a subscription they had forgotten and churn MORE.
+PLAYBOOK_IDS: tuple[str, ...] = ("exec-review", "cs-call", "support-escalation", "billing-review", "onboarding-help",
+                                 "survey-followup", "winback-discount", "reengage-nudge", "auto-checkin")
+_N_CAMPAIGNS = 9           # monthly campaigns, the months before the last one
+_CAMPAIGN_CONTROL = 0.3    # randomized hold-out share
+_UNHAPPY = np.array([-1.4, -0.9, -1.6, -1.0, -0.2, -0.4, -0.5, -0.1, -0.1])
+_NEW = np.array([-0.6, -0.8, -0.2, -0.1, -1.6, -0.1, -0.2, -0.5, -0.3])
+_SLEEPING = np.array([0.4, 0.4, 0.2, 0.3, 0.2, 0.9, 0.8, 0.6, 1.0])
+_BILLING = np.array([0.0, 0.0, -0.2, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0])     # on top of unhappy
+_PRICE_SENSITIVE = np.array([0.0, 0.0, 0.0, -0.3, 0.0, 0.0, -0.9, 0.0, 0.0])
+TRUTH_FILE = "_truth/treatment_effects.parquet"
+
 
 def generate_demo(
     n_customers: int = 10_000,
@@ -108,10 +130,26 @@ def generate_demo(
     end: str = "2025-12-31",
     events_per_month: float = 20.0,
 ) -> dict[str, pd.DataFrame]:
-    """Simulate the four demo tables for ``n_customers`` over the days ``start``..``end`` (inclusive).
+    """Simulate the demo tables (:data:`TABLES`) for ``n_customers`` over the days ``start``..``end`` (inclusive).
 
     ``events_per_month`` is roughly the mean number of events per active customer-month. The same arguments
     always give identical frames; tables are sorted by customer_id then timestamp with a fresh index.
+    """
+    return simulate_demo(n_customers, seed, start, end, events_per_month)[0]
+
+
+def simulate_demo(
+    n_customers: int = 10_000,
+    seed: int = 42,
+    start: str = "2024-01-01",
+    end: str = "2025-12-31",
+    events_per_month: float = 20.0,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """:func:`generate_demo`'s tables and the ground truth the pipeline never sees.
+
+    The truth has one row per customer active at the day after ``end`` and per playbook: ``customer_id``,
+    ``playbook_id``, ``true_effect`` (change in 30-day churn probability if contacted then; negative =
+    retained). Write it with ``write_demo(..., truth=...)`` to ``_truth/treatment_effects.parquet``.
     """
     if n_customers < 1:
         raise ValueError(f"n_customers must be >= 1, got {n_customers}")
@@ -123,16 +161,19 @@ def generate_demo(
         raise ValueError(f"end ({end}) must be after start ({start})")
 
     t0 = time.perf_counter()
-    rng_cust, rng_month, rng_event, rng_txn, rng_int = np.random.default_rng(seed).spawn(5)
+    # the campaign stream is the 6th child: the first five are what spawn(5) gave before campaigns existed
+    rng_cust, rng_month, rng_event, rng_txn, rng_int, rng_camp = np.random.default_rng(seed).spawn(6)
     cal = _calendar(start_day, end_day)
     cust = _simulate_customers(n_customers, cal, rng_cust)
-    months = _simulate_months(cust, cal, rng_month)
+    campaigns = _Campaigns(cal, rng_camp)
+    months = _simulate_months(cust, cal, rng_month, campaigns)
     ids = _customer_ids(n_customers)
     tables = {
         "customers": _customers_frame(cust, ids, cal),
         "events": _events(cust, months, cal, events_per_month, ids, rng_event),
         "transactions": _transactions(cust, months, cal, ids, rng_txn),
         "interactions": _interactions(cust, months, cal, ids, rng_int),
+        "treatments": campaigns.frame(ids, cust["churn_rel"]),
     }
     churned = int((cust["churn_rel"] < cal["n_days"]).sum())
     logger.info(
@@ -140,19 +181,26 @@ def generate_demo(
         n_customers, churned, len(tables["events"]), len(tables["transactions"]),
         len(tables["interactions"]), time.perf_counter() - t0,
     )
-    return tables
+    return tables, _truth_effects(cust, months, cal, ids)
 
 
-def write_demo(tables: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "parquet") -> list[Path]:
-    """Write each demo table to ``out_dir/<table>.<fmt>`` atomically; return the paths written."""
+def write_demo(tables: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "parquet",
+               truth: pd.DataFrame | None = None) -> list[Path]:
+    """Write each demo table to ``out_dir/<table>.<fmt>`` atomically; return the paths written.
+
+    ``truth`` (from :func:`simulate_demo`) goes to ``out_dir/_truth/treatment_effects.parquet``, apart from
+    the inputs (not in the returned paths: it is no input).
+    """
     writers = {"parquet": io.write_parquet, "csv": io.write_csv}
     if fmt not in writers:
         raise ValueError(f"fmt must be one of {sorted(writers)}, got {fmt!r}")
-    missing = [t for t in TABLES if t not in tables]
+    missing = [t for t in TABLES if t not in tables and t != "treatments"]  # campaign history is optional
     if missing:
         raise ValueError(f"tables missing: {missing}")
     out = Path(out_dir)
-    paths = [writers[fmt](out / f"{name}.{fmt}", tables[name]) for name in TABLES]
+    paths = [writers[fmt](out / f"{name}.{fmt}", tables[name]) for name in TABLES if name in tables]
+    if truth is not None:
+        io.write_parquet(out / TRUTH_FILE, truth)
     logger.info("wrote %d demo tables to %s", len(paths), out)
     return paths
 
@@ -257,7 +305,8 @@ def _simulate_customers(n: int, cal: dict[str, Any], rng: np.random.Generator) -
     }
 
 
-def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.random.Generator,
+                     campaigns: _Campaigns | None = None) -> dict[str, np.ndarray]:
     """Satisfaction, shocks, dips and churn month by month; sets ``cust['churn_rel']`` (n_days if none)."""
     n, n_months, bounds = int(cust["n"]), cal["n_months"], cal["bounds"]
     signup = cust["signup_rel"]
@@ -285,6 +334,8 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
                  + _SEASON_HAZARD[cal["month_of_year"][m]] + rng.normal(0, 0.3, n))
         if m == cal["price_rise_month"] or m == cal["price_rise_month"] + 1:
             logit += np.where(seg == 2, 0.7, 0.2) * (1.0 if m == cal["price_rise_month"] else 0.5)
+        if campaigns is not None:
+            logit = logit + campaigns.contact(m, cust, {"sat": sat, "billing": billing}, logit, tenure, alive)
         first = np.maximum(lo_m, signup)
         frac = np.clip((hi_m - first) / cal["month_days"][m], 0, 1)
         p = 1 - (1 - 1 / (1 + np.exp(-logit))) ** frac
@@ -307,6 +358,7 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
     months_since_signup = np.maximum(bounds[None, :-1] - signup[:, None], 0) / DAYS_PER_MONTH
     return {
         "sat": sat,
+        "static_logit": static_logit,
         "billing": billing,
         "outage": outage,
         "a": a.astype(np.int32),
@@ -315,6 +367,103 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
         "dip": dip,
         "months_since_signup": months_since_signup.astype(np.float32),
     }
+
+
+# ---- past retention campaigns ------------------------------------------------------------------------------
+
+
+def contact_effect(cust: dict[str, np.ndarray], s: np.ndarray, tenure: np.ndarray,
+                   billing_recent: np.ndarray) -> np.ndarray:
+    """Change in the month's churn log-odds if contacted, customers x :data:`PLAYBOOK_IDS`.
+
+    Traits a model can see in the tables: satisfaction ``s`` (through complaint tone, ratings, support
+    views), tenure, engagement (event volume), a recent billing problem, plan and channel.
+    """
+    unhappy = (s < -0.2)[:, None]
+    new = (tenure < 4)[:, None]
+    sleeping = ((cust["engagement"] < 0.5) & (tenure > 9))[:, None]
+    price_sensitive = ((cust["plan"] == 0) | (cust["channel"] == 2))[:, None]
+    delta = (unhappy * (_UNHAPPY + billing_recent[:, None] * _BILLING + price_sensitive * _PRICE_SENSITIVE)
+             + new * _NEW + sleeping * _SLEEPING)
+    no_response = ((s < -1.3) | (s > 0.8))[:, None]  # lost causes and sure things: no response to the offer
+    # ... but a forgotten subscription, once recalled, is cancelled whatever the satisfaction
+    return np.where(no_response, sleeping * _SLEEPING, delta).astype(np.float32)
+
+
+class _Campaigns:
+    """Monthly retention campaigns with randomized control groups, on their own random stream.
+
+    The campaign draws never touch the month stream, so customers never contacted churn exactly as they
+    would without campaigns; a contacted customer's churn draw uses the same uniform with a shifted hazard.
+    """
+
+    def __init__(self, cal: dict[str, Any], rng: np.random.Generator, n_campaigns: int = _N_CAMPAIGNS) -> None:
+        last = cal["n_months"] - 1  # no campaign in the final month: its outcomes would run past the data
+        self.months = set(range(max(1, last - n_campaigns), last))
+        self.rng, self.cal = rng, cal
+        self.rows: list[pd.DataFrame] = []
+
+    def contact(self, m: int, cust: dict[str, np.ndarray], months: dict[str, np.ndarray], logit: np.ndarray,
+                tenure: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Run month ``m``'s campaign (if any): record contacts and return the treated customers' log-odds shift."""
+        n = len(logit)
+        if m not in self.months:
+            return np.zeros(n, np.float32)
+        lo_m = self.cal["bounds"][m]
+        eligible = alive & (cust["signup_rel"] < lo_m - 30)
+        risk = 1 / (1 + np.exp(-logit))
+        target = eligible & (self.rng.random(n) < np.clip(0.05 + 4 * risk, 0, 0.6))  # risk-led targeting
+        playbook = self.rng.integers(0, len(PLAYBOOK_IDS), n)
+        control = self.rng.random(n) < _CAMPAIGN_CONTROL
+        billing = months["billing"][:, m] | months["billing"][:, max(m - 1, 0)]
+        delta = contact_effect(cust, months["sat"][:, m], tenure, billing)[np.arange(n), playbook]
+        who = np.flatnonzero(target)
+        self.rows.append(pd.DataFrame({"cidx": who, "month": m, "playbook": playbook[who],
+                                       "control": control[who]}))
+        return np.where(target & ~control, delta, 0.0).astype(np.float32)
+
+    def frame(self, ids: pa.Array, churn_rel: np.ndarray) -> pd.DataFrame:
+        """The ``treatments`` table: customer_id, timestamp (campaign day 09:00), campaign_id, playbook_id, group.
+
+        Customers who churned on the campaign day itself (before 09:00) were never reached: no row.
+        """
+        r = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(
+            {"cidx": [], "month": [], "playbook": [], "control": []})
+        r = r.sort_values(["cidx", "month"], kind="stable")
+        r = r[churn_rel[r["cidx"].to_numpy(np.int64)] > self.cal["bounds"][r["month"].to_numpy(np.int64)]]
+        cidx, month = r["cidx"].to_numpy(np.int64), r["month"].to_numpy(np.int64)
+        day = self.cal["start_day"] + self.cal["bounds"][month]
+        sec = day.astype("M8[s]").astype(np.int64) + 9 * 3600
+        return pd.DataFrame({
+            "customer_id": _id_column(ids, cidx),
+            "timestamp": _seconds_to_ts(sec),
+            "campaign_id": pd.array(np.char.add("retention-", np.datetime_as_string(day, unit="M")), dtype="str"),
+            "playbook_id": pd.array(np.array(PLAYBOOK_IDS)[r["playbook"].to_numpy(np.int64)], dtype="str"),
+            "group": pd.array(np.where(r["control"].to_numpy(bool), "control", "treated"), dtype="str"),
+        })
+
+
+def _truth_effects(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], cal: dict[str, Any],
+                   ids: pa.Array) -> pd.DataFrame:
+    """True change in 30-day churn probability if contacted at the day after ``end``, per customer and playbook.
+
+    For customers active at the end: the next month's hazard without its noise term, with and without the
+    contact's log-odds shift, from the last month's satisfaction.
+    """
+    n_days, last = cal["n_days"], cal["n_months"] - 1
+    who = np.flatnonzero((cust["churn_rel"] >= n_days) & (cust["signup_rel"] < n_days))
+    tenure = (n_days - cust["signup_rel"]) / DAYS_PER_MONTH
+    s = months["sat"][:, last]
+    logit = (months["static_logit"] - 0.9 * s + 1.0 * np.exp(-tenure / 3)
+             + 0.6 * (cust["seg"] == 4) * np.exp(-tenure / 4) + _SEASON_HAZARD[(cal["month_of_year"][last] + 1) % 12])
+    billing = months["billing"][:, last] | months["billing"][:, max(last - 1, 0)]
+    delta = contact_effect(cust, s, tenure, billing)[who]
+    base = 1 / (1 + np.exp(-logit[who]))
+    effect = 1 / (1 + np.exp(-(logit[who][:, None] + delta))) - base[:, None]
+    k = len(PLAYBOOK_IDS)
+    return pd.DataFrame({"customer_id": _id_column(ids, np.repeat(who, k)),
+                         "playbook_id": pd.array(np.tile(np.array(PLAYBOOK_IDS), len(who)), dtype="str"),
+                         "true_effect": effect.ravel().astype(np.float64)})
 
 
 # ---- helpers for expanding customer-months into rows ------------------------------------------------------

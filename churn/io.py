@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 _UMASK = os.umask(0)
@@ -107,3 +108,15 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "isoformat"):
         return o.isoformat()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def stable_uniform(keys: list[object], salt: str) -> np.ndarray:
+    """A deterministic uniform draw in [0, 1) per key: first 8 bytes of sha256("salt:key") / 2**64.
+
+    Seeded by the text alone (no RNG state), so the same key gets the same draw in every run and engine:
+    control groups (campaign and playbook as salt) and customer folds (a seed as salt) use it.
+    """
+    digests = b"".join(hashlib.sha256(f"{salt}:{k}".encode()).digest()[:8] for k in keys)
+    raw = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+    # Rounding to float64 can carry the largest hashes up to exactly 1.0; keep the draw in [0, 1).
+    return np.minimum(raw, np.nextafter(1.0, 0.0))

@@ -62,6 +62,8 @@ class Tables:
     observed_until: pd.Timestamp | None = None
     # what the loader derived instead of reading, e.g. {"churn_date": "subscriptions"}
     derived: dict[str, str] = field(default_factory=dict)
+    # campaign history (features.treatments): customer_id, _code, timestamp, campaign_id, playbook_id, group
+    treatments: pd.DataFrame | None = None
 
     def child(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)
@@ -168,6 +170,8 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
                     f"table '{role}': no file '{tc.file}' (tried {', '.join(SUFFIXES)}) in {data_dir}"
                 )
             what = "nothing is derived from it" if role == "subscriptions" else "its feature family is switched off"
+            if role == "treatments":
+                what = "no campaign history: playbook effects come from the configured priors"
             log.warning("table '%s' not found in %s: %s", role, data_dir, what)
             continue
         raw = read_table(path, role, text_columns=_text_columns(tc))
@@ -247,6 +251,10 @@ def load_tables(data_dir: str | Path, cfg: DataConfig | Config, require_label: b
         if role in frames:
             setattr(tables, role, validate_child(frames[role], role, customers, fmt_of(role), limits,
                                                  extra=cfg.tables[role].extra_columns))
+    if "treatments" in frames:
+        from features.treatments import validate_treatments
+
+        tables.treatments = validate_treatments(frames["treatments"], customers, fmt_of("treatments"))
     if subs is not None:
         tables.subscriptions = _attach_codes(subs, "subscriptions", customers)
         if derived_tx:

@@ -1,9 +1,8 @@
-"""Risk tiers, value at risk, budget-constrained selection and the stable alert schema.
+"""Risk tiers, value at risk, alert order and the stable alert schema.
 
-Retention money goes first where it saves the most value: each alert's expected net value is
-P(churn) x acceptance x (lifetime value - incentive) - contact cost, under the playbook chosen for
-it; with a budget, alerts are chosen greedily by net value per unit cost (the LP-optimal order),
-globally across all customers. Control-group customers are marked, never contacted.
+Retention money goes first where it saves the most value: which playbook each alert gets and which
+alerts are contacted under the budget is decided by expected incremental value in
+:mod:`inference.allocate` (a multiple-choice knapsack). Control-group customers are marked, never contacted.
 """
 
 from __future__ import annotations
@@ -28,21 +27,26 @@ ALERT_COLUMNS: dict[str, str] = {
     "lifecycle_stage": "new, active, at_risk, dormant or lapsed",
     "lifetime_value": "expected lifetime value (features.clv)",
     "value_at_risk": "churn_probability x lifetime_value",
-    "expected_net_value": "P x acceptance x (lifetime value - incentive) - contact cost, under the chosen playbook",
+    "expected_net_value": "expected incremental value of the chosen playbook: -estimated_effect x (lifetime value - incentive) - cost",
     "reason_1": "strongest risk-raising reason (sentence)",
     "reason_2": "second reason",
     "reason_3": "third reason",
     "protective_reason": "strongest risk-lowering reason",
     "reasons": "structured reasons: list of {group, family, feature, text, impact (probability points, + raises risk), value, category, direction}",
-    "playbook_id": "primary retention playbook",
+    "playbook_id": "chosen retention playbook (for customers not contacted: their best eligible one)",
     "playbook_name": "playbook name",
     "playbook_action": "what to do",
     "playbook_channel": "channel",
     "playbook_owner": "owning team",
     "playbook_sla_hours": "service-level time to act, hours",
     "playbook_cost": "cost per contact",
-    "playbook_rule": "id of the rule that chose the playbook (or 'default')",
-    "selected": "chosen for contact under the budget",
+    "playbook_rule": "id of the rule that made the chosen playbook eligible (or 'default')",
+    "estimated_effect": "estimated change in P(churn) if contacted with the chosen playbook (negative = retained)",
+    "effect_source": "where the effect comes from: 'uplift' (model) or 'prior' (playbook acceptance_rate)",
+    "runner_up_playbook": "second-best eligible playbook (null if only one was eligible)",
+    "runner_up_value": "expected incremental value of the runner-up playbook",
+    "decision": "why the alert is or is not contacted, e.g. 'no playbook pays: best is survey-followup at -0.40'",
+    "selected": "chosen for contact under the budget (multiple-choice knapsack on expected incremental value)",
     "control_group": "held out at random for measurement: do NOT contact",
     "model_name": "registered model name",
     "model_version": "registered model version",
@@ -62,28 +66,6 @@ def expected_net_value(p: np.ndarray, clv: np.ndarray, acceptance: np.ndarray, c
     """Expected value saved by contacting minus its cost (incentive paid only when accepted)."""
     saved = p * acceptance * (np.maximum(clv, 0.0) - econ.incentive_cost)
     return saved - cost
-
-
-def select_under_budget(net: np.ndarray, cost: np.ndarray, budget: float | None) -> np.ndarray:
-    """Pick contacts with positive net value, best value per unit cost first, while they fit the budget.
-
-    Greedy knapsack: a contact that no longer fits is skipped, and cheaper ones after it can still
-    use the remaining budget. Deterministic: ties keep input order. Zero-cost positive actions are
-    always selected.
-    """
-    chosen = net > 0
-    if budget is None:
-        return chosen
-    idx = np.flatnonzero(chosen)
-    ratio = net[idx] / np.maximum(cost[idx], 1e-9)
-    order = idx[np.argsort(-ratio, kind="stable")]
-    out = np.zeros(len(net), dtype=bool)
-    left = float(budget) + 1e-9
-    for i, c in zip(order.tolist(), cost[order].tolist(), strict=True):
-        if c <= left:
-            out[i] = True
-            left -= c
-    return out
 
 
 def pseudonymize(ids: pd.Series, key: str) -> pd.Series:

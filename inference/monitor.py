@@ -25,6 +25,13 @@ Statistics of the treatment effect, per playbook and overall ("ALL"):
 * ``p_value``: two-sided Fisher exact test on the 2x2 table (``scipy.stats.fisher_exact``),
   not adjusted for testing several playbooks;
 * ``enough``: both groups have at least ``min_group`` (30) customers.
+
+The pooled "ALL" row is a standardised (stratified) estimate, not a pooled 2x2 table: playbooks have
+different control shares, so pooling the raw counts would weight each playbook by its control size. Each
+playbook with both groups weighs by its treated customers, ``uplift = sum_g w_g (churn_control_g -
+churn_treated_g)``, ``w_g = n_treated_g / sum n_treated``; its interval and p-value use the normal
+approximation with ``var = sum_g w_g^2 (r_t(1-r_t)/n_t + r_c(1-r_c)/n_c)``. With a single playbook the row
+equals that playbook's row.
 """
 
 from __future__ import annotations
@@ -160,6 +167,30 @@ def _effect_row(key: str, treated: np.ndarray, control: np.ndarray, level: float
             "p_value": p_value, "enough": bool(nt >= min_group and nc >= min_group)}
 
 
+def _pooled_row(rows: list[dict[str, Any]], treated: np.ndarray, control: np.ndarray, level: float,
+                min_group: int) -> dict[str, Any]:
+    """The "ALL" row: effects of the playbooks with both groups, weighted by their treated customers."""
+    row = _effect_row(ALL, treated, control, level, min_group)
+    both = [r for r in rows if r["n_treated"] and r["n_control"]]
+    if len(both) <= 1 and len(rows) <= 1:
+        return row
+    if not both:
+        return {**row, "churn_control": math.nan, "uplift": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "p_value": math.nan}
+    w = np.array([r["n_treated"] for r in both], dtype=float)
+    w /= w.sum()
+    rt = np.array([r["churn_treated"] for r in both])
+    rc = np.array([r["churn_control"] for r in both])
+    nt = np.array([r["n_treated"] for r in both], dtype=float)
+    nc = np.array([r["n_control"] for r in both], dtype=float)
+    uplift = float(w @ (rc - rt))
+    se = math.sqrt(float(w**2 @ (rt * (1 - rt) / nt + rc * (1 - rc) / nc)))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p_value = float(2 * stats.norm.sf(abs(uplift) / se)) if se > 0 else (1.0 if uplift == 0 else 0.0)
+    return {**row, "churn_treated": float(w @ rt), "churn_control": float(w @ rc), "uplift": uplift,
+            "ci_low": max(-1.0, uplift - z * se), "ci_high": min(1.0, uplift + z * se), "p_value": p_value}
+
+
 def treatment_effect(alerts_with_outcome: pd.DataFrame, by: str = "playbook_id", level: float = 0.95,
                      min_group: int = MIN_GROUP) -> pd.DataFrame:
     """Churn of treated against control among the SELECTED alerts, per ``by`` value and overall ("ALL").
@@ -185,7 +216,7 @@ def treatment_effect(alerts_with_outcome: pd.DataFrame, by: str = "playbook_id",
     treated, control = sel & ~ctrl, sel & ctrl
     rows = [_effect_row(k, y[treated & (keys == k)], y[control & (keys == k)], level, min_group)
             for k in sorted(set(keys[sel].tolist()))]
-    rows.append(_effect_row(ALL, y[treated], y[control], level, min_group))
+    rows.append(_pooled_row(rows, y[treated], y[control], level, min_group))
     out = pd.DataFrame(rows, columns=TREATMENT_COLUMNS)
     return out.rename(columns={"playbook_id": by}) if by != "playbook_id" else out
 

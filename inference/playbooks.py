@@ -4,15 +4,14 @@ Playbooks and routing rules live in ``configs/playbooks.yaml`` so the retention 
 which action without touching code. Rules are evaluated in file order and the first match wins; alerts
 no rule matches get the default playbook, so no alert is ever dropped.
 
-Control groups are drawn from a hash of ``campaign:customer_id``, not from a random generator, so the
-same customer is held out in every run of a campaign whatever the row order or the other rows, and the
-uplift of each playbook can be measured against customers it was deliberately not applied to.
+Control groups are drawn from a hash of ``campaign:playbook:customer_id`` (the raw id, never the pseudonym),
+not from a random generator, so the same customer is held out in every run of a campaign whatever the row
+order or the other rows, and the uplift of each playbook can be measured against customers it was deliberately not applied to.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic import (
 )
 
 from churn.errors import ConfigError, DataError
+from churn.io import stable_uniform
 from churn.vocab import (
     DEFAULT_VALUE_TIERS,
     LIFECYCLE_STAGES,
@@ -395,6 +395,34 @@ def _kind_mask(book: PlaybookBook, playbook_id: str, alerts: pd.DataFrame) -> np
     return alerts["lifecycle_stage"].isin(book.remedial_stages).to_numpy(dtype=bool)
 
 
+def eligible_playbooks(alerts: pd.DataFrame, book: PlaybookBook) -> pd.DataFrame:
+    """Every playbook the rules allow for each alert, for allocation to choose from (rules define eligibility).
+
+    One row per (alert, playbook): ``row`` (position in ``alerts``), ``playbook_id`` and ``playbook_rule``, the
+    first rule in file order routing that alert to that playbook. The default playbook is eligible for every
+    alert (``playbook_rule`` "default" unless a rule also routes to it), so cheap care is always an option.
+    Sorted by row, then the playbooks' file order.
+    """
+    missing = [c for c in _REQUIRED_COLUMNS if c not in alerts.columns]
+    if missing:
+        raise DataError(_ALERTS, missing[0], "required column is missing for playbook routing")
+    n = len(alerts)
+    pb_index = {p.id: i for i, p in enumerate(book.playbooks)}
+    rule_of = np.full((n, len(book.playbooks)), None, dtype=object)
+    cache: dict[str, Any] = {}
+    for rule in book.rules:
+        col = pb_index[rule.playbook]
+        hit = (_rule_mask(rule.when, alerts, cache) & _kind_mask(book, rule.playbook, alerts)
+               & np.equal(rule_of[:, col], None))
+        rule_of[hit, col] = rule.id
+    default = pb_index[book.default_playbook]
+    rule_of[np.equal(rule_of[:, default], None), default] = DEFAULT_RULE
+    rows, cols = np.nonzero(np.not_equal(rule_of, None))
+    ids = np.array([p.id for p in book.playbooks], dtype=object)
+    return pd.DataFrame({"row": rows.astype(np.int64), "playbook_id": ids[cols],
+                         "playbook_rule": rule_of[rows, cols]})
+
+
 def _rule_mask(cond: RuleCondition, alerts: pd.DataFrame, cache: dict[str, Any]) -> np.ndarray:
     """Boolean array (positional) of the alerts that meet every condition of ``cond``."""
     n = len(alerts)
@@ -475,19 +503,17 @@ def control_draw(customer_ids: pd.Series, campaign: str) -> pd.Series:
     ids = customer_ids
     if pd.api.types.is_float_dtype(ids) and bool((ids == np.floor(ids)).all()):
         ids = ids.astype(np.int64)
-    prefix = f"{campaign}:"
-    digests = b"".join(hashlib.sha256(f"{prefix}{x}".encode()).digest()[:8] for x in ids.tolist())
-    raw = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
-    # Rounding to float64 can carry the largest hashes up to exactly 1.0; keep the draw in [0, 1).
-    draws = np.minimum(raw, np.nextafter(1.0, 0.0))
+    draws = stable_uniform(ids.tolist(), campaign)
     return pd.Series(draws, index=customer_ids.index, name="control_draw", dtype="float64")
 
 
-def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook) -> pd.Series:
+def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook, raw_ids: pd.Series | None = None) -> pd.Series:
     """True where the customer is held out (not contacted) to measure the playbook's uplift.
 
-    A customer is held out when its draw is below the fraction of its playbook (override or book default).
-    The draw depends only on campaign and customer id, so the split is stable across runs and row orders.
+    A customer is held out when its draw, ``control_draw(raw id, "campaign:playbook")``, is below the fraction of
+    its playbook (override or book default). The draw depends only on campaign, playbook and the RAW customer
+    id (``raw_ids``, aligned with ``alerts``; default ``alerts["customer_id"]``), so the split is stable across
+    runs and row orders and does not change when outputs are pseudonymised.
     """
     for column in ("customer_id", "playbook_id"):
         if column not in alerts.columns:
@@ -498,9 +524,14 @@ def assign_control_group(alerts: pd.DataFrame, book: PlaybookBook) -> pd.Series:
     if unknown.any():
         raise DataError(_ALERTS, "playbook_id", f"unknown playbook ids (known: {', '.join(fractions)})",
                         count=int(unknown.sum()), examples=alerts.loc[unknown, "playbook_id"].unique())
-    draws = control_draw(alerts["customer_id"], book.campaign)
-    held = pd.Series(draws.to_numpy() < fraction.to_numpy(dtype=np.float64), index=alerts.index,
-                     name="control_group", dtype=bool)
+    ids = alerts["customer_id"] if raw_ids is None else pd.Series(raw_ids.to_numpy(), index=alerts.index)
+    draws = np.ones(len(alerts))
+    pids = alerts["playbook_id"].to_numpy(dtype=object)
+    for pid in sorted(set(pids.tolist())):
+        at = pids == pid
+        draws[at] = control_draw(ids[at], f"{book.campaign}:{pid}").to_numpy()
+    held = pd.Series(draws < fraction.to_numpy(dtype=np.float64), index=alerts.index, name="control_group",
+                     dtype=bool)
     # debug only: the caller keeps just the selected ones, and logs the count that reaches the files
     logger.debug("control draw for campaign '%s': %d of %d alerts below their control fraction", book.campaign,
                  int(held.sum()), len(held))

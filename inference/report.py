@@ -88,6 +88,7 @@ def render_report(
         "drift": _drift_section(drift, summary, drift_rows),
         "estimate": _estimate_section(summary),
         "playbooks": _playbook_section(alerts),
+        "decisions": summary.get("decisions"),
     }
     html = env.get_template(_TEMPLATE).render(**context)
     out = write_text(path, html)

@@ -59,10 +59,13 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     (its folder or MLflow run id): every alert then says how and why its score changed since
     (:mod:`inference.change`) and whether it is new.
     """
+    from features.treatments import check_history
+    from inference.allocate import decision_summary
     from inference.playbooks import load_playbooks
     from inference.report import render_report
     from model.card import model_card
     from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
+    from model.uplift import estimate_effects
 
     scfg = cfg.scoring
     t0 = time.perf_counter()
@@ -154,7 +157,15 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         for col in cf.columns:
             alerts[col] = cf[col].to_numpy()
         timings["counterfactual_s"] = time.perf_counter() - t
-    alerts = decide_alerts(contact_plan(alerts, book, econ), book, scfg.budget, lifetime_days(cfg))
+    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame.iloc[alert_idx])
+    if effects is not None:
+        effects.index = alerts.index
+    if tables.treatments is not None:
+        check_history(tables.treatments, [pb.id for pb in book.playbooks], as_of)
+    weight = cfg.training.uplift.effect_weight
+    raw_ids = frame["customer_id"].astype(str).iloc[alert_idx].reset_index(drop=True)
+    alerts = decide_alerts(alerts, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
+    decisions = decision_summary(alerts, book, econ, effects, uplift_info, weight)
     changes = None
     if previous is not None:
         from inference.change import compare_with_previous
@@ -180,7 +191,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
         "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
-        "score_change": changes, "currency": econ.currency,
+        "score_change": changes, "currency": econ.currency, "decisions": decisions,
         "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -305,18 +316,19 @@ def contact_plan(alerts: pd.DataFrame, book: Any, econ: Any) -> pd.DataFrame:
     return alerts
 
 
-def decide_alerts(alerts: pd.DataFrame, book: Any, budget: float | None, lifetime_days: float) -> pd.DataFrame:
-    """Budget selection, control group, rank and the alert schema: the one population step of both engines.
+def decide_alerts(alerts: pd.DataFrame, book: Any, econ: Any, budget: float | None, lifetime_days: float,
+                  effects: pd.DataFrame | None = None, raw_ids: pd.Series | None = None,
+                  effect_weight: float = 1.0) -> pd.DataFrame:
+    """Playbook choice and contacts by expected incremental value under the budget (:func:`inference.allocate.
+    allocate`), control groups, rank and the alert schema: the one population step of both engines.
 
-    ``alerts`` in the customers table's row order (ties in the selection keep it).
+    ``alerts`` in the customers table's row order (ties in the selection keep it); ``effects``: the uplift
+    model's per-playbook effects (None: the playbooks' priors); ``raw_ids``: un-pseudonymised ids for the
+    control draw (None: the ids in ``alerts``).
     """
-    from inference.playbooks import assign_control_group
+    from inference.allocate import allocate
 
-    alerts = alerts.copy()
-    alerts["selected"] = al.select_under_budget(alerts["expected_net_value"].to_numpy(),
-                                                alerts["playbook_cost"].to_numpy(dtype=float), budget)
-    alerts["control_group"] = (assign_control_group(alerts, book).to_numpy() & alerts["selected"].to_numpy()
-                               if len(alerts) else np.zeros(0, dtype=bool))
+    alerts = allocate(alerts, book, econ, budget, effects=effects, raw_ids=raw_ids, effect_weight=effect_weight)
     log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(alerts["control_group"].sum()),
              int(alerts["selected"].sum()), len(alerts))
     alerts = al.order_alerts(alerts)

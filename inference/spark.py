@@ -277,7 +277,7 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
     importance = _global_importance(scored if explain_all else None, cand, model, specs)
     cand = cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta)
-    alerts = decide_alerts(cand, book, scfg.budget, lifetime_days(cfg))
+    alerts = decide_alerts(cand, book, cfg.training.economics, scfg.budget, lifetime_days(cfg))
     timings["alerts_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -186,8 +186,9 @@ def consistency(model: SurvivalModel, mu: np.ndarray, p_class: np.ndarray, horiz
     p_surv = model.churn_within(mu, horizon_days)
     from scipy.stats import spearmanr
 
+    varies = np.ptp(p_surv) > 0 and np.ptp(p_class) > 0  # a rank correlation needs two rankings
     return {"survival_vs_classifier_mean_abs_diff": float(np.mean(np.abs(p_surv - p_class))),
-            "survival_vs_classifier_spearman": float(spearmanr(p_surv, p_class).statistic),
+            "survival_vs_classifier_spearman": float(spearmanr(p_surv, p_class).statistic) if varies else float("nan"),
             "survival_horizon_mean_p": float(p_surv.mean()), "classifier_mean_p": float(p_class.mean())}
 
 

@@ -386,6 +386,9 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         timings["total_s"] = time.perf_counter() - t0
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
 
+    t1 = time.perf_counter()
+    uplift = _train_uplift(tables, cfg, model)
+    timings["uplift_s"] = time.perf_counter() - t1
     headline = {k: metrics[k] for k in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece",
                                         "test_lift_top10", "test_capture_top10", "test_best_profit", "test_emp",
                                         "baseline_xgb_default_roc_auc", "baseline_logistic_roc_auc", "test_base_rate",
@@ -399,4 +402,18 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
             "cutoffs": {"train": meta["train_cutoffs"], "valid": meta["valid_cutoffs"], "test": meta["test_cutoffs"]},
             "protocol": {k: v for k, v in protocol.items() if k != "fits"},
             "tuning": {"n_trials": result.n_trials, "n_pruned": result.n_pruned, "best_valid_auc": result.best_value,
-                       "study": study, "storage": tcfg.tuning.storage}, "n_features": len(features)}
+                       "study": study, "storage": tcfg.tuning.storage}, "n_features": len(features),
+            "uplift": uplift}
+
+
+def _train_uplift(tables: Tables, cfg: Config, churn_model: ChurnModel) -> dict[str, Any]:
+    """The uplift model from the campaign history, registered next to the churn model (training.uplift)."""
+    import yaml
+
+    from churn.config import resolve_path
+    from training.uplift import train_uplift
+
+    # the playbook ids only (training never imports inference; scoring validates the file in full)
+    raw = yaml.safe_load(resolve_path(cfg.scoring.playbooks).read_text(encoding="utf-8")) or {}
+    ids = [str(pb["id"]) for pb in raw.get("playbooks", []) if isinstance(pb, dict) and "id" in pb]
+    return train_uplift(tables, cfg, ids, risk_model=churn_model)

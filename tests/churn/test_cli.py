@@ -55,7 +55,10 @@ def test_generate_writes_tables_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "gen"
     res = run_cli(["generate", "--customers", "50", "--seed", "3", "--out", out])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.parquet" for t in TABLES] + ["summary.json"])
+    # the true campaign effects sit apart from the inputs, in _truth/ (issue 17)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.parquet" for t in TABLES]
+                                                           + ["summary.json", "_truth"])
+    assert [p.name for p in (out / "_truth").iterdir()] == ["treatment_effects.parquet"]
     summary = json.loads((out / "summary.json").read_text())
     expected = generate_demo(n_customers=50, seed=3)
     assert summary["command"] == "generate"

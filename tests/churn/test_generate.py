@@ -25,6 +25,8 @@ EXPECTED_DTYPES = {
     "transactions": {"customer_id": "str", "timestamp": "datetime64[us]", "amount": "float64"},
     "interactions": {"customer_id": "str", "timestamp": "datetime64[us]", "channel": "str", "category": "str",
                      "text": "str", "rating": "float64"},
+    "treatments": {"customer_id": "str", "timestamp": "datetime64[us]", "campaign_id": "str", "playbook_id": "str",
+                   "group": "str"},
 }
 
 
@@ -260,3 +262,49 @@ def test_write_demo_rejects_unknown_format(tmp_path: Path, small: dict[str, pd.D
 def test_write_demo_requires_every_table(tmp_path: Path, small: dict[str, pd.DataFrame]) -> None:
     with pytest.raises(ValueError, match="interactions"):
         write_demo({k: v for k, v in small.items() if k != "interactions"}, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ campaigns
+def test_campaigns_are_randomized_monthly_and_inside_the_data(moderate: dict[str, pd.DataFrame]) -> None:
+    from churn.generate import PLAYBOOK_IDS
+
+    tr = moderate["treatments"]
+    assert tr["campaign_id"].nunique() == 9
+    assert set(tr["playbook_id"]) == set(PLAYBOOK_IDS) and set(tr["group"]) == {"treated", "control"}
+    assert abs((tr["group"] == "control").mean() - 0.3) < 0.05
+    assert not tr.duplicated(["customer_id", "campaign_id"]).any()
+    assert (tr["timestamp"].dt.hour == 9).all() and (tr["timestamp"].dt.day == 1).all()
+    assert tr["timestamp"].max() < END - pd.Timedelta(days=30)  # every outcome window is observed
+    c = moderate["customers"].set_index("customer_id")
+    churn = c["churn_date"].reindex(tr["customer_id"]).to_numpy()
+    assert not (churn <= tr["timestamp"].dt.normalize().to_numpy()).any(), "contacted after churning"
+
+
+def test_never_contacted_customers_churn_as_without_campaigns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from churn import generate as gen
+
+    with_campaigns = gen.generate_demo(n_customers=600, seed=5)
+    monkeypatch.setattr(gen._Campaigns, "contact", lambda self, m, cust, months, logit, tenure, alive:
+                        np.zeros(len(logit), np.float32))
+    without = gen.generate_demo(n_customers=600, seed=5)
+    tr = with_campaigns["treatments"]
+    treated = tr.loc[tr["group"] == "treated", "customer_id"].unique()
+    a = with_campaigns["customers"].set_index("customer_id")["churn_date"]
+    b = without["customers"].set_index("customer_id")["churn_date"]
+    same = (a == b) | (a.isna() & b.isna())
+    assert same[~a.index.isin(treated)].all()
+    assert not same[a.index.isin(treated)].all(), "the campaigns' effect shows in treated customers' churn dates"
+
+
+def test_truth_has_persuadables_sleeping_dogs_and_no_effect(tmp_path: Path) -> None:
+    from churn.generate import PLAYBOOK_IDS, TRUTH_FILE, simulate_demo
+
+    tables, truth = simulate_demo(n_customers=600, seed=5)
+    c = tables["customers"]
+    active = c.loc[c["churn_date"].isna(), "customer_id"]
+    assert len(truth) == len(active) * len(PLAYBOOK_IDS)
+    assert set(truth["customer_id"]) == set(active)
+    effect = truth["true_effect"]
+    assert (effect < -0.01).mean() > 0.05 and (effect > 0.01).mean() > 0.01 and (effect == 0).mean() > 0.2
+    write_demo(tables, tmp_path, truth=truth)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / TRUTH_FILE), truth)

@@ -1,4 +1,4 @@
-"""Risk tiers, expected net value, budgeted selection, alert order and pseudonyms, on hand-made numbers."""
+"""Risk tiers, expected net value, alert order and pseudonyms, on hand-made numbers (selection: test_allocate)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hmac
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from churn.config import Economics, RiskTiers
 from inference import alerts as al
@@ -31,50 +30,6 @@ def test_expected_net_value_by_hand() -> None:
     #   0.2 x 0.5 x (10 - 20)  - 1 = -1 - 1  = -2
     #   0.9 x 0.4 x (0 - 20)   - 2 = -7.2 - 2 = -9.2   (negative CLV counts as 0)
     np.testing.assert_allclose(al.expected_net_value(p, clv, acceptance, cost, econ), [22.0, -2.0, -9.2], atol=1e-12)
-
-
-NET = np.array([10.0, 30.0, 5.0, -1.0, 0.0, 8.0])
-COST = np.array([5.0, 10.0, 1.0, 1.0, 0.0, 4.0])
-# net / cost for the positive ones: #0 2.0, #1 3.0, #2 5.0, #5 2.0 (tie with #0); #3 and #4 are never eligible.
-# best-ratio order: #2 (cost 1), #1 (10), #0 (5), #5 (4) -> cumulative cost 1, 11, 16, 20
-
-
-@pytest.mark.parametrize(("budget", "expected"), [
-    (None, [0, 1, 2, 5]),   # no budget: every positive net value
-    (0.5, []),              # cheapest eligible contact costs 1
-    (1.0, [2]),
-    (16.0, [0, 1, 2]),      # tie #0 / #5 (ratio 2): input order wins
-    (19.99, [0, 1, 2]),
-    (20.0, [0, 1, 2, 5]),
-    (1e9, [0, 1, 2, 5]),    # never net <= 0, however large the budget
-])
-def test_select_under_budget_by_ratio(budget: float | None, expected: list[int]) -> None:
-    chosen = al.select_under_budget(NET, COST, budget)
-    assert chosen.dtype == bool and len(chosen) == len(NET)
-    assert np.flatnonzero(chosen).tolist() == expected
-    if budget is not None:
-        assert COST[chosen].sum() <= budget
-
-
-def test_select_under_budget_fills_the_remaining_budget() -> None:
-    # budget 15: #2 (1) + #1 (10) = 11; #0 (5) would make 16 -> skip it; #5 (4) makes exactly 15 and is worth 8
-    assert np.flatnonzero(al.select_under_budget(NET, COST, 15.0)).tolist() == [1, 2, 5]
-
-
-def test_select_under_budget_ties_are_deterministic() -> None:
-    # swapping the tied rows swaps the winner: ties keep input order
-    net = np.array([8.0, 10.0])
-    cost = np.array([4.0, 5.0])  # both ratio 2
-    assert al.select_under_budget(net, cost, 5.0).tolist() == [True, False]
-    assert al.select_under_budget(net[::-1], cost[::-1], 5.0).tolist() == [True, False]
-    for _ in range(3):
-        np.testing.assert_array_equal(al.select_under_budget(NET, COST, 16.0), al.select_under_budget(NET, COST, 16.0))
-
-
-def test_select_under_budget_zero_cost_and_nothing_positive() -> None:
-    assert al.select_under_budget(np.array([5.0, 3.0]), np.array([0.0, 2.0]), 0.0).tolist() == [True, False]
-    assert not al.select_under_budget(np.array([-5.0, 0.0]), np.array([1.0, 1.0]), None).any()
-    assert al.select_under_budget(np.array([]), np.array([]), 100.0).tolist() == []
 
 
 def test_order_alerts_ranks_selected_first() -> None:

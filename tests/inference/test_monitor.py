@@ -155,14 +155,18 @@ def test_treatment_effect_counts_and_uplift_by_hand() -> None:
     assert (a["churn_treated"], a["churn_control"], a["uplift"]) == pytest.approx((0.25, 1.0, 0.75))
     # B: treated 2/2 = 1.0, control 0/1 = 0.0, uplift -1.0 (the playbook "hurt")
     assert (b["n_treated"], b["n_control"], b["uplift"]) == (2, 1, pytest.approx(-1.0))
-    # ALL: treated 3/6 = 0.5, control 2/3, uplift 1/6
+    # ALL, weighted by treated customers (w_A = 4/6, w_B = 2/6): treated 4/6*.25 + 2/6*1 = 0.5,
+    # control 4/6*1 + 2/6*0 = 2/3, uplift 1/6 (here equal to the raw pooling: control shares are equal)
     assert (total["n_treated"], total["n_control"], total["churned_treated"], total["churned_control"]) == (6, 3, 3, 2)
-    assert total["uplift"] == pytest.approx(1 / 6)
+    assert (total["churn_treated"], total["churn_control"], total["uplift"]) == pytest.approx((0.5, 2 / 3, 1 / 6))
+    # se = sqrt((4/6)^2 (.25*.75/4 + 0) + (2/6)^2 (0 + 0)) = 0.144338; z = 1.1547 -> two-sided p 0.2482
+    se = math.sqrt((4 / 6) ** 2 * 0.25 * 0.75 / 4)
+    assert (total["ci_low"], total["ci_high"]) == pytest.approx((1 / 6 - 1.959964 * se, 1 / 6 + 1.959964 * se))
     # Fisher exact by hand (hypergeometric, margins fixed):
     # A [[1,3],[2,0]]: P(k treated churners), k=1,2,3 -> 3/15, 9/15, 3/15; two-sided = P(k)<=0.2 -> 0.4
     # B [[2,0],[0,1]]: k=1,2 -> 2/3, 1/3; observed 1/3 -> 1/3
-    # ALL [[3,3],[2,1]]: k=2..5 -> 10, 40, 30, 4 (/84); observed 40/84, every k is <= -> 1.0
-    assert te["p_value"].tolist() == pytest.approx([0.4, 1 / 3, 1.0])
+    # ALL: normal approximation of the weighted estimate (module docstring)
+    assert te["p_value"].tolist() == pytest.approx([0.4, 1 / 3, 0.2482], abs=1e-4)
     assert not te["enough"].any()
     for _, r in te.iterrows():
         assert r["ci_low"] <= r["uplift"] <= r["ci_high"] and -1 <= r["ci_low"] and r["ci_high"] <= 1
@@ -259,12 +263,13 @@ def test_evaluate_alerts_end_to_end(tmp_path: Path) -> None:
     assert (lift["n_targeted"], lift["precision"], lift["lift"], lift["capture"]) == (1, 1.0, 2.5, 0.25)
     assert isinstance(lift["n_targeted"], int) and isinstance(lift["churners_caught"], int)
     assert sum(r["count"] for r in res["reliability"]) == 10
-    # A: treated 1/1, control 1/2 -> uplift -0.5; B: treated 0/1, control 0/1 -> 0; ALL: 1/2 vs 1/3 -> -1/6
+    # A: treated 1/1, control 1/2 -> uplift -0.5; B: treated 0/1, control 0/1 -> 0;
+    # ALL weighted by treated (1 and 1): (-0.5 + 0) / 2 = -0.25 (raw pooling 1/2 vs 1/3 would say -1/6)
     te = {r["playbook_id"]: r for r in res["treatment_effect"]}
     assert list(te) == ["A", "B", "ALL"]
     assert (te["A"]["n_treated"], te["A"]["n_control"], te["A"]["uplift"]) == (1, 2, pytest.approx(-0.5))
     assert te["B"]["uplift"] == 0.0 and te["B"]["p_value"] == pytest.approx(1.0)
-    assert te["ALL"]["uplift"] == pytest.approx(-1 / 6)
+    assert te["ALL"]["uplift"] == pytest.approx(-0.25)
     notes = " ".join(res["notes"])
     assert "biased" in notes and "Newcombe" in notes and "Fisher" in notes and "not reliable" in notes
     json.dumps(res, allow_nan=False)  # strict JSON: no NaN left
@@ -316,3 +321,15 @@ def test_monitor_sets_the_recorded_estimate_beside_the_realised_values(tmp_path:
     assert rows["precision_at_alert"]["inside_interval"] is False  # 0.5 is above the recorded 0.45
     assert (rows["churners_in_alerts"]["realized"], rows["churners_in_alerts"]["inside_interval"]) == (3, True)
     assert evaluate_alerts(_write_run(tmp_path / "old"), _tables(), LABEL)["estimate_vs_realized"] is None
+
+
+def test_pooled_effect_weighs_playbooks_by_treated_customers() -> None:
+    # A: 10 treated (2 churn), 10 control (6 churn): uplift 0.4; B: 90 treated (45), 10 control (5): uplift 0
+    # weighted by treated: 0.1*0.4 + 0.9*0 = 0.04; raw pooling (47/100 vs 11/20) would say 0.08
+    df = pd.DataFrame({"playbook_id": ["A"] * 20 + ["B"] * 100, "selected": True,
+                       "control_group": [False] * 10 + [True] * 10 + [False] * 90 + [True] * 10,
+                       "churned": [1] * 2 + [0] * 8 + [1] * 6 + [0] * 4 + [1] * 45 + [0] * 45 + [1] * 5 + [0] * 5})
+    total = treatment_effect(df).set_index("playbook_id").loc["ALL"]
+    assert total["uplift"] == pytest.approx(0.04)
+    assert (total["churn_treated"], total["churn_control"]) == pytest.approx((0.1 * 0.2 + 0.9 * 0.5, 0.1 * 0.6 + 0.9 * 0.5))
+    assert total["ci_low"] < 0.04 < total["ci_high"]

@@ -301,3 +301,32 @@ def test_log_files_and_report_agree_on_control_count_and_name_the_final_path(
         assert step in text
     assert summary["model_card"]["version"] == "1" and summary["currency"] == "EUR"
     assert summary["model_card"]["metrics"]["test_roc_auc"] > 0.5
+def test_control_group_does_not_depend_on_pseudonymisation(in_store: Store, alerts: pd.DataFrame,
+                                                            tmp_path: Path) -> None:
+    from inference.alerts import pseudonymize
+
+    scoring = in_store.cfg.scoring.model_copy(update={"pseudonymize_key": "another-key"})
+    score(in_store.tables, in_store.cfg.model_copy(update={"scoring": scoring}), AS_OF, tmp_path, log_to_mlflow=False)
+    pseudo = pd.read_parquet(tmp_path / "alerts.parquet").set_index("customer_id")
+    plain = alerts.assign(customer_id=pseudonymize(alerts["customer_id"], "another-key")).set_index("customer_id")
+    assert plain["control_group"].sum() > 0
+    pd.testing.assert_series_equal(pseudo["control_group"].sort_index(), plain["control_group"].sort_index())
+    pd.testing.assert_series_equal(pseudo["playbook_id"].sort_index(), plain["playbook_id"].sort_index())
+
+
+def test_summary_and_report_show_decisions_per_value_tier(runs: dict[str, Any], alerts: pd.DataFrame) -> None:
+    d = runs["dir"] / "first"
+    decisions = json.loads((d / "summary.json").read_text())["decisions"]
+    assert decisions["effects_source"] in ("uplift", "priors")
+    if decisions["effects_source"] == "priors":
+        assert decisions["notes"] and "prior" in decisions["notes"][0]
+    tiers = decisions["by_value_tier"]
+    assert set(tiers) == set(alerts["value_tier"])
+    contacted = alerts[alerts["selected"]].groupby("value_tier").size().to_dict()
+    assert {t: v["contacted"] for t, v in tiers.items() if v["contacted"]} == contacted
+    assert decisions["spend_selected"] == pytest.approx(alerts.loc[alerts["selected"], "playbook_cost"].sum(), abs=0.01)
+    ranked = decisions["risk_ranked_same_spend"]
+    assert sum(v["spent"] for v in ranked.values()) <= decisions["spend_selected"] + 0.01
+    assert "Decisions by value tier" in (d / "report.html").read_text(encoding="utf-8")
+    # every alert says why it is or is not contacted
+    assert alerts["decision"].str.match(r"^(contact|control|no playbook pays|budget)").all()

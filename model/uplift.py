@@ -1,0 +1,199 @@
+"""The uplift model: what a contact with each playbook changes in a customer's churn probability.
+
+The fitted meta-learner (:class:`UpliftModel`, boosters by role plus the feature schema), its storage as
+XGBoost JSON and a JSON side file (nothing executable), and the scoring side: loading the registered
+version and estimating every playbook's effect for alerted customers. Training, the campaign data set and
+the out-of-time evaluation live in :mod:`training.uplift`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from churn.config import Config
+
+log = logging.getLogger(__name__)
+
+_PB = "pb="  # prefix of the playbook one-hot columns
+_PARAMS = {"max_depth": 3, "eta": 0.05, "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.7,
+           "lambda": 5.0, "tree_method": "hist"}
+N_FOLDS = 3
+
+
+class UpliftModel:
+    """Fitted meta-learner: boosters by role, the feature schema and the playbooks it knows."""
+
+    def __init__(self, learner: str, features: list[str], categories: dict[str, list[str]], playbooks: list[str],
+                 rounds: int = 200, seed: int = 42, n_threads: int = 2) -> None:
+        self.learner, self.features, self.categories, self.playbooks = learner, features, categories, playbooks
+        self.rounds, self.seed, self.n_threads = rounds, seed, n_threads
+        self.boosters_: dict[str, xgb.Booster] = {}
+        self.propensity_: float = 0.5
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ design matrices
+    def _x(self, frame: pd.DataFrame, playbook: np.ndarray | None = None) -> pd.DataFrame:
+        from model.artifact import ChurnModel
+
+        x = ChurnModel(xgb.Booster(), self.features, self.categories).prepare(frame, "campaign features")
+        if playbook is not None:
+            for p in self.playbooks:
+                x[_PB + p] = (playbook == p).astype(np.float32)
+        return x
+
+    def _fit(self, x: pd.DataFrame, y: np.ndarray, objective: str) -> xgb.Booster:
+        params = {**_PARAMS, "objective": objective, "seed": self.seed, "nthread": self.n_threads}
+        return xgb.train(params, xgb.DMatrix(x, label=y, enable_categorical=True), self.rounds)
+
+    @staticmethod
+    def _predict(b: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
+        return b.predict(xgb.DMatrix(x, enable_categorical=True))
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, data: pd.DataFrame) -> UpliftModel:
+        """``data``: features, ``playbook_id``, ``treated`` (0/1), ``churned`` (0/1), ``customer_id``."""
+        t = data["treated"].to_numpy(dtype=bool)
+        y = data["churned"].to_numpy(dtype=float)
+        pb = data["playbook_id"].to_numpy(dtype=object)
+        self.propensity_ = float(t.mean())
+        x0, x1 = self._x(data[~t]), self._x(data[t], pb[t])
+        if self.learner == "t":
+            self.boosters_ = {"mu0": self._fit(x0, y[~t], "binary:logistic"),
+                              "mu1": self._fit(x1, y[t], "binary:logistic")}
+            return self
+        if self.learner == "s":
+            self.boosters_ = {"mu": self._fit(self._x(data, np.where(t, pb, None)), y, "binary:logistic")}
+            return self
+        m0, m1 = self._cross_fitted(data, t, y, pb)
+        self.boosters_ = {"tau1": self._fit(x1, y[t] - m0[t], "reg:squarederror"),
+                          "tau0": self._fit(self._x(data[~t], pb[~t]), m1[~t] - y[~t], "reg:squarederror")}
+        return self
+
+    def _cross_fitted(self, data: pd.DataFrame, t: np.ndarray, y: np.ndarray,
+                      pb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold mu0(x) and mu1(x, own playbook) for every row; folds by customer (seeded hash)."""
+        from churn.io import stable_uniform
+
+        draw = stable_uniform(data["customer_id"].astype(str).tolist(), f"uplift-folds-{self.seed}")
+        fold = np.minimum((draw * N_FOLDS).astype(int), N_FOLDS - 1)
+        m0, m1 = np.zeros(len(data)), np.zeros(len(data))
+        x_all, x_all_pb = self._x(data), self._x(data, pb)
+        for k in range(N_FOLDS):
+            fit, out = fold != k, fold == k
+            b0 = self._fit(x_all[fit & ~t], y[fit & ~t], "binary:logistic")
+            b1 = self._fit(x_all_pb[fit & t], y[fit & t], "binary:logistic")
+            m0[out], m1[out] = self._predict(b0, x_all[out]), self._predict(b1, x_all_pb[out])
+        return m0, m1
+
+    def effect(self, frame: pd.DataFrame, playbook: np.ndarray) -> np.ndarray:
+        """Estimated change in churn probability if row i is contacted with ``playbook[i]``."""
+        playbook = np.asarray(playbook, dtype=object)
+        known = np.isin(playbook, self.playbooks)
+        out = np.full(len(frame), np.nan)
+        if not known.any():
+            return out
+        sub, pb = frame[known], playbook[known]
+        x_pb = self._x(sub, pb)
+        if self.learner == "t":
+            est = self._predict(self.boosters_["mu1"], x_pb) - self._predict(self.boosters_["mu0"], self._x(sub))
+        elif self.learner == "s":
+            none = self._x(sub, np.full(len(sub), None, dtype=object))
+            est = self._predict(self.boosters_["mu"], x_pb) - self._predict(self.boosters_["mu"], none)
+        else:
+            e = self.propensity_
+            est = e * self._predict(self.boosters_["tau0"], x_pb) + (1 - e) * self._predict(self.boosters_["tau1"], x_pb)
+        out[known] = np.clip(est, -1.0, 1.0)
+        return out
+
+    def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows of ``frame`` x known playbooks: estimated effect of each (index aligned with ``frame``)."""
+        cols = {p: self.effect(frame, np.full(len(frame), p, dtype=object)) for p in self.playbooks}
+        return pd.DataFrame(cols, index=frame.index)
+
+    # ------------------------------------------------------------------ persistence (JSON only)
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for role, b in self.boosters_.items():
+            b.save_model(d / f"{role}.json")
+        meta = {"learner": self.learner, "features": self.features, "categories": self.categories,
+                "playbooks": self.playbooks, "rounds": self.rounds, "seed": self.seed, "n_threads": self.n_threads,
+                "propensity": self.propensity_, "roles": sorted(self.boosters_), "meta": self.meta}
+        (d / "uplift_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> UpliftModel:
+        d = Path(directory)
+        meta = json.loads((d / "uplift_meta.json").read_text())
+        m = cls(meta["learner"], meta["features"], meta["categories"], meta["playbooks"], meta["rounds"],
+                meta["seed"], meta["n_threads"])
+        m.propensity_, m.meta = float(meta["propensity"]), meta["meta"]
+        for role in meta["roles"]:
+            b = xgb.Booster()
+            b.load_model(d / f"{role}.json")
+            m.boosters_[role] = b
+        return m
+
+
+COLD_START_NOTE = ("no uplift model (cold start: no or too little campaign history): playbook effects are the "
+                   "configured priors (acceptance_rate x churn probability); hold out a larger control share "
+                   "until there is evidence")
+
+
+def uplift_model_name(cfg: Config) -> str:
+    """Registered next to the churn model: ``<model_name>-uplift``."""
+    return f"{cfg.mlflow.model_name}-uplift"
+
+
+def load_uplift_model(cfg: Config, alias: str) -> tuple[UpliftModel | None, str | None]:
+    """The registered uplift model under ``alias`` and its version, or (None, None): cold start."""
+    import mlflow
+
+    from model.artifact import UNSAFE_SUFFIXES, ModelFormatError
+    from model.registry import get_alias_version
+
+    name = uplift_model_name(cfg)
+    try:
+        version = get_alias_version(name, alias)
+    except Exception:  # noqa: BLE001 - a store without the model at all
+        version = None
+    if version is None:
+        return None, None
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}"))
+    unsafe = [p.name for p in local.rglob("*") if p.suffix.lower() in UNSAFE_SUFFIXES or p.name == "MLmodel"]
+    if unsafe or not (local / "uplift_meta.json").is_file():
+        raise ModelFormatError(f"uplift model {name} version {version}: refused ({', '.join(unsafe) or 'no uplift_meta.json'}"
+                               "): models load from XGBoost JSON and JSON only; retrain it with this version")
+    return UpliftModel.load(local), version
+
+
+def estimate_effects(cfg: Config, alias: str, frame: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """Scoring: every playbook's estimated effect for the rows of ``frame``, or None and the cold-start note."""
+    t0 = time.perf_counter()
+    model, version = load_uplift_model(cfg, alias)
+    if model is None:
+        log.warning("uplift: %s", COLD_START_NOTE)
+        return None, {"effects_source": "priors", "uplift_model_version": None, "note": COLD_START_NOTE}
+    if not model.meta.get("use_for_decisions", True):
+        note = f"uplift model version {version} not used: {model.meta.get('gate')}"
+        log.warning("uplift: %s", note)
+        return None, {"effects_source": "priors", "uplift_model_version": version, "note": note,
+                      "uplift_s": round(time.perf_counter() - t0, 3)}
+    missing = [f for f in model.features if f not in frame.columns]
+    if missing:
+        note = f"the uplift model needs feature(s) this data cannot produce ({missing[:5]}): priors used"
+        log.warning("uplift: %s", note)
+        return None, {"effects_source": "priors", "uplift_model_version": version, "note": note}
+    effects = model.effects(frame)
+    return effects, {"effects_source": "uplift", "uplift_model_name": uplift_model_name(cfg),
+                     "uplift_model_version": version, "uplift_learner": model.learner,
+                     "uplift_s": round(time.perf_counter() - t0, 3)}

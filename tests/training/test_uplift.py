@@ -1,0 +1,112 @@
+"""Uplift model: Qini by hand, meta-learners recover planted effects, JSON round trip, cold start, truth unread."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config import Config
+from training.uplift import (
+    UpliftModel,
+    compare_policies,
+    qini_coefficient,
+    qini_curve,
+    split_out_of_time,
+    train_uplift,
+    uplift_at_k,
+)
+
+
+def test_qini_by_hand() -> None:
+    score = np.array([4.0, 3.0, 2.0, 1.0])
+    treated = np.array([True, False, True, False])
+    churned = np.array([0, 1, 0, 1])
+    # retained 1,0,1,0; k=1: no control yet -> 0; k=2: 1 - 0*1/1 = 1; k=3: 2 - 0 = 2; k=4: 2 - 0*2/2 = 2
+    assert qini_curve(score, treated, churned).tolist() == [0.0, 1.0, 2.0, 2.0]
+    # random line 2k/4 = .5, 1, 1.5, 2 -> differences -.5, 0, .5, 0 -> mean 0 -> 0 / 2 treated
+    assert qini_coefficient(score, treated, churned)["qini"] == pytest.approx(0.0)
+    # reversed: curve 0, 1, 1, 2 -> differences -.5, 0, -.5, 0 -> mean -.25 -> -.125
+    assert qini_curve(-score, treated, churned).tolist() == [0.0, 1.0, 1.0, 2.0]
+    assert qini_coefficient(-score, treated, churned)["qini"] == pytest.approx(-0.125)
+    # top half: treated churn 0/1, control 1/1 -> +1 (the contact retained)
+    assert uplift_at_k(score, treated, churned, 0.5) == pytest.approx(1.0)
+    table = compare_policies({"model": score}, treated, churned)
+    assert table["policy"].tolist() == ["model", "random"]
+
+
+def _synthetic(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """Base churn 0.3; playbook A retains (-0.25) when x > 0.5; B raises churn (+0.25) when x < 0.4."""
+    rng = np.random.default_rng(seed)
+    x = rng.random(n)
+    pb = np.where(rng.random(n) < 0.5, "A", "B")
+    treated = rng.random(n) < 0.7
+    effect = np.where(pb == "A", np.where(x > 0.5, -0.25, 0.0), np.where(x < 0.4, 0.25, 0.0))
+    p = 0.3 + treated * effect
+    return pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "x": x, "noise": rng.random(n),
+                         "playbook_id": pb, "treated": treated.astype(np.int8),
+                         "churned": (rng.random(n) < p).astype(float), "cutoff": pd.Timestamp("2025-01-01")})
+
+
+@pytest.mark.parametrize("learner", ["t", "x"])
+def test_learners_recover_planted_effects_and_round_trip(learner: str, tmp_path: Path) -> None:
+    data = _synthetic(3000)
+    m = UpliftModel(learner, ["x", "noise"], {}, ["A", "B"], rounds=100, seed=1).fit(data)
+    probe = pd.DataFrame({"x": [0.9, 0.1, 0.9, 0.1], "noise": 0.5})
+    est = m.effect(probe, np.array(["A", "A", "B", "B"], dtype=object))
+    # true: A -0.25 at high x, 0 at low x; B 0 at high x, +0.25 at low x (pooled mu1 shares some strength)
+    assert est[0] < -0.15 and est[1] - est[0] > 0.1   # A: persuadable at high x
+    assert est[3] > 0.15 and est[3] - est[2] > 0.15   # B: sleeping dog at low x
+    assert np.isnan(m.effect(probe.iloc[:1], np.array(["ghost"], dtype=object))[0])
+    again = UpliftModel.load(m.save(tmp_path / "m"))
+    pd.testing.assert_frame_equal(again.effects(probe), m.effects(probe))
+    assert not list(tmp_path.glob("m/*.pkl")), "JSON only"
+
+
+def test_out_of_time_split_leaves_a_gap_for_the_outcome_window() -> None:
+    cut = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01"])
+    data = pd.DataFrame({"cutoff": np.repeat(cut, 2), "v": range(8)})
+    train, test = split_out_of_time(data, 2, 30)
+    # test from 2025-03-01; 2025-02-01 + 30 days = 2025-03-03 > 2025-03-01: that campaign's outcome overlaps
+    assert sorted(train["cutoff"].unique()) == [pd.Timestamp("2025-01-01")]
+    assert sorted(test["cutoff"].unique()) == [pd.Timestamp("2025-03-01"), pd.Timestamp("2025-04-01")]
+
+
+def test_cold_start_without_or_with_too_little_history(demo_data_dir: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from churn.config import load_config
+    from features.contract import load_tables
+
+    cfg: Config = load_config(None)
+    tables = load_tables(demo_data_dir, cfg)
+    no_history = load_tables(demo_data_dir, cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "tables": {k: v for k, v in cfg.data.tables.items() if k != "treatments"}})}))
+    assert no_history.treatments is None
+    assert train_uplift(no_history, cfg, ["auto-checkin"])["status"] == "cold_start"
+    strict = cfg.model_copy(update={"training": cfg.training.model_copy(update={
+        "uplift": cfg.training.uplift.model_copy(update={"min_group": 10**6})})})
+    ids = sorted(set(tables.treatments["playbook_id"]))
+    with caplog.at_level(logging.WARNING, logger="training.uplift"):
+        res = train_uplift(tables, strict, ids)
+    assert res["status"] == "cold_start" and "too little campaign history" in res["note"]
+    assert "larger control share" in caplog.text
+
+
+def test_pipeline_never_reads_the_truth(tmp_path: Path) -> None:
+    from churn.config import load_config
+    from churn.generate import TRUTH_FILE, simulate_demo, write_demo
+    from features.contract import load_tables
+    from training.uplift import campaign_dataset
+
+    tables, truth = simulate_demo(n_customers=300, seed=2)
+    write_demo(tables, tmp_path, truth=truth)
+    (tmp_path / TRUTH_FILE).write_bytes(b"not parquet: reading this would fail")
+    cfg = load_config(None)
+    loaded = load_tables(tmp_path, cfg)
+    assert not [f for f in loaded.files if "_truth" in str(f)]
+    built = campaign_dataset(loaded, cfg, sorted(set(loaded.treatments["playbook_id"])), loaded.data_end)
+    assert built is not None and len(built[0]) > 0
+    assert "true_effect" not in built[0].columns
