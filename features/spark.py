@@ -319,6 +319,8 @@ def read_tables_spark(spark: SparkSession, data: str | Path | Mapping[str, str |
     if "signup_date" not in frames["customers"].columns:
         mapped = customers_tc.columns.get("signup_date", "signup_date")
         raise DataError("customers", mapped, f"missing required column(s) ['{mapped}']")
+    for role in sorted(set(paths) - set(ROLES)):  # read by the default engine too (treatments): in the input hash
+        files.extend(f for p in paths[role] for f in _list_files(spark, p))
     input_hash = _hash_inputs(files)
     return SparkInputs(frames, attributes, numeric_attrs, fmt, True, files, input_hash)
 

@@ -11,6 +11,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -419,6 +421,15 @@ def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, l
         write_json(staged / "summary.json", summary)
         publish(staged, out_dir)
         return
+    with _scoring_run(cfg, summary, staged):
+        write_json(staged / "summary.json", summary)
+        publish(staged, out_dir)
+
+
+@contextmanager
+def _scoring_run(cfg: Config, summary: dict[str, Any], staged: Path) -> Iterator[str]:
+    """The scoring batch's MLflow run (input hash, model version, counts, estimate, alert and drift files), open
+    while the caller publishes; ``summary["run_id"]`` is set before the caller writes the summary."""
     import mlflow
 
     from churn.mlflow_runs import owner_tags, reap_dead_runs
@@ -435,8 +446,7 @@ def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, l
             if (staged / name).exists():
                 mlflow.log_artifact(str(staged / name), artifact_path="scoring")
         summary["run_id"] = run.info.run_id
-        write_json(staged / "summary.json", summary)
-        publish(staged, out_dir)
+        yield run.info.run_id
 
 
 def _estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:

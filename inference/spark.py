@@ -11,6 +11,7 @@ and ``drift.csv`` / ``report.html`` when the scores fit ``collect_limit``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -276,8 +277,10 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     cand = _collect(scored.where(F.col("_alert")).drop("_alert"))
     cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
     importance = _global_importance(scored if explain_all else None, cand, model, specs)
+    effects, raw_ids = _alert_effects(spark, fs, cand, model, cfg)
     cand = cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta)
-    alerts = decide_alerts(cand, book, cfg.training.economics, scfg.budget, lifetime_days(cfg))
+    alerts = decide_alerts(cand, book, cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
+                           cfg.training.uplift.effect_weight)
     timings["alerts_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -335,7 +338,7 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
     Staged in a local temporary folder, then moved into ``out`` (local) or copied through Hadoop's FileSystem.
     """
     from churn.io import write_json
-    from inference.score import _log_scoring_run, _timing_summary, write_alert_files
+    from inference.score import _scoring_run, _timing_summary, write_alert_files
 
     target = Path(out) if "://" not in out else None  # else through Hadoop's FileSystem (file://, s3a://, ...)
     with tempfile.TemporaryDirectory(dir=target, prefix=".staging-") as tmp:
@@ -357,14 +360,13 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
         timings["write_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         summary["timings_s"] = timings
-        if log_to_mlflow:
-            summary["run_id"] = _log_scoring_run(cfg, summary, st)
-        write_json(st / "summary.json", summary)
-        for f in sorted(st.iterdir()):
-            if target is not None:
-                shutil.move(str(f), target / f.name)
-            else:
-                _put_remote(spark, f, f"{out}/{f.name}")
+        with _scoring_run(cfg, summary, st) if log_to_mlflow else contextlib.nullcontext():
+            write_json(st / "summary.json", summary)
+            for f in sorted(st.iterdir()):  # file by file: the Spark engine's outputs are not published as one set
+                if target is not None:
+                    shutil.move(str(f), target / f.name)
+                else:
+                    _put_remote(spark, f, f"{out}/{f.name}")
 
 
 def _put_remote(spark: SparkSession, local: Path, path: str) -> None:
@@ -373,6 +375,22 @@ def _put_remote(spark: SparkSession, local: Path, path: str) -> None:
 
     p, fs = _hadoop_path(spark, path)
     fs.copyFromLocalFile(False, True, spark.sparkContext._jvm.org.apache.hadoop.fs.Path(str(local.resolve())), p)
+
+
+def _alert_effects(spark: SparkSession, fs: SparkFeatureSet, cand: pd.DataFrame, model: Any,
+                   cfg: Config) -> tuple[pd.DataFrame | None, pd.Series]:
+    """The alerted customers' feature rows (collected: alerts are small), for the default engine's uplift
+    effects and their raw ids (the control draw never depends on pseudonymisation)."""
+    from model.uplift import estimate_effects
+
+    keys = spark.createDataFrame(cand[[ROW]].astype("int64"))
+    cols = [ROW, "customer_id", *[f for f in dict.fromkeys(model.features) if f != "customer_id"]]
+    feat = fs.frame.select(*[f"`{c}`" for c in cols]).join(keys, ROW).toPandas()
+    feat = feat.set_index(ROW).loc[cand[ROW].to_numpy()].reset_index()
+    effects, _ = estimate_effects(cfg, cfg.scoring.model_alias, feat)
+    if effects is not None:
+        effects.index = cand.index
+    return effects, feat["customer_id"].astype(str).reset_index(drop=True)
 
 
 def _collect(alerts: DataFrame) -> pd.DataFrame:
