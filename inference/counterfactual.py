@@ -274,14 +274,16 @@ def feature_matrix(prepared: pd.DataFrame) -> np.ndarray:
 
 
 def search_for_model(model: Any, specs: dict[str, FeatureSpec], patterns: Sequence[str], threshold: float,
-                     population: pd.DataFrame | None = None) -> CounterfactualSearch:
+                     population: pd.DataFrame | None = None,
+                     scales: dict[str, float] | None = None) -> CounterfactualSearch:
     """A search on ``model`` (a ``ChurnModel``) over its features matched by ``patterns``; grids from the units,
-    spreads (cost scale) from ``population`` when given."""
+    spreads (cost scale) from ``population`` when given, or ``scales`` (the same sample standard deviations,
+    computed elsewhere, e.g. by Spark)."""
     actionable = match_features(model.features, patterns)
     steps = {f: 1.0 if specs[f].unit in _WHOLE_UNITS else 0.01 for f in actionable}
     lows = {f: -1.0 if specs[f].unit == "rate_change" else 0.0 for f in actionable}
     directions = {f: specs[f].risk_direction for f in actionable}
-    scales: dict[str, float] = {}
+    scales = dict(scales or {})
     if population is not None and len(population):
         for f in actionable:
             sd = float(pd.to_numeric(population[f], errors="coerce").std())

@@ -41,8 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-REASON_STRUCT = ("struct<`group`:string,family:string,feature:string,text:string,impact:double,value:double,"
-                 "category:string,direction:string>")
+REASON_STRUCT = ("struct<`group`:string,family:string,feature:string,text:string,impact:double,impact_pts:double,"
+                 "value:double,category:string,direction:string,"
+                 "quoted:array<struct<feature:string,value:double,typical:double,side:bigint>>,flags:array<string>>")
 SCORE_COLUMNS = ["customer_id", "cutoff", "churn_probability", "risk_tier", "value_tier", "lifecycle_stage",
                  "lifetime_value", "value_at_risk", "model_name", "model_version", "input_hash"]
 EXTRA_ALERT_COLUMNS = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate"]
@@ -139,6 +140,7 @@ class _RowScorer:
         self.explain_all, self.out_columns = explain_all, out_columns
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from features.flags import active_flags
         from inference import alerts as al
         from inference.explain import explain_rows, group_impacts
         from inference.score import contact_plan, score_rows
@@ -157,15 +159,18 @@ class _RowScorer:
             if len(rows):
                 sub = b.iloc[rows]
                 contrib = model.contributions(sub, explainer=scfg.explainer)
-                reasons = explain_rows(sub, contrib, p[rows], model.features, self.specs, self.typical, scfg.top_reasons)
+                reasons = explain_rows(sub, contrib, p[rows], model.features, self.specs, self.typical, scfg.top_reasons,
+                                       calibrate=model.calibrator.transform,
+                                       currency=self.cfg.training.economics.currency)
                 alerts = pd.concat([res.iloc[rows].reset_index(drop=True), reasons.reset_index(drop=True)], axis=1)
+                alerts["early_warnings"] = active_flags(sub)
                 alerts = contact_plan(alerts, self.book, self.cfg.training.economics)
-                gi = group_impacts(contrib, model.features, self.specs, p[rows])
+                gi = group_impacts(contrib, model.features, self.specs, p[rows], model.calibrator.transform)
                 alerts["_abs_impact"] = [[float(x) for x in v] for v in np.abs(gi.impact)]  # global importance
                 for col, arr in extra.items():
                     arr[rows] = alerts[col].to_numpy(dtype=object)
             for col, arr in extra.items():
-                res[col] = [_listify(v) for v in arr] if col in ("reasons", "reason_families", "reason_groups") else arr
+                res[col] = [_listify(v) for v in arr] if col in _LIST_OUT else arr
             yield res[self.out_columns]
 
 
@@ -174,6 +179,9 @@ def _iter_fn(obj: Any) -> Any:
         yield from obj(batches)
 
     return fn
+
+
+_LIST_OUT = ("reasons", "reason_families", "reason_groups", "early_warnings")
 
 
 def _listify(v: Any) -> Any:
@@ -195,6 +203,8 @@ def _pass_schema(top_reasons: int, horizons: list[int] | None = None) -> tuple[s
         ("value_at_risk", "double"), *_timing_schema(horizons), ("_alert", "boolean"), ("reasons", f"array<{REASON_STRUCT}>"),
         *[(f"reason_{k + 1}", "string") for k in range(top_reasons)],
         ("protective_reason", "string"), ("reason_families", "array<string>"), ("reason_groups", "array<string>"),
+        ("base_probability", "double"), ("other_impact", "double"), ("impact_summary", "string"),
+        ("early_warnings", "array<string>"),
         *[(f"playbook_{c}", "string") for c in ("id", "name", "action", "channel", "owner")],
         ("playbook_sla_hours", "double"), ("playbook_cost", "double"), ("playbook_kind", "string"),
         ("playbook_acceptance_rate", "double"), ("playbook_rule", "string"), ("expected_net_value", "double"),
@@ -262,8 +272,11 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     t = time.perf_counter()
     horizons = model.meta.get("survival_horizons_days") if model.survival is not None else None
     schema, pass_cols = _pass_schema(scfg.top_reasons, horizons)
+    from features.flags import EARLY_WARNING_FLAGS
+
     need = [ROW, "customer_id", *dict.fromkeys([*model.features, *[c for c in ("lifetime_value", "value_tier",
-                                                                                  "lifecycle_stage", "monthly_revenue")
+                                                                                  "lifecycle_stage", "monthly_revenue",
+                                                                                  *EARLY_WARNING_FLAGS)
                                                                       if c in specs]])]
     scorer = _RowScorer(cfg, m["source"], specs, typical, book, explain_all, pass_cols)
     scored = fs.frame.select(*[F.col(f"`{c}`") for c in need]).mapInPandas(_iter_fn(scorer), schema)
@@ -277,7 +290,8 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     cand = _collect(scored.where(F.col("_alert")).drop("_alert"))
     cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
     importance = _global_importance(scored if explain_all else None, cand, model, specs)
-    effects, raw_ids = _alert_effects(spark, fs, cand, model, cfg)
+    effects, raw_ids, feat = _alert_effects(spark, fs, cand, model, cfg)
+    cand = _counterfactuals(fs, cand, feat, model, specs, cfg)
     cand = cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta)
     alerts = decide_alerts(cand, book, cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
                            cfg.training.uplift.effect_weight)
@@ -378,7 +392,7 @@ def _put_remote(spark: SparkSession, local: Path, path: str) -> None:
 
 
 def _alert_effects(spark: SparkSession, fs: SparkFeatureSet, cand: pd.DataFrame, model: Any,
-                   cfg: Config) -> tuple[pd.DataFrame | None, pd.Series]:
+                   cfg: Config) -> tuple[pd.DataFrame | None, pd.Series, pd.DataFrame]:
     """The alerted customers' feature rows (collected: alerts are small), for the default engine's uplift
     effects and their raw ids (the control draw never depends on pseudonymisation)."""
     from model.uplift import estimate_effects
@@ -390,24 +404,54 @@ def _alert_effects(spark: SparkSession, fs: SparkFeatureSet, cand: pd.DataFrame,
     effects, _ = estimate_effects(cfg, cfg.scoring.model_alias, feat)
     if effects is not None:
         effects.index = cand.index
-    return effects, feat["customer_id"].astype(str).reset_index(drop=True)
+    return effects, feat["customer_id"].astype(str).reset_index(drop=True), feat
+
+
+def _counterfactuals(fs: SparkFeatureSet, cand: pd.DataFrame, feat: pd.DataFrame, model: Any,
+                     specs: dict[str, FeatureSpec], cfg: Config) -> pd.DataFrame:
+    """The default engine's counterfactual per alert, on the collected alert rows; the search's cost scales are
+    the population's standard deviations (sample, as pandas), computed in Spark."""
+    from pyspark.sql import functions as F
+
+    from inference.counterfactual import counterfactual_columns, match_features, search_for_model
+
+    scfg = cfg.scoring
+    if not scfg.counterfactual or not len(cand):
+        return cand
+    actionable = match_features(model.features, scfg.actionable_features)
+    row = fs.frame.agg(*[F.stddev_samp(F.col(f"`{f}`").cast("double")).alias(f) for f in actionable]).first()
+    scales = {f: float(row[f]) for f in actionable if row[f] is not None and np.isfinite(row[f]) and row[f] > 0}
+    threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
+    search = search_for_model(model, specs, scfg.actionable_features, threshold, scales=scales)
+    cf = counterfactual_columns(model, feat, cand["churn_probability"].to_numpy(), search, specs,
+                                cfg.training.economics.currency)
+    return cand.assign(**{c: cf[c].to_numpy() for c in cf.columns})
 
 
 def _collect(alerts: DataFrame) -> pd.DataFrame:
     """Rows as the default engine's pandas frame (customers row order; reasons as lists of dicts)."""
     pdf = alerts.toPandas().sort_values(ROW, kind="stable").reset_index(drop=True)
-    for col in ("reasons", "reason_families", "reason_groups"):
-        pdf[col] = [_plain(v) for v in pdf[col]]
+    for col in _LIST_OUT:
+        if col in pdf:
+            pdf[col] = [_plain(v) for v in pdf[col]]
     return pdf
 
 
 def _plain(v: Any) -> Any:
-    """Arrow's list/struct cells as plain Python lists and dicts."""
+    """Arrow's list/struct cells as plain Python lists and dicts (nested ones too)."""
     if v is None:
         return []
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    return [x.asDict() if hasattr(x, "asDict") else dict(x) if isinstance(x, Mapping) else x for x in v]
+    return [_deep(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+
+
+def _deep(x: Any) -> Any:
+    if hasattr(x, "asDict"):
+        x = x.asDict()
+    if isinstance(x, Mapping):
+        return {k: _deep(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_deep(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
+    return x
 
 
 def _global_importance(scored: DataFrame | None, alerts: pd.DataFrame, model: Any,
