@@ -101,7 +101,8 @@ def behavioral_features(
     last = last_time_before(c_hist, ts.to_numpy()[hist], n)
     recency = days_since(last, as_of)
     add(FeatureSpec("days_since_last_event", "behavioral", "inactivity", "Days since last activity", "days",
-                    reason="No activity for {value} days (typical customer: {typical})", risk_direction=1), recency)
+                    reason="No event in the activity log for {value} days (payments are counted apart; typical customer: "
+                           "{typical})", risk_direction=1), recency)
 
     # calendar-day activity bitmap, filled window by window (each window adds the rows the previous lacked)
     as_of_day = (as_of - pd.Timedelta(1, "ns")).value // DAY.value  # the calendar day just before the cutoff
@@ -253,7 +254,8 @@ def behavioral_features(
     data_start = ts.iloc[0] if len(ts) else as_of
     add(FeatureSpec(f"longest_inactive_days_{gap_days}d", "behavioral", "inactivity",
                     f"Longest run of days without activity, last {gap_days} days", "days", gap_days,
-                    reason=f"Longest stretch without activity in the last {gap_days} days: {{value}} days (typical customer: {{typical}})",
+                    reason=f"Longest stretch without an event in the activity log in the last {gap_days} days: {{value}} days "
+                           "(typical customer: {typical})",
                     risk_direction=1),
         _longest_inactive(gc, gt, n, as_of, gap_days, signup, data_start,
                           bitmap[:gap_days] if bitmap is not None and midnight else None))

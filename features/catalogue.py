@@ -85,7 +85,7 @@ def format_value(value: float, unit: str, currency: str = "") -> str:
 # What an empty value means, for features where "no value" is itself the story. Only these features may
 # give a reason when their value is missing; any other missing value ("not recorded") is never a reason.
 MISSING_REASONS = {
-    "days_since_last_event": "No activity on record",
+    "days_since_last_event": "No event in the activity log on record",
     "days_since_last_complaint": "No complaint on record",
     "days_since_last_interaction": "No support contact on record",
     "days_since_last_purchase": "No purchase or payment on record",

@@ -219,7 +219,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         shutil.rmtree(staged, ignore_errors=True)
         raise
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)", f"{n:,}",
-             len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], out_dir,
+             len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], shown,
              outputs.get("report.html"))
     return summary
 
