@@ -28,6 +28,13 @@ def default_cutoff(data_end: pd.Timestamp) -> pd.Timestamp:
     return (pd.Timestamp(data_end) + DAY).normalize()
 
 
+def months_observed(start: pd.Series, data_start: pd.Timestamp | int, as_of: pd.Timestamp) -> np.ndarray:
+    """Months from each start (e.g. signup), or from the data's start if later, to ``as_of``; at least one, so
+    a per-month rate of a new customer is not inflated."""
+    observed_from = np.maximum(as_ns(start.to_numpy()), pd.Timestamp(data_start).value)
+    return np.clip((as_of.value - observed_from) / DAY.value / DAYS_PER_MONTH, 1.0, None)
+
+
 def window_slice(ts: pd.Series, start: pd.Timestamp, stop: pd.Timestamp) -> slice:
     """Positions of rows with ``start <= ts < stop`` in a timestamp-sorted column (half-open window)."""
     return slice(int(ts.searchsorted(start, side="left")), int(ts.searchsorted(stop, side="left")))

@@ -48,6 +48,15 @@ class FeatureBlock:
         if list(self.frame.columns) != names:
             raise AssertionError(f"feature columns {list(self.frame.columns)} do not match specs {names}")
 
+    @classmethod
+    def from_pairs(cls, pairs: Features) -> FeatureBlock:
+        """A block from a family's ``(spec, values)`` pairs, in column order."""
+        return cls(pd.DataFrame({spec.name: values for spec, values in pairs}), [spec for spec, _ in pairs])
+
+
+# What a family's named step returns: its features as ``(spec, values)`` pairs (values: one per customer row).
+Features = list[tuple[FeatureSpec, "np.ndarray | pd.Categorical"]]
+
 
 def catalogue_frame(specs: list[FeatureSpec]) -> pd.DataFrame:
     """The catalogue as a table (logged to MLflow as CSV and JSON)."""
