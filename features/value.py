@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from churn.config import FeatureConfig
-from churn.timebase import DAY, DAYS_PER_MONTH, as_ns, days_since, last_time_before, window_slice
-from features.catalogue import FeatureBlock, FeatureSpec, count_by, rate_change
+from churn.timebase import DAY, DAYS_PER_MONTH, days_since, last_time_before, months_observed, window_slice
+from features.catalogue import FeatureBlock, Features, FeatureSpec, count_by, rate_change
 
 log = logging.getLogger(__name__)
 
@@ -46,85 +46,96 @@ def value_tiers(clv: np.ndarray, population: np.ndarray, tiers: list[tuple[str, 
 
 def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, population: np.ndarray,
                    as_of: pd.Timestamp, cfg: FeatureConfig) -> FeatureBlock:
-    """Per-customer value features as of ``as_of`` (index: row code); scores and tiers rank the population."""
+    """Per-customer value features as of ``as_of`` (index: row code); scores and tiers rank the population.
+
+    Each step below computes one group of features from transactions strictly before ``as_of``.
+    """
     n = len(customers)
     ts = transactions["timestamp"]
     codes = transactions["_code"].to_numpy()
     amount = transactions["amount"].to_numpy(dtype=np.float64)
-    cols: dict[str, np.ndarray] = {}
-    specs: list[FeatureSpec] = []
-
-    def add(spec: FeatureSpec, values: np.ndarray) -> None:
-        cols[spec.name] = values
-        specs.append(spec)
-
     hist = window_slice(ts, pd.Timestamp.min, as_of)
     recency = days_since(last_time_before(codes[hist], ts.to_numpy()[hist], n), as_of)
-    add(FeatureSpec("days_since_last_purchase", "value", "purchases", "Days since last purchase or payment", "days",
-                    reason="No purchase or payment for {value} days (typical customer: {typical})", risk_direction=1), recency)
-    sums = {}
-    counts = {}
-    for w in (30, 90, 365):
-        sl = window_slice(ts, as_of - w * DAY, as_of)
-        sums[w] = count_by(codes[sl], n, amount[sl])
-        counts[w] = count_by(codes[sl], n)
-    add(FeatureSpec("purchases_90d", "value", "purchases", "Purchases and payments in the last 90 days", "count", 90,
-                    reason="{value} purchases or payments in the last 90 days (typical customer: {typical})",
-                    risk_direction=-1), counts[90])
-    add(FeatureSpec("spend_30d", "value", "spend", "Spend in the last 30 days", "currency", 30,
-                    reason="Spent {value} in the last 30 days (typical customer: {typical})", risk_direction=-1), sums[30])
-    add(FeatureSpec("spend_365d", "value", "spend", "Spend in the last 365 days", "currency", 365,
-                    reason="Spent {value} in the last year (typical customer: {typical})", risk_direction=-1), sums[365])
+    windows = {w: window_slice(ts, as_of - w * DAY, as_of) for w in (30, 90, 365)}
+    sums = {w: count_by(codes[sl], n, amount[sl]) for w, sl in windows.items()}
+    counts = {w: count_by(codes[sl], n) for w, sl in windows.items()}
+    pairs: Features = [(FeatureSpec("days_since_last_purchase", "value", "purchases",
+                                    "Days since last purchase or payment", "days",
+                                    reason="No purchase or payment for {value} days (typical customer: {typical})",
+                                    risk_direction=1), recency)]
+    pairs += _spend_levels(sums, counts)
+    pairs += _spend_trends(codes, amount, ts, as_of, n, cfg.purchase_drop_threshold)
+    data_start = ts.iloc[0].value if hist.stop > hist.start else as_of.value
+    pairs.append((FeatureSpec("purchases_per_month", "value", "purchases",
+                              "Purchases and payments per month over the observed tenure", "count",
+                              reason="{value} purchases or payments a month over the customer's tenure (typical "
+                                     "customer: {typical})", risk_direction=-1),
+                  count_by(codes[hist], n) / months_observed(customers["signup_date"], data_start, as_of)))
+    rev_months = cfg.clv.revenue_months
+    sl = window_slice(ts, as_of - rev_months * 30 * DAY, as_of)
+    monthly = count_by(codes[sl], n, amount[sl]) / rev_months
+    summary = rfm_history(transactions, customers, as_of) if cfg.clv.method != "contractual" else None
+    pop = population_value(recency, counts[365], sums[365], monthly, customers, population, as_of, cfg, summary)
+    pairs += _population_pairs(pop, monthly, rev_months)
+    return FeatureBlock.from_pairs(pairs)
+
+
+def _spend_levels(sums: dict[int, np.ndarray], counts: dict[int, np.ndarray]) -> Features:
+    """Purchase counts, spend and the average purchase over fixed windows."""
     with np.errstate(divide="ignore", invalid="ignore"):
         aov = np.where(counts[365] > 0, sums[365] / counts[365], np.nan)
-    add(FeatureSpec("avg_order_value_365d", "value", "spend", "Average purchase or payment, last 365 days", "currency", 365,
-                    reason="Average payment {value} (typical customer: {typical})", risk_direction=0), aov)
+    return [(FeatureSpec("purchases_90d", "value", "purchases", "Purchases and payments in the last 90 days", "count",
+                         90, reason="{value} purchases or payments in the last 90 days (typical customer: {typical})",
+                         risk_direction=-1), counts[90]),
+            (FeatureSpec("spend_30d", "value", "spend", "Spend in the last 30 days", "currency", 30,
+                         reason="Spent {value} in the last 30 days (typical customer: {typical})", risk_direction=-1),
+             sums[30]),
+            (FeatureSpec("spend_365d", "value", "spend", "Spend in the last 365 days", "currency", 365,
+                         reason="Spent {value} in the last year (typical customer: {typical})", risk_direction=-1),
+             sums[365]),
+            (FeatureSpec("avg_order_value_365d", "value", "spend", "Average purchase or payment, last 365 days",
+                         "currency", 365, reason="Average payment {value} (typical customer: {typical})",
+                         risk_direction=0), aov)]
+
+
+def _spend_trends(codes: np.ndarray, amount: np.ndarray, ts: pd.Series, as_of: pd.Timestamp, n: int,
+                  drop: float) -> Features:
+    """Spend and purchase frequency, last 30 days against the previous 60, and the early-warning flag
+    practitioners use: purchase frequency down by ``drop`` (e.g. 20%) or more."""
     recent = window_slice(ts, as_of - 30 * DAY, as_of)
     base = window_slice(ts, as_of - 90 * DAY, as_of - 30 * DAY)
     s_r, s_b = count_by(codes[recent], n, amount[recent]), count_by(codes[base], n, amount[base])
-    add(FeatureSpec("spend_trend_30_60", "value", "spend", "Change in daily spend, last 30 days vs previous 60", "rate_change",
-                    30, reason="Spend {change} {abs_pct}% in the last 30 days compared with the previous 60", risk_direction=-1),
-        rate_change(s_r, 30, s_b, 60))
-    p_r, p_b = count_by(codes[recent], n), count_by(codes[base], n)
-    purchase_trend = rate_change(p_r, 30, p_b, 60)
-    add(FeatureSpec("purchase_trend_30_60", "value", "purchases", "Change in purchase frequency, last 30 days vs previous 60",
-                    "rate_change", 30,
-                    reason="Purchase frequency {change} {abs_pct}% in the last 30 days compared with the previous 60",
-                    risk_direction=-1), purchase_trend)
+    purchase_trend = rate_change(count_by(codes[recent], n), 30, count_by(codes[base], n), 60)
+    return [(FeatureSpec("spend_trend_30_60", "value", "spend", "Change in daily spend, last 30 days vs previous 60",
+                         "rate_change", 30, reason="Spend {change} {abs_pct}% in the last 30 days compared with the "
+                                                   "previous 60", risk_direction=-1), rate_change(s_r, 30, s_b, 60)),
+            (FeatureSpec("purchase_trend_30_60", "value", "purchases",
+                         "Change in purchase frequency, last 30 days vs previous 60", "rate_change", 30,
+                         reason="Purchase frequency {change} {abs_pct}% in the last 30 days compared with the "
+                                "previous 60", risk_direction=-1), purchase_trend),
+            (FeatureSpec("purchase_drop_flag", "value", "purchases",
+                         f"Purchase frequency in the last 30 days down {drop:.0%} or more on the previous 60", "flag", 30,
+                         reason=f"Purchases down {drop:.0%} or more against the customer's own past (last 30 days vs "
+                                "previous 60)", risk_direction=1),
+             (np.nan_to_num(purchase_trend, nan=0.0) <= -drop).astype(np.float64))]
 
-    # early-warning flag practitioners use: purchase frequency down by the threshold (20%) or more
-    drop = cfg.purchase_drop_threshold
-    add(FeatureSpec("purchase_drop_flag", "value", "purchases",
-                    f"Purchase frequency in the last 30 days down {drop:.0%} or more on the previous 60", "flag", 30,
-                    reason=f"Purchases down {drop:.0%} or more against the customer's own past (last 30 days vs previous 60)",
-                    risk_direction=1), (np.nan_to_num(purchase_trend, nan=0.0) <= -drop).astype(np.float64))
-    # purchases per month over the observed tenure (from signup or the first transaction in the data;
-    # at least one month so a new customer's first payment does not look like a huge rate)
-    observed_from = np.maximum(as_ns(customers["signup_date"]), ts.iloc[0].value if hist.stop > hist.start else as_of.value)
-    months = np.clip((as_of.value - observed_from) / DAY.value / DAYS_PER_MONTH, 1.0, None)
-    add(FeatureSpec("purchases_per_month", "value", "purchases", "Purchases and payments per month over the observed tenure",
-                    "count", reason="{value} purchases or payments a month over the customer's tenure (typical customer: {typical})",
-                    risk_direction=-1), count_by(codes[hist], n) / months)
 
-    months = cfg.clv.revenue_months
-    sl = window_slice(ts, as_of - months * 30 * DAY, as_of)
-    monthly = count_by(codes[sl], n, amount[sl]) / months
-    summary = rfm_history(transactions, customers, as_of) if cfg.clv.method != "contractual" else None
-    pop = population_value(recency, counts[365], sums[365], monthly, customers, population, as_of, cfg, summary)
-    add(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
-                    reason="RFM recency score {value} of 5", risk_direction=-1), pop["rfm_recency_score"])
-    add(FeatureSpec("rfm_frequency_score", "value", "rfm", "RFM frequency score (5 = most frequent)", "score", 365,
-                    reason="RFM frequency score {value} of 5", risk_direction=-1), pop["rfm_frequency_score"])
-    add(FeatureSpec("rfm_monetary_score", "value", "rfm", "RFM monetary score (5 = highest spend)", "score", 365,
-                    reason="RFM monetary score {value} of 5", risk_direction=-1), pop["rfm_monetary_score"])
-    add(FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months", "currency",
-                    months * 30, reason="Pays {value} a month (typical customer: {typical})", risk_direction=0), monthly)
-    add(FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
-                    reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0),
-        pop["lifetime_value"])
-    add(FeatureSpec("value_tier", "value", "lifetime_value", "Value tier", "category",
-                    reason="Value tier: {label}", categorical=True), pop["value_tier"])
-    return FeatureBlock(pd.DataFrame(cols), specs)
+def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], monthly: np.ndarray, months: int) -> Features:
+    """The population-relative features (:func:`population_value`) and monthly revenue, in catalogue order."""
+    return [(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
+                         reason="RFM recency score {value} of 5", risk_direction=-1), pop["rfm_recency_score"]),
+            (FeatureSpec("rfm_frequency_score", "value", "rfm", "RFM frequency score (5 = most frequent)", "score", 365,
+                         reason="RFM frequency score {value} of 5", risk_direction=-1), pop["rfm_frequency_score"]),
+            (FeatureSpec("rfm_monetary_score", "value", "rfm", "RFM monetary score (5 = highest spend)", "score", 365,
+                         reason="RFM monetary score {value} of 5", risk_direction=-1), pop["rfm_monetary_score"]),
+            (FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months",
+                         "currency", months * 30, reason="Pays {value} a month (typical customer: {typical})",
+                         risk_direction=0), monthly),
+            (FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
+                         reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0),
+             pop["lifetime_value"]),
+            (FeatureSpec("value_tier", "value", "lifetime_value", "Value tier", "category",
+                         reason="Value tier: {label}", categorical=True), pop["value_tier"])]
 
 
 def rfm_history(transactions: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
