@@ -337,20 +337,55 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
     scores, alerts, summary = _read_run(scores_dir)
     cutoff = _run_cutoff(scores, summary)
     notes: list[str] = []
-    run_horizon = summary.get("horizon_days")
-    if label_cfg.definition == "churn_date" and run_horizon and int(run_horizon) != label_cfg.horizon_days:
-        notes.append(f"label horizon taken from the scoring run's model ({int(run_horizon)} days), not from the "
-                     f"config ({label_cfg.horizon_days} days)")
-        label_cfg = label_cfg.model_copy(update={"horizon_days": int(run_horizon)})
-    window = label_window_days(label_cfg)
-
+    label_cfg = _run_label_config(label_cfg, summary, notes)
     realized = realized_outcomes(scores, tables, label_cfg, cutoff, pseudonymize_key)
     codes = _customer_codes(realized["customer_id"], tables, pseudonymize_key, "customers")
     inactive = ~active_mask(tables, cutoff, label_cfg)[codes]
     if inactive.any():
         notes.append(f"{int(inactive.sum())} scored customer(s) were not active at the cutoff according to this data "
                      "(churned or lapsed already; was the data corrected since scoring?): their label is 0")
+    a, per_customer = _alert_outcomes(realized, alerts)
+    ipw, ipw_note = _ipw_untreated(per_customer)
+    effect = treatment_effect(a, "playbook_id", level)
+    treated = (per_customer["selected"] & ~per_customer["control_group"]).to_numpy()
+    notes += _outcome_notes(int(treated.sum()), ipw_note, effect, level)
+    parts = {
+        "command": "monitor", "scores_dir": str(scores_dir), "cutoff": cutoff.date().isoformat(),
+        **_run_identity(label_cfg, tables, summary),
+        **_outcome_metrics(per_customer, a, treated),
+        "metrics_untreated_ipw": ipw,
+        "treatment_effect": effect.to_dict("records"),
+        "treatment_effect_method": {"uplift": "churn_control - churn_treated", "ci": CI_METHOD, "level": level,
+                                    "p_value": TEST_METHOD, "min_group": MIN_GROUP},
+        "notes": notes,
+    }
+    result = {key: parts[key] for key in _RESULT_ORDER}  # the monitor.json key order
+    result["estimate_vs_realized"] = estimate_vs_realized(summary.get("performance_estimate"), result)
+    log.info("monitor %s: %s scored, realized churn %.3f, ROC-AUC %s", result["cutoff"], f"{len(per_customer):,}",
+             result["realized_churn_rate"], (result["metrics"] or {}).get("roc_auc"))
+    return _finite(result)
 
+
+_RESULT_ORDER = ("command", "scores_dir", "cutoff", "horizon_days", "label", "data_end", "model_name", "model_version",
+                 "input_hash_scoring", "input_hash_outcomes", "n_scored", "n_alerts", "n_selected", "n_treated",
+                 "n_control", "n_untreated", "realized_churn_rate", "metrics", "metrics_untreated",
+                 "metrics_untreated_ipw", "reliability", "lift_top10", "alert_precision", "treatment_effect",
+                 "treatment_effect_method", "notes")
+
+
+def _run_label_config(label_cfg: LabelConfig, summary: dict[str, Any], notes: list[str]) -> LabelConfig:
+    """The label rule of the scoring run: its model's horizon wins over the config's (a note says so)."""
+    run_horizon = summary.get("horizon_days")
+    if label_cfg.definition == "churn_date" and run_horizon and int(run_horizon) != label_cfg.horizon_days:
+        notes.append(f"label horizon taken from the scoring run's model ({int(run_horizon)} days), not from the "
+                     f"config ({label_cfg.horizon_days} days)")
+        return label_cfg.model_copy(update={"horizon_days": int(run_horizon)})
+    return label_cfg
+
+
+def _alert_outcomes(realized: pd.DataFrame, alerts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The alerts with their realized outcome, and per scored customer: churned, probability, selected, control,
+    playbook (untreated = never contacted). Alerted customers missing from the scores, or alerted twice, are errors."""
     ids = realized["customer_id"].astype(str)
     alert_ids = alerts["customer_id"].astype(str)
     pos = pd.Index(ids.to_numpy()).get_indexer(alert_ids.to_numpy())
@@ -361,12 +396,9 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
         raise DataError("alerts", "customer_id", "duplicate customer ids", int(alert_ids.duplicated().sum()),
                         alert_ids[alert_ids.duplicated()].head(5).tolist())
     y_all = realized["churned"].to_numpy(dtype=float)
-    p_all = realized["churn_probability"].to_numpy(dtype=float)
     a = alerts.assign(churned=y_all[pos].astype(np.int8),
                       selected=alerts["selected"].fillna(False).astype(bool),
                       control_group=alerts["control_group"].fillna(False).astype(bool))
-
-    # per scored customer: alerted / selected / control / playbook (untreated = never contacted)
     n = len(realized)
     sel = np.zeros(n, dtype=bool)
     ctrl = np.zeros(n, dtype=bool)
@@ -374,22 +406,47 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
     sel[pos] = a["selected"].to_numpy()
     ctrl[pos] = a["control_group"].to_numpy() & sel[pos]
     book[pos] = a["playbook_id"].astype(str).to_numpy()
-    treated = sel & ~ctrl
-    untreated = ~treated
-    per_customer = pd.DataFrame({"churned": y_all, "churn_probability": p_all, "selected": sel,
-                                 "control_group": ctrl, "playbook_id": book})
-    ipw, ipw_note = _ipw_untreated(per_customer)
+    per_customer = pd.DataFrame({"churned": y_all, "churn_probability": realized["churn_probability"].to_numpy(dtype=float),
+                                 "selected": sel, "control_group": ctrl, "playbook_id": book})
+    return a, per_customer
 
+
+def _outcome_metrics(per_customer: pd.DataFrame, a: pd.DataFrame, treated: np.ndarray) -> dict[str, Any]:
+    """Counts, realized metrics (all and never-contacted), reliability, lift and alert precision."""
+    y_all = per_customer["churned"].to_numpy(dtype=float)
+    p_all = per_customer["churn_probability"].to_numpy(dtype=float)
+    n, untreated = len(per_customer), ~treated
     ya = a["churned"].to_numpy(dtype=float)
     untreated_alert = ~(a["selected"] & ~a["control_group"]).to_numpy()
-    tiers = sorted(a["risk_tier"].astype(str).unique(), key=lambda t: RISK_TIERS.index(t) if t in RISK_TIERS else len(RISK_TIERS))
-    alert_precision = {**_precision(ya),
-                       "by_risk_tier": {t: _precision(ya[(a["risk_tier"].astype(str) == t).to_numpy()]) for t in tiers},
-                       "untreated": _precision(ya[untreated_alert])}
-    effect = treatment_effect(a, "playbook_id", level)
-    lift = lift_table(y_all, p_all, (0.10,)).to_dict("records")[0] if n else None
+    tier_of = a["risk_tier"].astype(str)
+    tiers = sorted(tier_of.unique(), key=lambda t: RISK_TIERS.index(t) if t in RISK_TIERS else len(RISK_TIERS))
+    return {
+        "n_scored": int(n), "n_alerts": int(len(a)), "n_selected": int(per_customer["selected"].sum()),
+        "n_treated": int(treated.sum()), "n_control": int(per_customer["control_group"].sum()),
+        "n_untreated": int(untreated.sum()),
+        "realized_churn_rate": float(y_all.mean()) if n else math.nan,
+        "metrics": _metrics_or_none(y_all, p_all),
+        "metrics_untreated": _metrics_or_none(y_all[untreated], p_all[untreated]),
+        "reliability": reliability_table(y_all, p_all).to_dict("records") if n else [],
+        "lift_top10": lift_table(y_all, p_all, (0.10,)).to_dict("records")[0] if n else None,
+        "alert_precision": {**_precision(ya),
+                            "by_risk_tier": {t: _precision(ya[(tier_of == t).to_numpy()]) for t in tiers},
+                            "untreated": _precision(ya[untreated_alert])},
+    }
 
-    n_treated = int(treated.sum())
+
+def _run_identity(label_cfg: LabelConfig, tables: Tables, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the evaluation is of: label window, data end, model and the input hashes of both runs."""
+    window = label_window_days(label_cfg)
+    return {"horizon_days": int(window), "label": {**label_cfg.model_dump(), "window_days": int(window)},
+            "data_end": tables.data_end.isoformat(), "model_name": summary.get("model_name"),
+            "model_version": summary.get("model_version"), "input_hash_scoring": summary.get("input_hash"),
+            "input_hash_outcomes": tables.input_hash or None}
+
+
+def _outcome_notes(n_treated: int, ipw_note: str | None, effect: pd.DataFrame, level: float) -> list[str]:
+    """What a reader of the realized metrics must know: treated customers bias them, small effect groups."""
+    notes: list[str] = []
     if n_treated:
         notes.append(f"{n_treated} alerted customer(s) were contacted (treated); a retention action changes the outcome "
                      "the model predicted, so 'metrics', 'reliability', 'lift_top10' and 'alert_precision' (which include "
@@ -408,31 +465,7 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
                      f"{', '.join(map(str, small))}")
     notes.append(f"uplift = churn_control - churn_treated (positive: the playbook prevented churn); "
                  f"{level:.0%} CI: {CI_METHOD}; p-value: {TEST_METHOD}, not adjusted for testing several playbooks")
-
-    result = {
-        "command": "monitor", "scores_dir": str(scores_dir), "cutoff": cutoff.date().isoformat(),
-        "horizon_days": int(window), "label": {**label_cfg.model_dump(), "window_days": int(window)},
-        "data_end": tables.data_end.isoformat(), "model_name": summary.get("model_name"),
-        "model_version": summary.get("model_version"), "input_hash_scoring": summary.get("input_hash"),
-        "input_hash_outcomes": tables.input_hash or None,
-        "n_scored": int(n), "n_alerts": int(len(a)), "n_selected": int(sel.sum()), "n_treated": n_treated,
-        "n_control": int(ctrl.sum()), "n_untreated": int(untreated.sum()),
-        "realized_churn_rate": float(y_all.mean()) if n else math.nan,
-        "metrics": _metrics_or_none(y_all, p_all),
-        "metrics_untreated": _metrics_or_none(y_all[untreated], p_all[untreated]),
-        "metrics_untreated_ipw": ipw,
-        "reliability": reliability_table(y_all, p_all).to_dict("records") if n else [],
-        "lift_top10": lift,
-        "alert_precision": alert_precision,
-        "treatment_effect": effect.to_dict("records"),
-        "treatment_effect_method": {"uplift": "churn_control - churn_treated", "ci": CI_METHOD, "level": level,
-                                    "p_value": TEST_METHOD, "min_group": MIN_GROUP},
-        "notes": notes,
-    }
-    result["estimate_vs_realized"] = estimate_vs_realized(summary.get("performance_estimate"), result)
-    log.info("monitor %s: %s scored, realized churn %.3f, ROC-AUC %s", result["cutoff"], f"{n:,}",
-             result["realized_churn_rate"], (result["metrics"] or {}).get("roc_auc"))
-    return _finite(result)
+    return notes
 
 
 def estimate_vs_realized(estimate: dict[str, Any] | None, result: dict[str, Any]) -> list[dict[str, Any]] | None:
