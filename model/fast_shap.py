@@ -150,6 +150,82 @@ def _fill_unit_tables(u_bits, u_dp, u_nout, u_off, um_ptr, um_leaf, um_map, mp_p
                     table[row + um_map[m, j]] += scratch[base + j]
 
 
+@njit(inline="always", cache=_CACHE)
+def _decisions(xs, nb, thr, defl, cat, cat_bits, dec):  # pragma: no cover - compiled
+    """dec[r] = 1 if row r goes right at this node (XGBoost GetNextNode semantics), 0 if left."""
+    if cat < 0:
+        nd = np.int32(1) - np.int32(defl)
+        for r in range(nb):
+            x = xs[r]
+            dec[r] = np.int32(x >= thr) | (np.int32(x != x) & nd)
+    else:
+        dr = np.int32(1) - np.int32(defl)
+        cat_width = cat_bits.shape[1]
+        for r in range(nb):
+            x = xs[r]
+            if x != x:
+                dec[r] = dr
+            elif x >= 0.0 and x < cat_width:  # in the category set -> right; else (unseen, invalid) left
+                dec[r] = np.int32(cat_bits[cat, int(x)])
+            else:
+                dec[r] = 0
+
+
+@njit(inline="always", cache=_CACHE)
+def _propagate_fail(fk, fl, fr, bit, dec, nb):  # pragma: no cover - compiled
+    """Above the units: each child's "not followed" mask is the parent's plus this split's bit if not taken."""
+    for r in range(nb):
+        m = fk[r]
+        dr_ = dec[r]
+        fl[r] = m | (bit * dr_)
+        fr[r] = m | (bit * (np.int32(1) - dr_))
+
+
+@njit(inline="always", cache=_CACHE)
+def _gather_unit(acc, table, idx, full, off, fr, cu, nout, feats, nb):  # pragma: no cover - compiled
+    """Add one unit's table row (index: followed bits above it | decisions inside it) to each output feature."""
+    for r in range(nb):
+        idx[r] = off + np.int64((full & ~fr[r]) | cu[r]) * nout
+    for j in range(nout):
+        a = acc[feats[j]]
+        for r in range(nb):
+            a[r] += table[idx[r] + j]
+
+
+@njit(inline="always", cache=_CACHE)
+def _sweep_tree(t, xt, nb, acc, fail, code, dec, idx, node_ptr, n_feat, n_thr, n_defl, n_cat, n_slot, n_fs, n_lfs,
+                n_rfs, n_unit, n_pos, cat_bits, unit_ptr, u_rootfs, u_full, u_nout, u_off, u_feats,
+                table):  # pragma: no cover - compiled
+    """One tree over one block of rows: decisions node by node (pre-order), then one table gather per unit."""
+    n0 = node_ptr[t]
+    u0 = unit_ptr[t]
+    nu = unit_ptr[t + 1] - u0
+    for u in range(nu):
+        cu = code[u]
+        for r in range(nb):
+            cu[r] = 0
+    for k in range(node_ptr[t + 1] - n0):  # pre-order: a parent is visited before its children
+        g = n0 + k
+        f = n_feat[g]
+        if f < 0:
+            continue
+        _decisions(xt[f], nb, n_thr[g], n_defl[g], n_cat[g], cat_bits, dec)
+        ug = n_unit[g]
+        if ug < 0:  # above the units: propagate the "not followed" masks to both children
+            _propagate_fail(fail[n_fs[g]], fail[n_lfs[g]], fail[n_rfs[g]], np.int32(1) << n_slot[g], dec, nb)
+        else:  # inside a unit: record the decision bit
+            cu = code[ug]
+            pos = n_pos[g]
+            for r in range(nb):
+                cu[r] |= dec[r] << pos
+    for u in range(nu):
+        gu = u0 + u
+        nout = u_nout[gu]
+        if nout != 0:
+            _gather_unit(acc, table, idx, np.int32(u_full[gu]), u_off[gu], fail[u_rootfs[gu]], code[u], nout,
+                         u_feats[gu], nb)
+
+
 @njit(parallel=True, cache=_CACHE)
 def _shap_kernel(X, out, t_begin, t_end, node_ptr, n_feat, n_thr, n_defl, n_cat, n_slot, n_fs, n_lfs, n_rfs,
                  n_unit, n_pos, cat_bits, unit_ptr, u_rootfs, u_full, u_nout, u_off, u_feats, table,
@@ -162,7 +238,6 @@ def _shap_kernel(X, out, t_begin, t_end, node_ptr, n_feat, n_thr, n_defl, n_cat,
     """
     n, n_cols = X.shape
     n_blocks = (n + block - 1) // block
-    cat_width = cat_bits.shape[1]
     n_out = out.shape[1] - 1
     for b in prange(n_blocks):
         r0 = b * block
@@ -179,68 +254,9 @@ def _shap_kernel(X, out, t_begin, t_end, node_ptr, n_feat, n_thr, n_defl, n_cat,
         dec = np.empty(nb, dtype=np.int32)
         idx = np.empty(nb, dtype=np.int64)
         for t in range(t_begin, t_end):
-            n0 = node_ptr[t]
-            u0 = unit_ptr[t]
-            nu = unit_ptr[t + 1] - u0
-            for u in range(nu):
-                cu = code[u]
-                for r in range(nb):
-                    cu[r] = 0
-            for k in range(node_ptr[t + 1] - n0):  # pre-order: a parent is visited before its children
-                g = n0 + k
-                f = n_feat[g]
-                if f < 0:
-                    continue
-                xs = xt[f]
-                # dec[r] = 1 if the row goes right (XGBoost GetNextNode semantics)
-                if n_cat[g] < 0:
-                    thr = n_thr[g]
-                    nd = np.int32(1) - np.int32(n_defl[g])
-                    for r in range(nb):
-                        x = xs[r]
-                        dec[r] = np.int32(x >= thr) | (np.int32(x != x) & nd)
-                else:
-                    c = n_cat[g]
-                    dr = np.int32(1) - np.int32(n_defl[g])
-                    for r in range(nb):
-                        x = xs[r]
-                        if x != x:
-                            dec[r] = dr
-                        elif x >= 0.0 and x < cat_width:  # in the category set -> right; else (unseen, invalid) left
-                            dec[r] = np.int32(cat_bits[c, int(x)])
-                        else:
-                            dec[r] = 0
-                ug = n_unit[g]
-                if ug < 0:  # above the units: propagate the "not followed" masks to both children
-                    bit = np.int32(1) << n_slot[g]
-                    fk = fail[n_fs[g]]
-                    fl = fail[n_lfs[g]]
-                    fr = fail[n_rfs[g]]
-                    for r in range(nb):
-                        m = fk[r]
-                        dr_ = dec[r]
-                        fl[r] = m | (bit * dr_)
-                        fr[r] = m | (bit * (np.int32(1) - dr_))
-                else:  # inside a unit: record the decision bit
-                    cu = code[ug]
-                    pos = n_pos[g]
-                    for r in range(nb):
-                        cu[r] |= dec[r] << pos
-            for u in range(nu):
-                gu = u0 + u
-                nout = u_nout[gu]
-                if nout == 0:
-                    continue
-                full = np.int32(u_full[gu])
-                off = u_off[gu]
-                fr = fail[u_rootfs[gu]]
-                cu = code[u]
-                for r in range(nb):
-                    idx[r] = off + np.int64((full & ~fr[r]) | cu[r]) * nout
-                for j in range(nout):
-                    a = acc[u_feats[gu, j]]
-                    for r in range(nb):
-                        a[r] += table[idx[r] + j]
+            _sweep_tree(t, xt, nb, acc, fail, code, dec, idx, node_ptr, n_feat, n_thr, n_defl, n_cat, n_slot, n_fs,
+                        n_lfs, n_rfs, n_unit, n_pos, cat_bits, unit_ptr, u_rootfs, u_full, u_nout, u_off, u_feats,
+                        table)
         for r in range(nb):
             for f in range(n_out):
                 out[r0 + r, f] += acc[f, r]
@@ -340,6 +356,142 @@ def _flatten_tree(tree: dict, weight: float, cat_rows: list[np.ndarray]) -> _Tre
     return out
 
 
+# ------------------------------------------------------------------------------------------ unit layout
+def _leaf_summaries(trees: list[_Tree]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per leaf of every tree: its number of distinct path features, their zero fractions (padded), its value."""
+    leaves = [lf for tr in trees for lf in tr.leaves]
+    l_d = np.asarray([len(f) for _, f, _, _ in leaves], dtype=np.int64)
+    max_d = int(l_d.max()) if len(l_d) else 0
+    if max_d > _MAX_BITS:
+        raise NotImplementedError(f"a leaf path uses {max_d} distinct features; at most {_MAX_BITS} supported")
+    l_z = np.zeros((len(leaves), max(max_d, 1)))
+    for i, (_, _, z, _) in enumerate(leaves):
+        l_z[i, : len(z)] = z
+    return l_d, l_z, np.asarray([v for _, _, _, v in leaves], dtype=np.float64)
+
+
+def _padded(rows: list[list[int]], n: int, width: int, dtype: type) -> np.ndarray:
+    """Ragged integer lists as an (n, width) zero-padded array."""
+    out = np.zeros((n, width), dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+@dataclass
+class _UnitLayout:
+    """Every tree's units and how the kernels find them, filled tree by tree (global node / unit / leaf ids).
+
+    Per node: ``n_unit`` (its unit, -1 above the units), ``n_pos`` (its decision bit in the unit's index),
+    ``n_fs`` / ``n_lfs`` / ``n_rfs`` (fail-mask rows of an upper node and of its children). Per unit: root, bits
+    above it (``u_dp``), index bits, output features, fail-mask row of its root; per member leaf (``um_*``) its
+    leaf id and output slots; per (member leaf, internal node on its way) the decision it needs (``mp_*``).
+    """
+
+    n_unit: np.ndarray
+    n_pos: np.ndarray
+    n_fs: np.ndarray
+    n_lfs: np.ndarray
+    n_rfs: np.ndarray
+    u_rootfs: list[int] = field(default_factory=list)
+    unit_ptr: list[int] = field(default_factory=lambda: [0])
+    u_root: list[int] = field(default_factory=list)
+    u_dp: list[int] = field(default_factory=list)
+    u_bits: list[int] = field(default_factory=list)
+    u_feats: list[list[int]] = field(default_factory=list)
+    um_ptr: list[int] = field(default_factory=lambda: [0])
+    um_leaf: list[int] = field(default_factory=list)
+    um_map: list[list[int]] = field(default_factory=list)
+    mp_ptr: list[int] = field(default_factory=lambda: [0])
+    mp_rel: list[int] = field(default_factory=list)
+    mp_slot: list[int] = field(default_factory=list)
+    mp_dir: list[int] = field(default_factory=list)
+    max_fail: int = 1
+    max_units: int = 1
+
+
+def _layout_units(trees: list[_Tree], node_ptr: np.ndarray, n_nodes: int, unit_bits: int) -> _UnitLayout:
+    """Units: the highest subtrees whose index (features above + internal nodes) fits ``unit_bits``."""
+    zeros = lambda: np.zeros(n_nodes, dtype=np.int32)  # noqa: E731
+    lay = _UnitLayout(np.full(n_nodes, -1, dtype=np.int32), zeros(), zeros(), zeros(), zeros())
+    leaf_base = 0
+    for t, tr in enumerate(trees):
+        g0 = int(node_ptr[t])
+        n_int, units = _unit_roots(tr, unit_bits)
+        for ui, root in enumerate(units):
+            _add_unit(lay, tr, root, ui, g0, leaf_base, n_int)
+        _add_fail_rows(lay, tr, units, g0)
+        lay.unit_ptr.append(len(lay.u_root))
+        leaf_base += len(tr.leaves)
+    return lay
+
+
+def _unit_roots(tr: _Tree, unit_bits: int) -> tuple[list[int], list[int]]:
+    """Internal nodes below each node (``n_int``) and the tree's unit roots, in pre-order."""
+    nn = len(tr.feat)
+    n_int = [0] * nn
+    for k in range(nn - 1, -1, -1):  # children have larger pre-order indices
+        if tr.feat[k] >= 0:
+            n_int[k] = 1 + n_int[tr.left[k]] + n_int[tr.right[k]]
+    stack = [0]
+    units: list[int] = []
+    while stack:
+        k = stack.pop()
+        if tr.feat[k] < 0 or len(tr.path[k]) + n_int[k] <= unit_bits:
+            units.append(k)
+        else:
+            stack.append(tr.right[k]), stack.append(tr.left[k])
+    return n_int, units
+
+
+def _add_unit(lay: _UnitLayout, tr: _Tree, root: int, ui: int, g0: int, leaf_base: int, n_int: list[int]) -> None:
+    """Walk one unit in pre-order: number its internal nodes, collect its member leaves and their paths."""
+    if tr.feat[root] < 0:  # a single leaf: index = its own pattern
+        _, feats, _, _ = tr.leaves[tr.leaf_of[root]]
+        dp, bits = len(feats), len(feats)
+    else:
+        dp, bits = len(tr.path[root]), len(tr.path[root]) + n_int[root]
+    if bits > _MAX_BITS:
+        raise NotImplementedError(f"a unit needs {bits} index bits; at most {_MAX_BITS} supported")
+    out_feats = list(tr.path[root][:dp])
+    walk: list[tuple[int, list[tuple[int, int, int]]]] = [(root, [])]
+    rel = 0
+    while walk:
+        k, path = walk.pop()
+        if tr.feat[k] < 0:
+            _, feats, _, _ = tr.leaves[tr.leaf_of[k]]
+            for f in feats:
+                if f not in out_feats:
+                    out_feats.append(f)
+            lay.um_leaf.append(leaf_base + tr.leaf_of[k])
+            lay.um_map.append([out_feats.index(f) for f in feats])
+            for r_, s_, d_ in path:
+                lay.mp_rel.append(r_), lay.mp_slot.append(s_), lay.mp_dir.append(d_)
+            lay.mp_ptr.append(len(lay.mp_rel))
+            continue
+        lay.n_unit[g0 + k] = ui
+        lay.n_pos[g0 + k] = dp + rel
+        walk.append((tr.right[k], path + [(rel, tr.slot[k], 1)]))
+        walk.append((tr.left[k], path + [(rel, tr.slot[k], 0)]))
+        rel += 1
+    lay.um_ptr.append(len(lay.um_leaf))
+    lay.u_root.append(root), lay.u_dp.append(dp), lay.u_bits.append(bits), lay.u_feats.append(out_feats)
+
+
+def _add_fail_rows(lay: _UnitLayout, tr: _Tree, units: list[int], g0: int) -> None:
+    """Fail masks are needed only above the units and at unit roots: number those rows compactly."""
+    roots = set(units)
+    fs = {}
+    for k in range(len(tr.feat)):  # pre-order, so the tree root gets row 0 (all zero, never written)
+        if k in roots or (tr.feat[k] >= 0 and lay.n_unit[g0 + k] < 0):
+            fs[k] = len(fs)
+    for k, row in fs.items():
+        if k not in roots:
+            lay.n_fs[g0 + k], lay.n_lfs[g0 + k], lay.n_rfs[g0 + k] = row, fs[tr.left[k]], fs[tr.right[k]]
+    lay.u_rootfs.extend(fs[root] for root in units)
+    lay.max_fail, lay.max_units = max(lay.max_fail, len(fs)), max(lay.max_units, len(units))
+
+
 # ------------------------------------------------------------------------------------------ public
 class FastTreeShap:
     """Exact path-dependent TreeSHAP for an XGBoost booster; same numbers as ``pred_contribs=True``.
@@ -419,121 +571,33 @@ class FastTreeShap:
             self._cat_bits[i, r[r >= 0]] = 1
 
     def _build_tables(self, trees: list[_Tree], max_table_bytes: int) -> None:
-        # ---- per-leaf path summaries (Fast TreeSHAP v2 tables are built per unit, below)
-        leaves = [lf for tr in trees for lf in tr.leaves]
-        l_d = np.asarray([len(f) for _, f, _, _ in leaves], dtype=np.int64)
-        max_d = int(l_d.max()) if len(l_d) else 0
-        if max_d > _MAX_BITS:
-            raise NotImplementedError(f"a leaf path uses {max_d} distinct features; at most {_MAX_BITS} supported")
-        l_z = np.zeros((len(leaves), max(max_d, 1)))
-        for i, (_, _, z, _) in enumerate(leaves):
-            l_z[i, : len(z)] = z
-        l_v = np.asarray([v for _, _, _, v in leaves], dtype=np.float64)
-
-        # ---- units: the highest subtrees whose index (features above + internal nodes) fits unit_bits
-        n_unit = np.full(len(self._n_feat), -1, dtype=np.int32)
-        n_pos = np.zeros(len(self._n_feat), dtype=np.int32)
-        n_fs = np.zeros(len(self._n_feat), dtype=np.int32)  # fail-mask row of an upper node / its children
-        n_lfs = np.zeros(len(self._n_feat), dtype=np.int32)
-        n_rfs = np.zeros(len(self._n_feat), dtype=np.int32)
-        u_rootfs: list[int] = []
-        max_fail = max_units = 1
-        unit_ptr = [0]
-        u_root, u_dp, u_bits, u_feats = [], [], [], []
-        um_ptr, um_leaf, um_map = [0], [], []
-        mp_ptr, mp_rel, mp_slot, mp_dir = [0], [], [], []
-        leaf_base = 0
-        for t, tr in enumerate(trees):
-            nn = len(tr.feat)
-            n_int = [0] * nn
-            for k in range(nn - 1, -1, -1):  # children have larger pre-order indices
-                if tr.feat[k] >= 0:
-                    n_int[k] = 1 + n_int[tr.left[k]] + n_int[tr.right[k]]
-            g0 = int(self._node_ptr[t])
-            stack = [0]
-            units: list[int] = []
-            while stack:
-                k = stack.pop()
-                dp = len(tr.path[k])
-                if tr.feat[k] < 0 or dp + n_int[k] <= self.unit_bits:
-                    units.append(k)
-                else:
-                    stack.append(tr.right[k]), stack.append(tr.left[k])
-            for ui, root in enumerate(units):
-                if tr.feat[root] < 0:  # a single leaf: index = its own pattern
-                    _, feats, _, _ = tr.leaves[tr.leaf_of[root]]
-                    dp, bits = len(feats), len(feats)
-                else:
-                    dp, bits = len(tr.path[root]), len(tr.path[root]) + n_int[root]
-                if bits > _MAX_BITS:
-                    raise NotImplementedError(f"a unit needs {bits} index bits; at most {_MAX_BITS} supported")
-                out_feats = list(tr.path[root][:dp])
-                # walk the unit in pre-order: number internal nodes, collect member leaves and their paths
-                walk = [(root, [])]
-                rel = 0
-                while walk:
-                    k, path = walk.pop()
-                    if tr.feat[k] < 0:
-                        _, feats, _, _ = tr.leaves[tr.leaf_of[k]]
-                        for f in feats:
-                            if f not in out_feats:
-                                out_feats.append(f)
-                        um_leaf.append(leaf_base + tr.leaf_of[k])
-                        um_map.append([out_feats.index(f) for f in feats])
-                        for r_, s_, d_ in path:
-                            mp_rel.append(r_), mp_slot.append(s_), mp_dir.append(d_)
-                        mp_ptr.append(len(mp_rel))
-                        continue
-                    n_unit[g0 + k] = ui
-                    n_pos[g0 + k] = dp + rel
-                    walk.append((tr.right[k], path + [(rel, tr.slot[k], 1)]))
-                    walk.append((tr.left[k], path + [(rel, tr.slot[k], 0)]))
-                    rel += 1
-                um_ptr.append(len(um_leaf))
-                u_root.append(root), u_dp.append(dp), u_bits.append(bits), u_feats.append(out_feats)
-            # fail masks are needed only above the units and at unit roots: number those rows compactly
-            roots = set(units)
-            fs = {}
-            for k in range(nn):  # pre-order, so the tree root gets row 0 (all zero, never written)
-                if k in roots or (tr.feat[k] >= 0 and n_unit[g0 + k] < 0):
-                    fs[k] = len(fs)
-            for k, row in fs.items():
-                if k not in roots:
-                    n_fs[g0 + k], n_lfs[g0 + k], n_rfs[g0 + k] = row, fs[tr.left[k]], fs[tr.right[k]]
-            u_rootfs.extend(fs[root] for root in units)
-            max_fail, max_units = max(max_fail, len(fs)), max(max_units, len(units))
-            unit_ptr.append(len(u_root))
-            leaf_base += len(tr.leaves)
-
-        n_units = len(u_root)
-        max_out = max((len(f) for f in u_feats), default=1) or 1
-        self._unit_ptr = np.asarray(unit_ptr, dtype=np.int64)
-        self._u_rootfs = np.asarray(u_rootfs, dtype=np.int32)
-        self._n_fs, self._n_lfs, self._n_rfs = n_fs, n_lfs, n_rfs
-        self._max_fail, self._max_units = max_fail, max_units
-        u_dp_a = np.asarray(u_dp, dtype=np.int64)
-        u_bits_a = np.asarray(u_bits, dtype=np.int64)
+        """Lay every tree out in units, then fill the units' Fast TreeSHAP v2 tables from the leaves' paths."""
+        l_d, l_z, l_v = _leaf_summaries(trees)
+        lay = _layout_units(trees, self._node_ptr, len(self._n_feat), self.unit_bits)
+        n_units = len(lay.u_root)
+        max_out = max((len(f) for f in lay.u_feats), default=1) or 1
+        self._unit_ptr = np.asarray(lay.unit_ptr, dtype=np.int64)
+        self._u_rootfs = np.asarray(lay.u_rootfs, dtype=np.int32)
+        self._n_fs, self._n_lfs, self._n_rfs = lay.n_fs, lay.n_lfs, lay.n_rfs
+        self._max_fail, self._max_units = lay.max_fail, lay.max_units
+        u_dp_a = np.asarray(lay.u_dp, dtype=np.int64)
+        u_bits_a = np.asarray(lay.u_bits, dtype=np.int64)
         self._u_full = ((np.int64(1) << u_dp_a) - 1).astype(np.int32)
-        self._u_nout = np.asarray([len(f) for f in u_feats], dtype=np.int64)
-        self._u_feats = np.zeros((n_units, max_out), dtype=np.int32)
-        for i, f in enumerate(u_feats):
-            self._u_feats[i, : len(f)] = f
+        self._u_nout = np.asarray([len(f) for f in lay.u_feats], dtype=np.int64)
+        self._u_feats = _padded(lay.u_feats, n_units, max_out, np.int32)
         sizes = np.where(self._u_nout > 0, (np.int64(1) << u_bits_a) * self._u_nout, 0)
         total = int(sizes.sum())
         if total * 8 > max_table_bytes:
             raise MemoryError(f"FastTreeShap tables would need {total * 8 / 2**30:.1f} GiB; lower unit_bits "
                               "or use XGBoost pred_contribs for this model")
         self._u_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        max_lm = max((len(m) for m in um_map), default=1) or 1
-        um_map_a = np.zeros((len(um_map), max_lm), dtype=np.int64)
-        for i, m in enumerate(um_map):
-            um_map_a[i, : len(m)] = m
-        self._n_unit, self._n_pos = n_unit, n_pos
+        um_map_a = _padded(lay.um_map, len(lay.um_map), max((len(m) for m in lay.um_map), default=1) or 1, np.int64)
+        self._n_unit, self._n_pos = lay.n_unit, lay.n_pos
         self._table = np.zeros(max(total, 1))
-        _fill_unit_tables(u_bits_a, u_dp_a, self._u_nout, self._u_off, np.asarray(um_ptr, dtype=np.int64),
-                          np.asarray(um_leaf, dtype=np.int64), um_map_a, np.asarray(mp_ptr, dtype=np.int64),
-                          np.asarray(mp_rel, dtype=np.int64), np.asarray(mp_slot, dtype=np.int64),
-                          np.asarray(mp_dir, dtype=np.int64), l_d, l_z, l_v, self._table)
+        i64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+        _fill_unit_tables(u_bits_a, u_dp_a, self._u_nout, self._u_off, i64(lay.um_ptr), i64(lay.um_leaf), um_map_a,
+                          i64(lay.mp_ptr), i64(lay.mp_rel), i64(lay.mp_slot), i64(lay.mp_dir), l_d, l_z, l_v,
+                          self._table)
         self._leaf_values = [np.asarray([v for _, _, _, v in tr.leaves]) for tr in trees]
         self._leaf_nodes = [np.asarray([k for k, _, _, _ in tr.leaves]) for tr in trees]
 
