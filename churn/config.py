@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churn.errors import ConfigError
+from churn.vocab import DEFAULT_VALUE_TIERS, RiskTier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = Path("configs/default.yaml")
@@ -312,12 +313,8 @@ class FeatureConfig(_Strict):
     sentiment: SentimentConfig = SentimentConfig()
     clv: ClvConfig = ClvConfig()
     value_tiers: list[ValueTier] = Field(
-        default_factory=lambda: [
-            ValueTier(name="platinum", top_share=0.01),
-            ValueTier(name="gold", top_share=0.05),
-            ValueTier(name="silver", top_share=0.20),
-            ValueTier(name="bronze", top_share=1.0),
-        ]
+        default_factory=lambda: [ValueTier(name=name, top_share=share)
+                                 for name, share in zip(DEFAULT_VALUE_TIERS, (0.01, 0.05, 0.20, 1.0), strict=True)]
     )
 
     @model_validator(mode="after")
@@ -484,7 +481,7 @@ DEFAULT_ACTIONABLE: tuple[str, ...] = (
 class ScoringConfig(_Strict):
     model_alias: str = "champion"
     risk_tiers: RiskTiers = RiskTiers()
-    alert_min_tier: Literal["high", "medium", "low"] = "medium"
+    alert_min_tier: RiskTier = "medium"
     max_alerts: int | None = None
     budget: float | None = 20000.0  # per campaign; None: contact every alert
     chunk_size: int = Field(200_000, ge=1000)

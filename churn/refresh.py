@@ -30,6 +30,7 @@ import pandas as pd
 
 from churn.config import Config
 from churn.errors import InputNotFoundError
+from churn.timebase import default_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def refresh(cfg: Config, data_dir: str | Path, state_dir: str | Path) -> dict[st
     runs = state / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     tables = load_tables(data_dir, cfg)
-    as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()
+    as_of = default_cutoff(tables.data_end)
     setup_mlflow(cfg.mlflow)
     champion = get_alias_version(cfg.mlflow.model_name, CHAMPION)
     if champion is None:

@@ -23,6 +23,7 @@ import pandas as pd
 from churn.config import Config, resolve_path
 from churn.io import write_csv, write_json, write_jsonl, write_parquet
 from churn.publish import fault_point, new_staging, publish
+from churn.vocab import DEFAULT_VALUE_TIERS
 from features.build import FeatureBuilder
 from features.contract import Tables
 from features.flags import active_flags
@@ -290,7 +291,7 @@ def score_rows(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any,
                                       timing["expected_lifetime_days"].to_numpy(), cfg.features.clv.margin)
     ids = frame["customer_id"].astype(str)
     out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
-    lowest_tier = cfg.features.value_tiers[-1].name if cfg.features.value_tiers else "bronze"
+    lowest_tier = cfg.features.value_tiers[-1].name if cfg.features.value_tiers else DEFAULT_VALUE_TIERS[-1]
     out = pd.DataFrame({
         "customer_id": out_ids.to_numpy(), "churn_probability": p, "risk_tier": al.risk_tier(p, scfg.risk_tiers),
         "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else lowest_tier,
