@@ -13,13 +13,9 @@ DAY = pd.Timedelta(days=1)
 SECONDS_PER_DAY = 86_400
 NS_PER_DAY = SECONDS_PER_DAY * 10**9
 DAYS_PER_YEAR = 365.25
-# The average month, in days: 365.25 / 12 = 30.4375, rounded to 30.44 where tenure months, per-month rates, the
-# CLV horizon (``horizon_months``) and the demo generator count months.
-DAYS_PER_MONTH = 30.44
-# The CLV models' month grid (cash-flow months, exposure months, discounting) uses the unrounded value. Using
-# 30.44 there too moves each CLV by at most 6e-5 of itself, yet that is enough to retrain a different model on the
-# demo (test ROC-AUC 0.823 -> 0.813, 31 of 183 alerts change; see docs/ARCHITECTURE.md), so a refactor keeps it.
-CLV_DAYS_PER_MONTH = DAYS_PER_YEAR / 12
+# The average month, in days (30.4375): the one month length of tenure months, per-month rates, the CLV
+# horizon and month grid (cash-flow months, exposure months, discounting) and the demo generator.
+DAYS_PER_MONTH = DAYS_PER_YEAR / 12
 NO_TIME = np.iinfo(np.int64).min  # "no record before the cutoff" in int64-nanosecond arrays
 
 

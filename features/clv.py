@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from churn.timebase import CLV_DAYS_PER_MONTH, DAYS_PER_YEAR, NS_PER_DAY
+from churn.timebase import DAYS_PER_MONTH, DAYS_PER_YEAR, NS_PER_DAY
 
 logger = logging.getLogger(__name__)
 
@@ -301,8 +301,8 @@ class GammaGammaModel:
 
 def _month_ends(horizon_days: float) -> np.ndarray:
     """Ends of the cash-flow months in days; the last one is cut at the horizon."""
-    n = max(0, math.ceil(horizon_days / CLV_DAYS_PER_MONTH - 1e-9))
-    return np.minimum(np.arange(1, n + 1) * CLV_DAYS_PER_MONTH, horizon_days)
+    n = max(0, math.ceil(horizon_days / DAYS_PER_MONTH - 1e-9))
+    return np.minimum(np.arange(1, n + 1) * DAYS_PER_MONTH, horizon_days)
 
 
 def _model_clv(
@@ -350,7 +350,7 @@ def _empirical_clv(
     m = summary["monetary_value"].to_numpy(dtype=float)
 
     pooled_rate = f.sum() / T.sum() if T.sum() > 0 else 0.0
-    pseudo = CLV_DAYS_PER_MONTH / freq_days
+    pseudo = DAYS_PER_MONTH / freq_days
     rate = (f + pooled_rate * pseudo) / (T + pseudo)
     alive = np.clip(np.exp(-rate * np.clip(T - recency, 0, None)), 0, 1)
 
@@ -473,7 +473,7 @@ def segment_monthly_retention(
 
     begin = signup.mask(signup < start, start)
     end = churn.fillna(as_of)
-    exposure = ((end - begin) / pd.Timedelta(days=CLV_DAYS_PER_MONTH)).clip(lower=0).fillna(0.0)
+    exposure = ((end - begin) / pd.Timedelta(days=DAYS_PER_MONTH)).clip(lower=0).fillna(0.0)
     event = churn.notna() & (churn >= start) & signup.notna() & (churn >= signup)
 
     frame = customers[segment_cols].copy()

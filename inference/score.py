@@ -250,9 +250,9 @@ def _timing_summary(scores: pd.DataFrame, alerts: pd.DataFrame, meta: dict[str, 
 
 def lifetime_days(cfg: Config) -> float:
     """The CLV horizon in days: the survival model's expected lifetime is measured within it."""
-    from churn.timebase import CLV_DAYS_PER_MONTH
+    from churn.timebase import DAYS_PER_MONTH
 
-    return cfg.features.clv.horizon_months * CLV_DAYS_PER_MONTH
+    return cfg.features.clv.horizon_months * DAYS_PER_MONTH
 
 
 def _survival_columns(model: Any, frame: pd.DataFrame, cfg: Config, chunks: list[slice]) -> pd.DataFrame | None:

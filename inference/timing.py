@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from churn.timebase import CLV_DAYS_PER_MONTH as DAYS_PER_MONTH
+from churn.timebase import DAYS_PER_MONTH
 from churn.vocab import URGENCIES as URGENCY
 from model.survival import SurvivalModel
 

@@ -21,6 +21,8 @@ import pandas as pd
 import xgboost as xgb
 from scipy.special import ndtr, ndtri
 
+from churn.timebase import DAYS_PER_YEAR
+
 DISTRIBUTIONS = ("normal", "logistic", "extreme")
 _GRID_POINTS = 48
 
@@ -71,7 +73,7 @@ class SurvivalModel:
         """Expected days as a customer within ``horizon_days`` (restricted mean survival time), optionally discounted."""
         grid = np.linspace(0.0, horizon_days, _GRID_POINTS + 1)
         surv = 1.0 - self.churn_within(mu[:, None], grid[None, :])
-        weight = (1.0 + annual_discount) ** (-grid / 365.25)
+        weight = (1.0 + annual_discount) ** (-grid / DAYS_PER_YEAR)
         return np.trapezoid(surv * weight[None, :], grid, axis=1)
 
     def curve(self, mu: np.ndarray, days: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from churn.timebase import (
-    CLV_DAYS_PER_MONTH,
     DAY,
     DAYS_PER_MONTH,
     NO_TIME,
@@ -17,6 +16,7 @@ from churn.timebase import (
     default_cutoff,
     first_time_before,
     last_time_before,
+    months_observed,
     window_slice,
 )
 
@@ -33,8 +33,15 @@ def test_default_cutoff_is_midnight_after_the_last_day(data_end: str, expected: 
 def test_constants() -> None:
     assert DAY == pd.Timedelta(hours=24)
     assert NS_PER_DAY == DAY.value
-    assert DAYS_PER_MONTH == 30.44  # tenure months, per-month rates, the CLV horizon, the demo generator
-    assert CLV_DAYS_PER_MONTH == 365.25 / 12  # the CLV models' month grid
+    assert DAYS_PER_MONTH == 365.25 / 12 == 30.4375  # the one month length: tenure, rates, CLV, demo generator
+
+
+def test_months_observed_from_signup_or_data_start_at_least_one() -> None:
+    as_of = pd.Timestamp("2024-07-01")
+    signup = pd.Series(pd.to_datetime(["2024-01-10", "2024-06-20", "2020-01-01"]).astype("datetime64[ns]"))
+    months = months_observed(signup, pd.Timestamp("2024-01-01"), as_of)
+    # 173 days since signup; 11 days (at least one month); signed up before the data starts (2024-01-01): 182 days
+    assert months.tolist() == pytest.approx([173 / 30.4375, 1.0, 182 / 30.4375])
 
 
 def test_window_slice_is_start_inclusive_stop_exclusive():

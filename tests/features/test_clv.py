@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.timebase import CLV_DAYS_PER_MONTH as MONTH_DAYS
+from churn.timebase import DAYS_PER_MONTH as MONTH_DAYS
 from features import clv
 from features.clv import (
     BGNBDModel,

@@ -68,7 +68,7 @@ def test_new_behavioral_features_by_hand():
     assert (a["longest_inactive_days_90d"], b["longest_inactive_days_90d"]) == (22, 29)
     assert (c["longest_inactive_days_90d"], g["longest_inactive_days_90d"]) == (28, 90)
     # events per month of observed tenure: observed from the first event in the data (A: 2024-01-15 09:00)
-    assert a["events_per_month"] == pytest.approx(9 / ((137 + 15 / 24) / 30.44))
+    assert a["events_per_month"] == pytest.approx(9 / ((137 + 15 / 24) / 30.4375))
     assert g["events_per_month"] == 0
     # the existing features keep their values
     assert (a["events_7d"], a["active_days_7d"], a["days_since_last_event"]) == (3, 2, 0.5)
@@ -169,7 +169,7 @@ def test_nps_on_a_ten_point_scale_only():
 def test_value_flags_and_rates():
     f, specs = _build()
     # B: 2 payments since its signup 47 days ago (1.54 months)
-    assert f.loc["B", "purchases_per_month"] == pytest.approx(2 / (47 / 30.44))
+    assert f.loc["B", "purchases_per_month"] == pytest.approx(2 / (47 / 30.4375))
     assert f.loc["A", "purchase_drop_flag"] == 0
     frames = raw_frames()
     tx = frames["transactions"]
