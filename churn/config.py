@@ -255,6 +255,9 @@ class LabelConfig(_Strict):
     # event/transaction before T; signed_up = nothing more; subscription = a subscription row covers T
     population: Literal["auto", "active_within", "ever_seen", "signed_up", "subscription"] = "auto"
     population_days: int | None = Field(None, ge=1)  # active_within (default: inactivity_days)
+    # the label window's end: inclusive = (T, T + N], a churn (inactivity: an event) exactly at T + N is inside it;
+    # exclusive = (T, T + N), it is not (then an event exactly at T + N does not keep a customer)
+    window_end: Literal["inclusive", "exclusive"] = "inclusive"
     column: str | None = None  # snapshot only: the label column
     positive_values: list[str] | None = None  # snapshot only: text values meaning "churned"
 
@@ -278,6 +281,14 @@ class ClvConfig(_Strict):
     horizon_months: int = Field(24, ge=1)
     discount_rate_annual: float = Field(0.10, ge=0)
     margin: float = Field(1.0, gt=0, le=1)
+    # Without a transactions table (e.g. snapshot data), see features.value.value_without_transactions: the
+    # lifetime value is the contractual CLV of this customers attribute of monthly revenue (e.g. MonthlyCharges)
+    # with monthly retention ``revenue_retention`` (1: the value if the customer stays; the churn risk enters
+    # through value_at_risk = P(churn) x lifetime value); with no such column every customer gets
+    # ``fallback_value`` (a warning says so), so churn risk alone ranks the alerts.
+    revenue_column: str | None = None
+    revenue_retention: float = Field(1.0, ge=0, le=1)
+    fallback_value: float = Field(1000.0, gt=0)  # in the playbooks' currency; should exceed contact costs
     segment_columns: list[str] = Field(default_factory=list)  # contractual: retention estimated per segment
     revenue_months: int = Field(3, ge=1)  # contractual: monthly revenue = spend in the last N months / N
 

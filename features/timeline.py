@@ -75,20 +75,26 @@ def active_mask(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.n
 
 
 def labels(tables: Tables, as_of: pd.Timestamp, label: LabelConfig) -> np.ndarray:
-    """0/1 label per customer (row order of ``customers``): churned within ``(T, T + horizon]``."""
+    """0/1 label per customer (row order of ``customers``): churned within ``(T, T + horizon]``.
+
+    ``label.window_end: exclusive`` makes the window ``(T, T + horizon)``: a churn date, or for an inactivity
+    label an event, exactly at ``T + horizon`` is then outside it.
+    """
     c = tables.customers
     if label.definition == "snapshot":
         raise ValueError("snapshot labels have no time: use training.snapshot, not cutoffs")
+    inclusive = label.window_end == "inclusive"
     if label.definition == "churn_date":
         churn = c["churn_date"].to_numpy()
         end = np.datetime64(as_of + label.horizon_days * DAY)
-        return ((churn > np.datetime64(as_of)) & (churn <= end)).astype(np.int8)
+        inside = churn <= end if inclusive else churn < end
+        return ((churn > np.datetime64(as_of)) & inside).astype(np.int8)
     end = as_of + label.inactivity_days * DAY
     seen = np.zeros(len(c), dtype=bool)
     for t in _activity_times(tables):
         ts = t["timestamp"]
         lo = ts.searchsorted(as_of, side="right")  # strictly after T
-        hi = ts.searchsorted(end, side="right")  # up to and including T + N
+        hi = ts.searchsorted(end, side="right" if inclusive else "left")  # up to T + N, included or not
         seen[t["_code"].to_numpy()[lo:hi]] = True
     return (~seen).astype(np.int8)
 

@@ -11,7 +11,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from churn.config import FeatureConfig
+from churn.config import ClvConfig, FeatureConfig
+from churn.errors import DataError
 from churn.timebase import DAY, DAYS_PER_MONTH, days_since, last_time_before, months_observed, window_slice
 from features.catalogue import FeatureBlock, Features, FeatureSpec, count_by, rate_change
 
@@ -175,3 +176,52 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
             "rfm_frequency_score": quintile_score(purchases_365d, population),
             "rfm_monetary_score": quintile_score(spend_365d, population),
             "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}
+
+
+def value_without_transactions(frame: pd.DataFrame, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Lifetime value and value tier per row of a feature frame that has no value family (no transactions table).
+
+    With ``features.clv.revenue_column`` (a numeric customers attribute of monthly revenue, e.g. Telco's
+    MonthlyCharges) the value is the contractual CLV (:func:`features.clv.contractual_clv`) of that revenue over
+    ``horizon_months`` with monthly retention ``revenue_retention``; a missing revenue takes the median of the
+    others (a warning counts them). Without it every row gets ``fallback_value`` and a warning: never a silent
+    zero, which would make every contact worthless to the value-based allocation. Tiers rank the given rows.
+    """
+    clv_cfg = cfg.clv
+    revenue = _monthly_revenue(frame, clv_cfg)
+    if revenue is None:
+        clv = np.full(len(frame), clv_cfg.fallback_value, dtype=np.float64)
+    else:
+        from features.clv import contractual_clv
+
+        clv = contractual_clv(pd.Series(revenue), clv_cfg.revenue_retention, horizon_months=clv_cfg.horizon_months,
+                              discount_rate_annual=clv_cfg.discount_rate_annual,
+                              margin=clv_cfg.margin).to_numpy(dtype=np.float64)
+    tiers = [(t.name, t.top_share) for t in cfg.value_tiers]
+    return clv, np.asarray(value_tiers(clv, np.ones(len(frame), dtype=bool), tiers).astype(str), dtype=object)
+
+
+def _monthly_revenue(frame: pd.DataFrame, clv_cfg: ClvConfig) -> np.ndarray | None:
+    """The configured monthly revenue column as numbers (missing: the median), or None (fallback value)."""
+    col = clv_cfg.revenue_column
+    if col is None:
+        log.warning("no transactions table and no features.clv.revenue_column: every customer's lifetime value is "
+                    "the fallback value %s (features.clv.fallback_value), so churn risk alone ranks the alerts; set "
+                    "revenue_column to a monthly revenue attribute for value-based selection", clv_cfg.fallback_value)
+        return None
+    if col not in frame:
+        raise DataError("customers", col, "features.clv.revenue_column is not a column of the customers features "
+                        "(it must be one of the table's attributes)")
+    if not pd.api.types.is_numeric_dtype(frame[col]):
+        raise DataError("customers", col, "features.clv.revenue_column is not numeric (declare it with "
+                        "types: {column: numeric} or choose a column of monthly revenue)")
+    revenue = frame[col].to_numpy(dtype=np.float64)
+    missing = np.isnan(revenue)
+    if missing.all():
+        raise DataError("customers", col, "features.clv.revenue_column has no value in any row", int(missing.sum()))
+    if missing.any():
+        median = float(np.median(revenue[~missing]))
+        log.warning("features.clv.revenue_column '%s': %d of %d rows have no revenue; they take the median %.2f",
+                    col, int(missing.sum()), len(revenue), median)
+        revenue = np.where(missing, median, revenue)
+    return revenue

@@ -283,7 +283,14 @@ def score_rows(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any,
     scfg = cfg.scoring
     n = len(frame)
     timing = _survival_columns(model, frame, cfg, chunks or [slice(0, n)])
-    clv = frame["lifetime_value"].to_numpy(dtype=float) if "lifetime_value" in frame else np.zeros(n)
+    lowest_tier = cfg.features.value_tiers[-1].name if cfg.features.value_tiers else DEFAULT_VALUE_TIERS[-1]
+    if "lifetime_value" in frame:
+        clv = frame["lifetime_value"].to_numpy(dtype=float)
+        tier = frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else lowest_tier
+    else:  # no transactions table (e.g. snapshot data): a revenue column's CLV, or the documented fallback value
+        from features.value import value_without_transactions
+
+        clv, tier = value_without_transactions(frame, cfg.features)
     if timing is not None and scfg.lifetime_value == "survival":
         from inference.timing import survival_lifetime_value
 
@@ -291,10 +298,9 @@ def score_rows(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any,
                                       timing["expected_lifetime_days"].to_numpy(), cfg.features.clv.margin)
     ids = frame["customer_id"].astype(str)
     out_ids = al.pseudonymize(ids, scfg.pseudonymize_key) if scfg.pseudonymize_key else ids
-    lowest_tier = cfg.features.value_tiers[-1].name if cfg.features.value_tiers else DEFAULT_VALUE_TIERS[-1]
     out = pd.DataFrame({
         "customer_id": out_ids.to_numpy(), "churn_probability": p, "risk_tier": al.risk_tier(p, scfg.risk_tiers),
-        "value_tier": frame["value_tier"].astype(str).to_numpy() if "value_tier" in frame else lowest_tier,
+        "value_tier": tier,
         "lifecycle_stage": frame["lifecycle_stage"].astype(str).to_numpy() if "lifecycle_stage" in frame else "active",
         "lifetime_value": clv, "value_at_risk": p * clv})
     return out if timing is None else pd.concat([out, timing.set_axis(out.index)], axis=1)

@@ -232,6 +232,15 @@ def test_snapshot_config_trains_registers_and_scores(name: str, tmp_path: Path) 
     scores = pd.read_parquet(tmp_path / "s" / "scores.parquet")
     assert len(scores) == 12 and scores["churn_probability"].between(0, 1).all()
     assert (scores["cutoff"] == pd.Timestamp("2024-06-01")).all()
+    # no transactions table: a revenue column's CLV, or the fallback value; never a silent zero (issue 12)
+    cfg = load_config(config)
+    if cfg.features.clv.revenue_column is None:
+        assert (scores["lifetime_value"] == cfg.features.clv.fallback_value).all()
+    else:
+        revenue = raw.head(12)[cfg.features.clv.revenue_column].to_numpy(dtype=float)
+        assert (scores["lifetime_value"] > 0).all()
+        assert np.argsort(scores["lifetime_value"].to_numpy(), kind="stable").tolist() == \
+            np.argsort(revenue, kind="stable").tolist()  # retention 1 for all: value follows the monthly charge
     for out in ("alerts.csv", "report.html", "summary.json"):
         assert (tmp_path / "s" / out).exists(), out
 

@@ -106,6 +106,30 @@ def test_labels_inactivity():
     assert labels(t, T, INACTIVE).tolist() == [0, 0, 1, 1, 1, 0]
 
 
+@pytest.mark.parametrize(("window_end", "churn_expected", "inactive_expected"), [
+    ("inclusive", [1, 1, 0], [0, 0, 1]),  # (T, T + N]: the default, today's behaviour
+    ("exclusive", [1, 0, 0], [0, 1, 1]),  # (T, T + N): a churn (an event) exactly at T + N is outside
+], ids=["inclusive", "exclusive"])
+def test_label_window_end_decides_the_moment_T_plus_n(window_end, churn_expected, inactive_expected):
+    h, n = 30 * D, 60 * D
+    churns = _tables([("1s_before_end", "2023-01-01", str(T + h - S)), ("at_end", "2023-01-01", str(T + h)),
+                      ("1s_after_end", "2023-01-01", str(T + h + S))])
+    churn = LabelConfig(definition="churn_date", horizon_days=30, window_end=window_end)
+    assert labels(churns, T, churn).tolist() == churn_expected
+    # inactivity: the only event after T is 1 s before the end, exactly at the end, or 1 s after it
+    events = _tables([(c, "2023-01-01", None) for c in ("seen_1s_before_end", "seen_at_end", "seen_1s_after_end")],
+                     events=[("seen_1s_before_end", T + n - S), ("seen_at_end", T + n),
+                             ("seen_1s_after_end", T + n + S)])
+    inactive = LabelConfig(definition="inactivity", inactivity_days=60, window_end=window_end)
+    assert labels(events, T, inactive).tolist() == inactive_expected
+
+
+def test_label_window_end_default_and_bad_value():
+    assert LabelConfig().window_end == "inclusive"
+    with pytest.raises(ValueError, match="window_end"):
+        LabelConfig(window_end="both")
+
+
 def test_labels_on_hand_made_tables(tables):
     assert labels(tables, T, CHURN).tolist() == [0, 0, 1, 0, 0, 0, 0]  # C churns 2024-06-20
     # after T: A (event 06-05, purchase 06-15), B (06-10), C (06-15) are seen; D, E, F, G are not
