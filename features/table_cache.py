@@ -130,8 +130,9 @@ def store(folder: Path, key: str, frames: dict[str, pd.DataFrame], meta: dict[st
                                                   sort_keys=True), encoding="utf-8")
         os.rename(staged, folder / key)  # an entry another process published meanwhile stays (same content)
     except OSError as exc:
-        log.warning("tables not cached in %s: %s", folder, exc)
-        return None
+        if not (folder / key / MANIFEST).is_file():  # else: another process published the same entry first
+            log.warning("tables not cached in %s: %s", folder, exc)
+            return None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     evict(folder, max_mb)
