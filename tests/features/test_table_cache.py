@@ -163,3 +163,17 @@ def test_event_type_categorical_equals_the_text_round_trip(values, categories):
     assert got.categories.dtype == expected.categories.dtype
     np.testing.assert_array_equal(got.codes, expected.codes)
     pd.testing.assert_series_equal(pd.Series(got), pd.Series(expected))
+
+
+def test_cli_no_cache_switch(demo_data_dir, tmp_path, monkeypatch):
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "cli_cache"
+    monkeypatch.setenv("CHURN_CACHE_DIR", str(folder))
+    args = ["features", "--data", demo_data_dir, "--as-of", "2025-06-01", "--out", tmp_path / "f.parquet"]
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the switch sets CHURN_NO_CACHE for the process
+    assert run_cli(["--no-cache", *args]).exit_code == 0
+    assert _entries(folder) == []
+    del os.environ["CHURN_NO_CACHE"]
+    assert run_cli(args).exit_code == 0
+    assert len(_entries(folder)) == 1
