@@ -52,9 +52,9 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
 
 def reap_dead_runs(experiment: str) -> list[str]:
     """Mark the experiment's RUNNING runs whose owner process is gone as KILLED; return their ids."""
-    from mlflow.tracking import MlflowClient
+    from model.registry import mlflow_client
 
-    client = MlflowClient()
+    client = mlflow_client()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

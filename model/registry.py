@@ -11,6 +11,7 @@ answers "which version was champion when".
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     art = Path(cfg.artifact_location).resolve()
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:
@@ -65,11 +66,28 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
     return uri
 
 
-def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
-    """Link to the experiment's runs table in ``mlflow ui`` (classic ML view, whatever the UI's switch says)."""
+def mlflow_client() -> Any:
+    """This process's one ``MlflowClient`` for the current tracking and registry URIs (made on first use).
+
+    A command points MLflow at one store (:func:`setup_mlflow`), so in practice one client serves the whole
+    process; a test that switches stores gets a client per store.
+    """
     import mlflow
 
-    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.experiment)
+    return _client_for(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(tracking_uri: str, registry_uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
+    """Link to the experiment's runs table in ``mlflow ui`` (classic ML view, whatever the UI's switch says)."""
+
+    exp = mlflow_client().get_experiment_by_name(cfg.experiment)
     path = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
     return f"{host}/{path}?workflowType=machine_learning"
 
@@ -142,27 +160,23 @@ def _now() -> str:
 
 
 def get_alias_version(name: str, alias: str) -> str | None:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+        return str(mlflow_client().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
 def champion_history(name: str) -> list[dict[str, Any]]:
-    import mlflow
-
-    rm = mlflow.MlflowClient().get_registered_model(name)
+    rm = mlflow_client().get_registered_model(name)
     return json.loads(rm.tags.get(HISTORY_TAG, "[]"))
 
 
 def set_champion(name: str, version: str, reason: str) -> None:
     """Move the champion alias to ``version`` and append the change to the history tag."""
-    import mlflow
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     previous = get_alias_version(name, CHAMPION)
     client.set_registered_model_alias(name, CHAMPION, version)
     history = champion_history(name)
@@ -184,10 +198,9 @@ def log_model(model: ChurnModel, artifact_path: str = MODEL_ARTIFACT_PATH) -> st
 
 def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
     """Register the run's model folder as a new version, alias it challenger, and champion if there is none yet."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
@@ -208,10 +221,9 @@ def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> di
 
 def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str | None]:
     """The URI to load (``--model`` or ``models:/<name>@<alias>``) and its registry version if known."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     if uri is None:
         version = get_alias_version(name, alias)
         if version is None:
