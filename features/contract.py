@@ -950,7 +950,11 @@ def _take_text(source: pa.ChunkedArray, positions: np.ndarray, dtype: pd.StringD
 
 
 def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
-    """The row order by (timestamp, customer code), stable; None when the rows are already in it."""
+    """The row order by (timestamp, customer code), stable; None when the rows are already in it.
+
+    Whole-second timestamps (exports usually are) sort as one int64 key, ``seconds * n_codes + code``, when it
+    fits; other data by Arrow's stable two-key sort. Both give exactly ``np.lexsort((codes, ts_ns))``, faster.
+    """
     if len(ts_ns) < 2:
         return None
     step = np.diff(ts_ns)
@@ -958,7 +962,14 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
         ties = (step == 0).nonzero()[0]
         if not len(ties) or (codes[ties + 1] >= codes[ties]).all():
             return None
-    return np.lexsort((codes, ts_ns))
+    del step
+    lo, hi, n_codes = int(ts_ns.min()), int(ts_ns.max()), int(codes.max()) + 1
+    if hi - lo < 2**62 and ((hi - lo) // 10**9 + 1) * n_codes < 2**62 and not (ts_ns % 10**9).any():
+        key = (ts_ns - lo) // 10**9 * n_codes + codes
+        return np.argsort(key, kind="stable")
+    table = pa.table({"t": ts_ns, "c": codes})
+    order = pc.sort_indices(table, sort_keys=[("t", "ascending"), ("c", "ascending")])
+    return np.asarray(order.to_numpy(), dtype=np.int64)
 
 
 def _customer_id_column(customers: pd.DataFrame, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:

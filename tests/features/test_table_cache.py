@@ -177,3 +177,14 @@ def test_cli_no_cache_switch(demo_data_dir, tmp_path, monkeypatch):
     del os.environ["CHURN_NO_CACHE"]
     assert run_cli(args).exit_code == 0
     assert len(_entries(folder)) == 1
+
+
+@pytest.mark.parametrize("unit", [10**9, 1], ids=["whole-seconds-key", "nanoseconds-arrow"])
+def test_time_order_equals_lexsort(unit):
+    from features.contract import _time_order
+
+    rng = np.random.default_rng(3)
+    ts = rng.integers(0, 50, 400).astype(np.int64) * unit + 1_700_000_000 * 10**9
+    codes = rng.integers(0, 7, 400).astype(np.int32)  # many exact (timestamp, code) ties: stability matters
+    np.testing.assert_array_equal(_time_order(ts, codes), np.lexsort((codes, ts)))
+    assert _time_order(np.sort(ts), np.zeros(400, dtype=np.int32)) is None  # already in order
