@@ -11,7 +11,6 @@ answers "which version was champion when".
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import Any
 
 from churn.config import MlflowConfig
 from churn.errors import InputNotFoundError
+from churn.mlflow_runs import mlflow_client
 from model.artifact import ChurnModel
 
 MODEL_ARTIFACT_PATH = "model"
@@ -64,24 +64,6 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
             _follow_moved_store(store, exp.artifact_location, art)
     mlflow.set_experiment(cfg.experiment)
     return uri
-
-
-def mlflow_client() -> Any:
-    """This process's one ``MlflowClient`` for the current tracking and registry URIs (made on first use).
-
-    A command points MLflow at one store (:func:`setup_mlflow`), so in practice one client serves the whole
-    process; a test that switches stores gets a client per store.
-    """
-    import mlflow
-
-    return _client_for(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-
-
-@functools.lru_cache(maxsize=8)
-def _client_for(tracking_uri: str, registry_uri: str) -> Any:
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
@@ -248,15 +230,49 @@ def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str 
 
 
 def load_churn_model(uri: str) -> ChurnModel:
-    """Load a model from a local folder or an MLflow URI (``models:/``, ``runs:/``) with the safe loader only."""
+    """Load a model from a local folder or an MLflow URI (``models:/``, ``runs:/``) with the safe loader only.
+
+    When the store keeps its artifacts on this machine (the default ``mlruns/``), the booster JSON and the
+    metadata are read in place; other stores are downloaded first.
+    """
+    if Path(uri).is_dir():
+        return ChurnModel.load(uri)
+    local = _local_artifact_dir(uri)
+    if local is not None:
+        return ChurnModel.load(local)
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if Path(uri).is_dir():
-        return ChurnModel.load(uri)
     with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            local_copy = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         except (MlflowException, OSError) as exc:
             raise InputNotFoundError(f"cannot load model {uri}: {exc}") from exc
-        return ChurnModel.load(local)
+        return ChurnModel.load(local_copy)
+
+
+def _local_artifact_dir(uri: str) -> Path | None:
+    """The folder on this machine a ``models:/`` or ``runs:/`` URI's artifacts are in, or None (remote, unknown)."""
+    from urllib.parse import unquote
+
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    try:
+        if uri.startswith("models:/"):
+            ref = uri.removeprefix("models:/")
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias).version
+            else:
+                name, version = ref.split("/", 1)
+            source = client.get_model_version_download_uri(name, version)
+        elif uri.startswith("runs:/"):
+            run_id, _, sub = uri.removeprefix("runs:/").partition("/")
+            source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + sub
+        else:
+            return None
+    except (MlflowException, ValueError):
+        return None
+    local = _local_path(unquote(source)) if source.startswith("file://") else _local_path(source)
+    return local if local is not None and local.is_dir() else None
