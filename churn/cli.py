@@ -124,8 +124,10 @@ def _summary(out: Path, payload: dict[str, Any]) -> Path:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--no-cache", is_flag=True,
+              help="Read and validate the data files afresh: no table cache (see data.cache in the config).")
 @click.version_option(package_name="churn-early-warning")
-def main(verbose: int, quiet: bool) -> None:
+def main(verbose: int, quiet: bool, no_cache: bool) -> None:
     """Churn early-warning system.
 
     Builds point-in-time features from customer tables, trains a tuned and calibrated XGBoost
@@ -133,6 +135,8 @@ def main(verbose: int, quiet: bool) -> None:
     playbooks. Start with `churn demo --out demo`.
     """
     _setup_logging(verbose, quiet)
+    if no_cache:
+        os.environ["CHURN_NO_CACHE"] = "1"  # read by features.table_cache (also in the processes this one starts)
 
 
 # --------------------------------------------------------------------------- generate

@@ -201,9 +201,23 @@ class DataLimits(_Strict):
     max_event_types: int = Field(200, ge=1)  # distinct event types (each becomes ~15 features)
 
 
+class TableCacheConfig(_Strict):
+    """The cache of validated, sorted tables (:mod:`features.table_cache`): Arrow IPC files, no pickle.
+
+    Keyed by the input files' hash, the data/label config and the loader's code version; ``folder`` None:
+    ``$CHURN_CACHE_DIR``, else ``$XDG_CACHE_HOME/churn/tables`` (``~/.cache/churn/tables``). ``churn --no-cache``
+    or ``CHURN_NO_CACHE=1`` turn it off for one command. The oldest entries are evicted above ``max_mb``.
+    """
+
+    enabled: bool = True
+    folder: str | None = None
+    max_mb: float = Field(4096, gt=0)
+
+
 class DataConfig(_Strict):
     tables: dict[str, TableConfig]
     limits: DataLimits = DataLimits()
+    cache: TableCacheConfig = TableCacheConfig()
     date_format: str | None = None  # strftime format for all date columns; None = ISO / inferred
     # the moment up to which the data is complete (e.g. a simulation's end, an export date): overrides
     # the latest record as Tables.data_end (so training cutoffs keep T + horizon <= it), and subscriptions

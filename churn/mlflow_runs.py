@@ -10,10 +10,12 @@ owned by another host are left alone (their process cannot be checked from here)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,27 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     return not started or _start_time(pid) in ("", started)  # a reused pid started at another time
 
 
+def mlflow_client() -> Any:
+    """This process's one ``MlflowClient`` for the current tracking and registry URIs (made on first use).
+
+    A command points MLflow at one store (``model.registry.setup_mlflow``), so in practice one client serves
+    the whole process; a test that switches stores gets a client per store.
+    """
+    import mlflow
+
+    return _client_for(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(tracking_uri: str, registry_uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
 def reap_dead_runs(experiment: str) -> list[str]:
     """Mark the experiment's RUNNING runs whose owner process is gone as KILLED; return their ids."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = mlflow_client()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

@@ -93,9 +93,9 @@ def retrain_reasons(drift: dict[str, Any] | None, evaluated: list[dict[str, Any]
 
 def _newest_version(name: str) -> tuple[str | None, str | None]:
     """The newest registered version of ``name`` and its test cutoff tag."""
-    import mlflow
+    from model.registry import mlflow_client
 
-    versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+    versions = mlflow_client().search_model_versions(f"name='{name}'")
     if not versions:
         return None, None
     newest = max(versions, key=lambda v: int(v.version))

@@ -158,11 +158,12 @@ def resolve_previous(previous: str | Path) -> Path:
     path = Path(previous)
     if path.is_dir():
         return path
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from model.registry import mlflow_client
+
     try:
-        tags = mlflow.MlflowClient().get_run(str(previous)).data.tags
+        tags = mlflow_client().get_run(str(previous)).data.tags
     except MlflowException as exc:
         raise InputNotFoundError(f"--previous {previous}: neither a folder nor an MLflow run id ({exc.message})") \
             from exc

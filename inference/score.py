@@ -11,11 +11,12 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from inference.counterfactual import counterfactual_columns, search_for_model
 from inference.explain import explain_rows, global_group_importance, typical_values
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -62,31 +64,85 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     (its folder or MLflow run id): every alert then says how and why its score changed since
     (:mod:`inference.change`) and whether it is new.
     """
-    from features.treatments import check_history
-    from inference.allocate import decision_summary
-    from inference.playbooks import load_playbooks
-    from inference.report import render_report
-    from model.card import model_card
-    from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
-    from model.uplift import estimate_effects
-
-    scfg = cfg.scoring
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    run = _open_model(cfg, model_uri, as_of)
+    builder, frame, specs = _timed(timings, "features_s", _features, tables, cfg, run.model, as_of)
+    p, chunks = _timed(timings, "predict_s", _predict, run.model, frame, cfg.scoring.chunk_size)
+    meta_cols = {"model_name": cfg.mlflow.model_name, "model_version": str(run.version or run.uri),
+                 "input_hash": tables.input_hash}
+    scores = _timed(timings, "rows_s", _score_table, frame, p, cfg, run.model, chunks, as_of, meta_cols)
+    alert_idx = _alert_rows(scores, cfg.scoring)
+    explain_idx = np.arange(len(frame)) if explain_all else alert_idx
+    reasons, contribs = _timed(timings, "explain_s", _explain, frame, p, explain_idx, run.model, specs, cfg)
+    if explain_all:
+        reasons = reasons.iloc[np.searchsorted(explain_idx, alert_idx)] if len(alert_idx) else reasons.iloc[:0]
+    alerts = _alert_table(scores, reasons, frame, alert_idx)
+    if cfg.scoring.counterfactual and len(alerts):
+        alerts = _timed(timings, "counterfactual_s", _add_counterfactuals, alerts, frame, p, alert_idx, run.model,
+                        specs, cfg)
+    alerts, decisions = _decide(alerts, tables, cfg, run.book, frame, alert_idx, as_of)
+    changes = None
+    if previous is not None:
+        from inference.change import compare_with_previous
+
+        alerts, changes = compare_with_previous(previous, tables, cfg, run.model, frame, scores["customer_id"], as_of,
+                                                alerts, specs)
+    drift, drift_evidence, estimate = _monitoring(run.model, frame, p, alert_idx, cfg)
+    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], run.model.features, specs,
+                                          run.model.calibrator.transform) if contribs else None)
+    summary = _score_summary(tables, cfg, run, as_of, model_uri, scores, alerts, builder) | {
+        "drift_recommendation": drift_evidence.get("recommendation") if drift_evidence else None,
+        "drift": drift_evidence, "performance_estimate": estimate, "score_change": changes, "decisions": decisions}
+    shown = _publish_outputs(cfg, summary, Path(out_dir), scores, alerts, drift, importance, timings, t0, publish_as,
+                             log_to_mlflow)
+    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)",
+             f"{len(frame):,}", len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], shown,
+             summary["outputs"].get("report.html"))
+    return summary
+
+
+def _timed(timings: dict[str, float], name: str, step: Callable[..., _T], *args: Any) -> _T:
+    """``step(*args)``, its wall time recorded as ``timings[name]``."""
+    t = time.perf_counter()
+    out = step(*args)
+    timings[name] = time.perf_counter() - t
+    return out
+
+
+@dataclass(frozen=True)
+class _ModelRun:
+    """The model being scored with, where it came from, and the playbooks it is scored for."""
+
+    model: Any
+    uri: str
+    version: str | None
+    tracking_uri: str
+    book: Any
+
+
+def _open_model(cfg: Config, model_uri: str | None, as_of: pd.Timestamp) -> _ModelRun:
+    """Validate the playbooks (before any heavy work), point MLflow at the store and load the model."""
+    from inference.playbooks import load_playbooks
+    from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
+
     tier_names = [t.name for t in cfg.features.value_tiers]
-    book = load_playbooks(resolve_path(scfg.playbooks), tier_names)  # validate config before any heavy work
+    book = load_playbooks(resolve_path(cfg.scoring.playbooks), tier_names)
     tracking_uri = setup_mlflow(cfg.mlflow)
-    uri, version = resolve_model_uri(cfg.mlflow.model_name, model_uri, scfg.model_alias)
+    uri, version = resolve_model_uri(cfg.mlflow.model_name, model_uri, cfg.scoring.model_alias)
     model = load_churn_model(uri)
     log.info("model %s (version %s), cutoff %s", uri, version, as_of.date())
+    return _ModelRun(model, uri, version, tracking_uri, book)
 
-    t = time.perf_counter()
+
+def _features(tables: Tables, cfg: Config, model: Any, as_of: pd.Timestamp) -> tuple[FeatureBuilder, pd.DataFrame,
+                                                                                     dict[str, Any]]:
+    """The feature table at ``as_of`` (and its specs); no active customer or a feature the model needs is an error."""
     log.info("building features at cutoff %s ...", as_of.date())
     builder = FeatureBuilder(tables, cfg, event_types=model.meta.get("event_types"))
     fs = builder.build(as_of)
-    frame = fs.frame
     specs = {s.name: s for s in fs.specs}
-    if frame.empty:
+    if fs.frame.empty:
         from churn.errors import no_active_customers
 
         raise no_active_customers(as_of)  # before the feature check: an empty window cannot produce features
@@ -96,70 +152,86 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
 
         raise DataError("features", missing[0], f"the model needs feature(s) this data cannot produce: {missing[:8]} "
                         "(is a table missing, or was the model trained with another config?)")
-    timings["features_s"] = time.perf_counter() - t
-    n = len(frame)
-    if n == 0:
-        from churn.errors import no_active_customers
+    return builder, fs.frame, specs
 
-        raise no_active_customers(as_of)
 
-    t = time.perf_counter()
-    p = np.empty(n)
-    chunks = _chunks(n, scfg.chunk_size)
+def _predict(model: Any, frame: pd.DataFrame, chunk_size: int) -> tuple[np.ndarray, list[slice]]:
+    """Calibrated churn probabilities, in chunks of ``chunk_size`` rows (bounded memory)."""
+    p = np.empty(len(frame))
+    chunks = _chunks(len(frame), chunk_size)
     for i, sl in enumerate(chunks, 1):
         p[sl] = model.predict_proba(frame.iloc[sl])
         if len(chunks) > 1:
             log.info("scored chunk %d/%d (%s rows)", i, len(chunks), f"{sl.stop:,}")
-    timings["predict_s"] = time.perf_counter() - t
+    return p, chunks
 
-    econ = cfg.training.economics
-    t = time.perf_counter()
-    meta_cols = {"model_name": cfg.mlflow.model_name, "model_version": str(version or uri),
-                 "input_hash": tables.input_hash}
+
+def _score_table(frame: pd.DataFrame, p: np.ndarray, cfg: Config, model: Any, chunks: list[slice],
+                 as_of: pd.Timestamp, meta_cols: dict[str, Any]) -> pd.DataFrame:
+    """One row per scored customer: :func:`score_rows` with the cutoff and the model/input identity."""
     scores = score_rows(frame, p, cfg, model, chunks)
     scores.insert(1, "cutoff", as_of)
-    scores = scores.assign(**meta_cols)
-    timings["rows_s"] = time.perf_counter() - t
+    return scores.assign(**meta_cols)
 
-    # ------------------------------------------------------------ alerts: explain, playbooks, budget
+
+def _alert_rows(scores: pd.DataFrame, scfg: Any) -> np.ndarray:
+    """Rows at or above the alert tier, the ``max_alerts`` largest values at risk first."""
     min_rank = al.RISK_ORDER[scfg.alert_min_tier]
-    is_alert = scores["risk_tier"].map(al.RISK_ORDER).to_numpy() >= min_rank
-    alert_idx = np.flatnonzero(is_alert)
-    alert_idx = alert_idx[top_alerts(scores["value_at_risk"].to_numpy()[alert_idx], scfg.max_alerts)]
-    explain_idx = np.arange(n) if explain_all else alert_idx
-    t = time.perf_counter()
+    alert_idx = np.flatnonzero(scores["risk_tier"].map(al.RISK_ORDER).to_numpy() >= min_rank)
+    return alert_idx[top_alerts(scores["value_at_risk"].to_numpy()[alert_idx], scfg.max_alerts)]
+
+
+def _explain(frame: pd.DataFrame, p: np.ndarray, explain_idx: np.ndarray, model: Any, specs: dict[str, Any],
+             cfg: Config) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Reasons for the rows ``explain_idx`` (in chunks) and their raw contributions."""
+    scfg = cfg.scoring
     log.info("explaining %s customers (%s) ...", f"{len(explain_idx):,}", scfg.explainer)
     typical = typical_values(frame, model.features, specs)
-    reason_parts = []
-    contribs = []
+    reason_parts, contribs = [], []
     for sl in _chunks(len(explain_idx), 50_000):
         rows = explain_idx[sl]
         sub = frame.iloc[rows]
         contrib = model.contributions(sub, explainer=scfg.explainer)
         contribs.append(contrib)
         reason_parts.append(explain_rows(sub, contrib, p[rows], model.features, specs, typical, scfg.top_reasons,
-                                         calibrate=model.calibrator.transform, currency=econ.currency))
+                                         calibrate=model.calibrator.transform, currency=cfg.training.economics.currency))
         log.info("explained %s/%s customers", f"{sl.stop:,}", f"{len(explain_idx):,}")
-    timings["explain_s"] = time.perf_counter() - t
     reasons = pd.concat(reason_parts) if reason_parts else pd.DataFrame(
         columns=["reasons", "protective_reason", "reason_families", "reason_groups"]
         + [f"reason_{k + 1}" for k in range(scfg.top_reasons)])
-    if explain_all:
-        reasons = reasons.iloc[np.searchsorted(explain_idx, alert_idx)] if len(alert_idx) else reasons.iloc[:0]
+    return reasons, contribs
 
+
+def _alert_table(scores: pd.DataFrame, reasons: pd.DataFrame, frame: pd.DataFrame, alert_idx: np.ndarray) -> pd.DataFrame:
+    """The alerted score rows with their reasons and early warnings."""
     alerts = scores.iloc[alert_idx].reset_index(drop=True)
     reasons = reasons.reset_index(drop=True)
     for col in reasons.columns:
         alerts[col] = reasons[col].to_numpy() if len(alerts) else []
     alerts["early_warnings"] = active_flags(frame.iloc[alert_idx]) if len(alerts) else []
-    if scfg.counterfactual and len(alerts):
-        t = time.perf_counter()
-        threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
-        search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
-        cf = counterfactual_columns(model, frame.iloc[alert_idx], p[alert_idx], search, specs, econ.currency)
-        for col in cf.columns:
-            alerts[col] = cf[col].to_numpy()
-        timings["counterfactual_s"] = time.perf_counter() - t
+    return alerts
+
+
+def _add_counterfactuals(alerts: pd.DataFrame, frame: pd.DataFrame, p: np.ndarray, alert_idx: np.ndarray, model: Any,
+                         specs: dict[str, Any], cfg: Config) -> pd.DataFrame:
+    """Per alert, the smallest actionable change that brings it below the alert threshold."""
+    scfg = cfg.scoring
+    threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
+    search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
+    cf = counterfactual_columns(model, frame.iloc[alert_idx], p[alert_idx], search, specs, cfg.training.economics.currency)
+    for col in cf.columns:
+        alerts[col] = cf[col].to_numpy()
+    return alerts
+
+
+def _decide(alerts: pd.DataFrame, tables: Tables, cfg: Config, book: Any, frame: pd.DataFrame, alert_idx: np.ndarray,
+            as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Playbook effects (uplift model or priors), the campaign history check, and the budgeted selection."""
+    from features.treatments import check_history
+    from inference.allocate import decision_summary
+    from model.uplift import estimate_effects
+
+    scfg, econ = cfg.scoring, cfg.training.economics
     effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame.iloc[alert_idx])
     if effects is not None:
         effects.index = alerts.index
@@ -168,45 +240,45 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     weight = cfg.training.uplift.effect_weight
     raw_ids = frame["customer_id"].astype(str).iloc[alert_idx].reset_index(drop=True)
     alerts = decide_alerts(alerts, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
-    decisions = decision_summary(alerts, book, econ, effects, uplift_info, weight)
-    changes = None
-    if previous is not None:
-        from inference.change import compare_with_previous
+    return alerts, decision_summary(alerts, book, econ, effects, uplift_info, weight)
 
-        alerts, changes = compare_with_previous(previous, tables, cfg, model, frame, scores["customer_id"], as_of,
-                                                alerts, specs)
 
-    # ------------------------------------------------------------ monitoring: drift against training reference
-    drift, drift_evidence, estimate = _monitoring(model, frame, p, alert_idx, cfg)
-    recommendation = drift_evidence.get("recommendation") if drift_evidence else None
-    importance = (global_group_importance(np.vstack(contribs), p[explain_idx], model.features, specs,
-                                          model.calibrator.transform) if contribs else None)
+def _score_summary(tables: Tables, cfg: Config, run: _ModelRun, as_of: pd.Timestamp, model_uri: str | None,
+                   scores: pd.DataFrame, alerts: pd.DataFrame, builder: FeatureBuilder) -> dict[str, Any]:
+    """The summary's identity, counts and totals (monitoring and decisions are added by the caller)."""
+    from model.card import model_card
 
-    # ------------------------------------------------------------ write everything atomically
-    out_dir = Path(out_dir)
-    summary: dict[str, Any] = {
+    meta = run.model.meta
+    return {
         "command": "score", "cutoff": as_of.date().isoformat(), "input_hash": tables.input_hash,
-        "data_files": [str(f) for f in tables.files], "tracking_uri": tracking_uri,
-        "model_name": cfg.mlflow.model_name, "model_version": version, "model_uri": uri,
-        "model_alias": scfg.model_alias if model_uri is None else None,
-        "horizon_days": model.meta.get("label", {}).get("horizon_days"),
-        "n_scored": int(n), **alert_totals(alerts), "budget": scfg.budget,
+        "data_files": [str(f) for f in tables.files], "tracking_uri": run.tracking_uri,
+        "model_name": cfg.mlflow.model_name, "model_version": run.version, "model_uri": run.uri,
+        "model_alias": cfg.scoring.model_alias if model_uri is None else None,
+        "horizon_days": meta.get("label", {}).get("horizon_days"),
+        "n_scored": int(len(scores)), **alert_totals(alerts), "budget": cfg.scoring.budget,
         "value_at_risk_total": float(scores["value_at_risk"].sum()),
         "risk_tiers": scores["risk_tier"].value_counts().to_dict(),
-        "drift_recommendation": recommendation, "drift": drift_evidence, "performance_estimate": estimate,
-        "score_change": changes, "currency": econ.currency, "decisions": decisions,
-        "time_to_churn": _timing_summary(scores, alerts, model.meta) if model.survival is not None else None,
+        "currency": cfg.training.economics.currency,
+        "time_to_churn": _timing_summary(scores, alerts, meta) if run.model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_card": model_card(model.meta, cfg.mlflow.model_name, version, uri),
+        "model_card": model_card(meta, cfg.mlflow.model_name, run.version, run.uri),
     }
+
+
+def _publish_outputs(cfg: Config, summary: dict[str, Any], out_dir: Path, scores: pd.DataFrame, alerts: pd.DataFrame,
+                     drift: pd.DataFrame | None, importance: Any, timings: dict[str, float], t0: float,
+                     publish_as: str | Path | None, log_to_mlflow: bool) -> Path:
+    """Stage every output (tables, report, summary), publish them as one set and log the run; the shown path."""
+    from inference.report import render_report
+
     staged = new_staging(out_dir)
     try:
         _write_outputs(staged, scores, alerts, drift)
         t = time.perf_counter()
         log.info("rendering the report (%s alerts) ...", f"{len(alerts):,}")
         render_report(staged / "report.html", summary=summary, scores=scores, alerts=alerts,
-                      global_importance=importance, drift=drift, top_n=scfg.report_top_n,
+                      global_importance=importance, drift=drift, top_n=cfg.scoring.report_top_n,
                       drift_rows=cfg.monitoring.report_drift_rows)
         timings["report_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
@@ -219,10 +291,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)", f"{n:,}",
-             len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], shown,
-             outputs.get("report.html"))
-    return summary
+    return shown
 
 
 # Columns added by the explanation steps (reasons that add up, early warnings, the counterfactual), after the schema's.

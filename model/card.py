@@ -92,14 +92,14 @@ def _previous_champion(client: Any, name: str, version: str | None) -> str | Non
 
 def model_card(meta: dict[str, Any], name: str, version: str | None, uri: str) -> dict[str, Any]:
     """Card for the report: the model's own evaluation plus registry facts and the previous champion."""
-    import mlflow
+    from model.registry import mlflow_client
 
     card = dict(meta.get("evaluation") or {})
     card.setdefault("cutoffs", {k: meta.get(f"{k}_cutoffs", []) for k in ("train", "valid", "test")})
     card.update({"name": name, "version": version, "uri": uri,
                  "horizon_days": (meta.get("label") or {}).get("horizon_days"),
                  "training_input_hash": meta.get("input_hash")})
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     facts = _run_facts(client, name, version)
     card["run_id"], card["aliases"] = facts.get("run_id"), facts.get("aliases", [])
     card.setdefault("trained_at", facts.get("trained_at"))

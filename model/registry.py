@@ -21,6 +21,7 @@ from typing import Any
 
 from churn.config import MlflowConfig
 from churn.errors import InputNotFoundError
+from churn.mlflow_runs import mlflow_client
 from model.artifact import ChurnModel
 
 MODEL_ARTIFACT_PATH = "model"
@@ -49,7 +50,7 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     art = Path(cfg.artifact_location).resolve()
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:
@@ -67,9 +68,8 @@ def setup_mlflow(cfg: MlflowConfig) -> str:
 
 def runs_page_url(cfg: MlflowConfig, host: str = "http://127.0.0.1:5000") -> str:
     """Link to the experiment's runs table in ``mlflow ui`` (classic ML view, whatever the UI's switch says)."""
-    import mlflow
 
-    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.experiment)
+    exp = mlflow_client().get_experiment_by_name(cfg.experiment)
     path = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
     return f"{host}/{path}?workflowType=machine_learning"
 
@@ -142,27 +142,23 @@ def _now() -> str:
 
 
 def get_alias_version(name: str, alias: str) -> str | None:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+        return str(mlflow_client().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
 def champion_history(name: str) -> list[dict[str, Any]]:
-    import mlflow
-
-    rm = mlflow.MlflowClient().get_registered_model(name)
+    rm = mlflow_client().get_registered_model(name)
     return json.loads(rm.tags.get(HISTORY_TAG, "[]"))
 
 
 def set_champion(name: str, version: str, reason: str) -> None:
     """Move the champion alias to ``version`` and append the change to the history tag."""
-    import mlflow
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     previous = get_alias_version(name, CHAMPION)
     client.set_registered_model_alias(name, CHAMPION, version)
     history = champion_history(name)
@@ -184,10 +180,9 @@ def log_model(model: ChurnModel, artifact_path: str = MODEL_ARTIFACT_PATH) -> st
 
 def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
     """Register the run's model folder as a new version, alias it challenger, and champion if there is none yet."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
@@ -208,10 +203,9 @@ def register(model_uri: str, run_id: str, name: str, tags: dict[str, str]) -> di
 
 def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str | None]:
     """The URI to load (``--model`` or ``models:/<name>@<alias>``) and its registry version if known."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
+    client = mlflow_client()
     if uri is None:
         version = get_alias_version(name, alias)
         if version is None:
@@ -236,15 +230,49 @@ def resolve_model_uri(name: str, uri: str | None, alias: str) -> tuple[str, str 
 
 
 def load_churn_model(uri: str) -> ChurnModel:
-    """Load a model from a local folder or an MLflow URI (``models:/``, ``runs:/``) with the safe loader only."""
+    """Load a model from a local folder or an MLflow URI (``models:/``, ``runs:/``) with the safe loader only.
+
+    When the store keeps its artifacts on this machine (the default ``mlruns/``), the booster JSON and the
+    metadata are read in place; other stores are downloaded first.
+    """
+    if Path(uri).is_dir():
+        return ChurnModel.load(uri)
+    local = _local_artifact_dir(uri)
+    if local is not None:
+        return ChurnModel.load(local)
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if Path(uri).is_dir():
-        return ChurnModel.load(uri)
     with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            local_copy = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         except (MlflowException, OSError) as exc:
             raise InputNotFoundError(f"cannot load model {uri}: {exc}") from exc
-        return ChurnModel.load(local)
+        return ChurnModel.load(local_copy)
+
+
+def _local_artifact_dir(uri: str) -> Path | None:
+    """The folder on this machine a ``models:/`` or ``runs:/`` URI's artifacts are in, or None (remote, unknown)."""
+    from urllib.parse import unquote
+
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    try:
+        if uri.startswith("models:/"):
+            ref = uri.removeprefix("models:/")
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias).version
+            else:
+                name, version = ref.split("/", 1)
+            source = client.get_model_version_download_uri(name, version)
+        elif uri.startswith("runs:/"):
+            run_id, _, sub = uri.removeprefix("runs:/").partition("/")
+            source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + sub
+        else:
+            return None
+    except (MlflowException, ValueError):
+        return None
+    local = _local_path(unquote(source)) if source.startswith("file://") else _local_path(source)
+    return local if local is not None and local.is_dir() else None

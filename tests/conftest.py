@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 MODEL_NAME = "churn-xgb"  # mlflow.model_name in configs/default.yaml
 DEMO_CUSTOMERS, DEMO_SEED = 800, 7
+# the table cache (features.table_cache) never writes into the user's cache folder from the tests: session
+# fixtures share one throw-away folder, each test gets its own (see _table_cache_per_test)
+os.environ["CHURN_CACHE_DIR"] = tempfile.mkdtemp(prefix="churn-test-table-cache-")
+
+
+@pytest.fixture(autouse=True)
+def _table_cache_per_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh table cache folder per test: a test's loads never hit another test's entries."""
+    monkeypatch.setenv("CHURN_CACHE_DIR", str(tmp_path_factory.mktemp("table_cache")))
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -33,17 +33,18 @@ class PromotionError(ChurnError):
 
 
 def _version_tags(name: str, version: str) -> dict[str, str]:
-    import mlflow
+    from model.registry import mlflow_client
 
-    return dict(mlflow.MlflowClient().get_model_version(name, version).tags)
+    return dict(mlflow_client().get_model_version(name, version).tags)
 
 
 def _require_version(name: str, version: str) -> None:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from model.registry import mlflow_client
+
     try:
-        mlflow.MlflowClient().get_model_version(name, version)
+        mlflow_client().get_model_version(name, version)
     except MlflowException as exc:
         raise InputNotFoundError(f"model '{name}' has no version {version}") from exc
 

@@ -187,3 +187,20 @@ def test_registry_commands_without_the_model_exit_66(command: str, message: str,
     in_store.activate()
     assert res.exit_code == 66, res.output
     assert f"model 'nobody' {message}" in res.output and "unexpected" not in res.output
+
+
+def test_local_store_model_is_read_in_place_without_a_download(in_store: Store, monkeypatch) -> None:
+    """A local store's artifacts are read where they are (no ``mlflow.artifacts`` copy); the safe loader still runs."""
+    import mlflow.artifacts
+
+    from model.registry import _local_artifact_dir, load_churn_model
+
+    def no_download(**kwargs: Any) -> str:
+        raise AssertionError(f"downloaded {kwargs}")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", no_download)
+    folder = _local_artifact_dir(f"models:/{MODEL_NAME}@{CHAMPION}")
+    assert folder is not None and (folder / "booster.json").is_file()
+    model = load_churn_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+    assert model.features and model.meta == load_churn_model(str(folder)).meta
+    assert _local_artifact_dir("models:/no-such-model@champion") is None
