@@ -149,7 +149,7 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
     from features.spark import build_feature_set_spark
     from inference.explain import typical_values
     from inference.score import score
-    from inference.spark import score_spark, typical_values_spark
+    from inference.spark import score_spark
     from model.registry import load_churn_model
 
     cfg, tables = store["cfg"], store["tables"]
@@ -166,7 +166,7 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
 
         specs = {s.name: s for s in local_fs.specs}
         want = typical_values(local_fs.frame, model.features, specs)
-        got = typical_values_spark(fs.frame, model.features, specs, fs.categories)
+        got = typical_values(fs.to_pandas(model.features).frame, model.features, specs)
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
