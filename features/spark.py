@@ -11,6 +11,7 @@ customer whose rows carry them), the customers table by ``load_tables`` on the d
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from churn.config import Config
 from churn.errors import ConfigError, DataError, InputNotFoundError
 from churn.timebase import DAY, window_slice
 from features.catalogue import FeatureSpec, count_by
+from features.contract import CHILD_TABLES, SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -45,17 +47,14 @@ ROW = "_rk"  # global row key: file index << ROW_BITS | position in the file
 BUCKET, TAG = "_bucket", "_src"
 P365 = "_purchases_365d"  # hidden: purchases in the last 365 days (input of the RFM frequency score)
 ROW_BITS = 50
-SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv")  # as features.contract.SUFFIXES
 CUSTOMER_SIDE = ("customers", "subscriptions")  # what the driver's customers table is loaded from
 DEFAULT_ROWS_PER_BUCKET = 1_000_000
 Data = str | Path | Mapping[str, str | list[str]]
 
 
 def get_spark(master: str | None = None, app_name: str = "churn-early-warning", **conf: str) -> SparkSession:
-    """A SparkSession for this engine (UTC session time zone, Arrow, case-sensitive names, workers on this Python).
-
-    ``master`` None keeps what ``spark-submit`` set (or ``local[*]`` when run directly).
-    """
+    """A SparkSession for this engine (UTC, Arrow, case-sensitive names, workers on this Python); ``master`` None
+    keeps what ``spark-submit`` set (or ``local[*]`` when run directly)."""
     import os
     import sys
 
@@ -64,12 +63,9 @@ def get_spark(master: str | None = None, app_name: str = "churn-early-warning", 
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    b = SparkSession.builder.appName(app_name)
-    if master:
-        b = b.master(master)
-    settings = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true",
-                "spark.sql.caseSensitive": "true", "spark.ui.showConsoleProgress": "false", **conf}
-    for k, v in settings.items():
+    b = SparkSession.builder.appName(app_name).master(master) if master else SparkSession.builder.appName(app_name)
+    for k, v in {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true",
+                 "spark.sql.caseSensitive": "true", "spark.ui.showConsoleProgress": "false", **conf}.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CHURN_SPARK_LOG_LEVEL", "WARN"))
@@ -100,7 +96,6 @@ def worker_errors() -> Iterator[None]:
         raise
 
 
-# --------------------------------------------------------------------------------------------- sources
 @dataclass
 class Source:
     """One configured file: where Spark reads it and how a bucket stages it for ``load_tables``."""
@@ -117,13 +112,12 @@ class Source:
     kind: str = "table"  # "table" (a table's file or union file), "join" or "lookup"
 
 
-def _raw_name(mapped: str, rename: Mapping[str, str]) -> str:
-    return next((k for k, v in rename.items() if v == mapped), mapped)
-
-
 def configured_sources(cfg: Config) -> list[Source]:
     """Every file the default engine's loader would read for ``cfg``, customer-keyed ones first by role."""
     from features.contract import ROW_NUMBER_ID, _text_columns
+
+    def raw(mapped: str, rename: Mapping[str, str]) -> str:  # the file's name of a column the config maps
+        return next((k for k, v in rename.items() if v == mapped), mapped)
 
     out: list[Source] = []
     for role, tc in cfg.data.tables.items():
@@ -131,10 +125,10 @@ def configured_sources(cfg: Config) -> list[Source]:
         if role == "customers" and idc == ROW_NUMBER_ID:
             raise ConfigError(f"--engine spark: customers.columns.customer_id '{ROW_NUMBER_ID}' (the row number as "
                               "id) needs the whole file in one place: use the default engine or add an id column")
-        out.append(Source(tc.file, role, _raw_name(idc, tc.rename), text))
+        out.append(Source(tc.file, role, raw(idc, tc.rename), text))
         for u in tc.union:
             renames = {**tc.rename, **u.rename}
-            out.append(Source(u.file, role, _raw_name(idc, renames),
+            out.append(Source(u.file, role, raw(idc, renames),
                               [k for k, v in renames.items() if v in text] + text))
         for j in tc.joins:
             right = [r for k, r in zip(j.left_keys, j.right_keys, strict=True) if k == idc]
@@ -203,7 +197,7 @@ def _read(spark: SparkSession, src: Source, first: int) -> DataFrame:
 
 
 def _hash_inputs(files: list[str]) -> str:
-    """Same hash as the default engine (sha256 over sorted names and bytes) when the files are local."""
+    """Same hash as the default engine (sha256 over sorted names and bytes) when the files are local; else of paths."""
     import hashlib
 
     from churn.io import hash_files
@@ -211,13 +205,9 @@ def _hash_inputs(files: list[str]) -> str:
     local = [f.removeprefix("file://").removeprefix("file:") for f in files]
     if all("://" not in f and Path(f).is_file() for f in local):
         return hash_files([Path(f).resolve() for f in local])
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f.encode() + b"\0")
-    return "paths-sha256:" + h.hexdigest()
+    return "paths-sha256:" + hashlib.sha256("".join(f + "\0" for f in sorted(files)).encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------------------------- staging a bucket
 def _typed(rows: pd.DataFrame, src: Source) -> pd.DataFrame:
     """One source's rows as the default engine's reader gives them (CSV text re-parsed by pandas)."""
     if src.sep is not None:
@@ -276,13 +266,11 @@ class BucketPlan:
         """First pass: the bucket's whole-table facts and CSV column types, as one JSON row."""
         tables, _ = self.load(pdf, phantom=True)
         out = bucket_facts(tables, self.as_of)
-        out["dtypes"] = {}
-        tag = pdf[TAG].to_numpy()
+        tag, out["dtypes"] = pdf[TAG].to_numpy(), {}
         for k, src in enumerate(self.sources):
-            if src.sep is not None and src.id_column is not None:
-                rows = pdf.loc[tag == k, [f"s{k}_{c}" for c in self.columns[k]]]
-                out["dtypes"][k] = {c: str(t) for c, t in zip(self.columns[k], _typed(rows.set_axis(
-                    self.columns[k], axis=1), src).dtypes, strict=True)}
+            if src.sep is not None and src.id_column is not None and (tag == k).any():
+                rows = pdf.loc[tag == k, [f"s{k}_{c}" for c in self.columns[k]]].set_axis(self.columns[k], axis=1)
+                out["dtypes"][k] = _typed(rows, src).dtypes.astype(str).to_dict()
         return pd.DataFrame({"facts": [json.dumps(out, default=str)]})
 
     def build(self, pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[FeatureSpec]]:
@@ -315,48 +303,36 @@ class BucketPlan:
     def __call__(self, pdf: pd.DataFrame) -> pd.DataFrame:
         """applyInPandas entry point: Spark-ready columns (categoricals as text)."""
         frame, _ = self.build(pdf)
-        out = {}
-        for col in self.out_columns:
-            s = frame[col]
-            if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object or pd.api.types.is_string_dtype(s):
-                s = s.astype(object).where(s.notna(), None)
-            out[col] = s
-        return pd.DataFrame(out)
+        return pd.DataFrame({c: frame[c].astype(object).where(frame[c].notna(), None) if _spark_type(frame[c]) == "string"
+                             else frame[c] for c in self.out_columns})
 
 
-_SCORERS: dict[str, Any] = {}
-
-
+@functools.cache
 def _scorer(spec: str) -> Any:
     """The sentiment scorer, loaded once per Python worker."""
-    if spec not in _SCORERS:
-        from features.text_sentiment import load_scorer
+    from features.text_sentiment import load_scorer
 
-        _SCORERS[spec] = load_scorer(spec)
-    return _SCORERS[spec]
+    return load_scorer(spec)
 
 
-# --------------------------------------------------------------------------------------------- whole-table facts
 def bucket_facts(tables: Tables, as_of: pd.Timestamp | None) -> dict[str, Any]:
-    """What the family code and the loader read from a whole table, for one bucket (merged by :func:`merge_facts`)."""
+    """What the family code and the loader read from a whole table, for one bucket (merged by :func:`merge_facts`).
+
+    Every bucket holds a real row of every table (the phantom's), so the minimum of the buckets' ``data_start``
+    and the maximum of their ``data_end`` are the whole tables'.
+    """
     from features.behavioral import event_types_before
 
-    c = tables.customers
-    out: dict[str, Any] = {"signup": [c["signup_date"].min(), c["signup_date"].max()],
-                           "churn": c["churn_date"].max(), "first": {}, "last": {}}
-    for role in ("events", "transactions", "interactions"):
-        if (t := tables.child(role)) is not None and len(t):
-            out["first"][role], out["last"][role] = t["timestamp"].iloc[0], t["timestamp"].iloc[-1]
-    if tables.subscriptions is not None and len(tables.subscriptions):
+    out: dict[str, Any] = {"data_start": tables.data_start, "data_end": tables.data_end, "first": {
+        r: t["timestamp"].iloc[0] for r in CHILD_TABLES if (t := tables.child(r)) is not None and len(t)}}
+    if tables.subscriptions is not None:
         out["subs_start"] = tables.subscriptions["start_date"].max()
     ev, it = tables.events, tables.interactions
     if ev is not None:
         out["all_types"] = sorted(map(str, pd.unique(ev["event_type"].astype(str))))
     if as_of is not None and ev is not None:
-        before = ev["timestamp"].to_numpy() < np.datetime64(as_of)
-        out["types"] = event_types_before(ev, as_of)
-        out["has_value"] = bool("value" in ev and ev["value"].to_numpy(dtype=float)[before].size
-                                and np.isfinite(ev["value"].to_numpy(dtype=float)[before]).any())
+        v = ev["value"].to_numpy(dtype=float)[ev["timestamp"].to_numpy() < np.datetime64(as_of)] if "value" in ev else []
+        out |= {"types": event_types_before(ev, as_of), "has_value": bool(np.isfinite(v).any())}
     if as_of is not None and it is not None and "rating" in it:
         r = it["rating"].to_numpy(dtype=float)[it["timestamp"].to_numpy() < np.datetime64(as_of)]
         out["max_rating"] = float(np.nanmax(r)) if np.isfinite(r).any() else None
@@ -364,35 +340,29 @@ def bucket_facts(tables: Tables, as_of: pd.Timestamp | None) -> dict[str, Any]:
 
 
 def merge_facts(rows: list[str], cfg: Config) -> dict[str, Any]:
-    """The buckets' facts as the whole tables' facts, plus ``data_start`` / ``data_end`` by ``Tables``' own rule."""
-    from features.contract import Tables
-
+    """The buckets' facts (JSON) as the whole tables' facts, and the CSV column types over all buckets."""
     parts = [json.loads(r) for r in rows]
 
-    def ts(vals: list[Any], fn: Any) -> pd.Timestamp:
-        v = [pd.Timestamp(x) for x in vals if x not in (None, "NaT")]
+    def ts(key: str, fn: Any, sub: str | None = None) -> pd.Timestamp:
+        v = [pd.Timestamp(x) for p in parts if (x := (p[sub] if sub else p).get(key)) not in (None, "NaT")]
         return fn(v) if v else pd.NaT
 
-    first = {r: ts([p["first"].get(r) for p in parts], min) for r in ("events", "transactions", "interactions")}
-    last = {r: ts([p["last"].get(r) for p in parts], max) for r in first}
-    customers = pd.DataFrame({"signup_date": [ts([p["signup"][0] for p in parts], min),
-                                              ts([p["signup"][1] for p in parts], max)],
-                              "churn_date": [ts([p["churn"] for p in parts], max), pd.NaT]})
-    children = {r: pd.DataFrame({"timestamp": [first[r], last[r]]}) for r in first if pd.notna(first[r])}
-    whole = Tables(customers=customers, observed_until=pd.Timestamp(cfg.data.observed_until)
-                   if cfg.data.observed_until is not None else None, **children)
-    types = sorted({t for p in parts for t in p.get("types", [])}) if any("types" in p for p in parts) else None
-    ratings = [p["max_rating"] for p in parts if p.get("max_rating") is not None]
     dtypes: dict[int, dict[str, str]] = {}
     for p in parts:
         for k, cols in p["dtypes"].items():
             for c, t in cols.items():
                 old = dtypes.setdefault(int(k), {}).get(c, t)
                 dtypes[int(k)][c] = t if old == t else "float64" if {old, t} == {"int64", "float64"} else "str"
-    return {"first": first, "data_start": whole.data_start, "data_end": whole.data_end,
-            "subs_start": ts([p.get("subs_start") for p in parts], max), "dtypes": dtypes,
+    n_types, cap = len({t for p in parts for t in p.get("all_types", [])}), cfg.data.limits.max_event_types
+    if cfg.features.event_types is None and n_types > cap:  # the cap over the whole table (a bucket sees its own)
+        raise DataError("events", "event_type", f"{n_types:,} distinct event types, more than data.limits."
+                        f"max_event_types ({cap}); map them to fewer names (an events 'lookups' file) or list the "
+                        "ones to use in features.event_types, or raise the cap")
+    types = sorted({t for p in parts for t in p.get("types", [])}) if any("types" in p for p in parts) else None
+    ratings = [p["max_rating"] for p in parts if p.get("max_rating") is not None]
+    return {"first": {r: ts(r, min, "first") for r in CHILD_TABLES}, "data_start": ts("data_start", min),
+            "data_end": ts("data_end", max), "subs_start": ts("subs_start", max), "dtypes": dtypes,
             "event_types": cfg.features.event_types if cfg.features.event_types is not None else types,
-            "n_event_types": len({t for p in parts for t in p.get("all_types", [])}),
             "has_value": any(p.get("has_value") for p in parts), "max_rating": max(ratings) if ratings else np.nan}
 
 
@@ -404,7 +374,7 @@ def _inject_facts(tables: Tables, facts: dict[str, Any]) -> None:
 
     if not facts:
         return
-    for role in ("events", "transactions", "interactions"):
+    for role in CHILD_TABLES:
         t = tables.child(role)
         if t is None or pd.isna(facts["first"].get(role, pd.NaT)):
             continue
@@ -422,7 +392,6 @@ def _inject_facts(tables: Tables, facts: dict[str, Any]) -> None:
         setattr(tables, role, merged.sort_values(["timestamp", "_code"], kind="stable").reset_index(drop=True))
 
 
-# --------------------------------------------------------------------------------------------- the build
 def _global_dates(cfg: Config, facts: dict[str, Any]) -> tuple[Config, bool]:
     """The config with the whole data's dates where the loader would read them from one bucket: derived columns'
     ``data_start`` / ``data_end``, and the subscriptions' last start (their churn rule) as ``observed_until``."""
@@ -465,11 +434,7 @@ def _spark_type(s: pd.Series) -> str:
 
 def _pandas_fn(obj: Any) -> Any:
     """PySpark counts ``self`` in a callable object's arguments: hand it a plain function instead."""
-
-    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        return obj(pdf)
-
-    return fn
+    return lambda pdf_or_batches: obj(pdf_or_batches)
 
 
 @dataclass
@@ -522,7 +487,6 @@ def read_inputs(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestam
     plan = BucketPlan(cfg, as_of, sources, columns, small, with_labels=False)
     facts_rows = union.groupBy(BUCKET).applyInPandas(_pandas_fn(plan.facts_of), "facts string").collect()
     facts = merge_facts([r[0] for r in facts_rows], cfg)
-    _check_event_types(cfg, facts)
     for k, d in facts["dtypes"].items():
         sources[k].dtypes = d
     fixed, restore = _global_dates(cfg, facts)
@@ -536,26 +500,16 @@ def read_inputs(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestam
     return SparkInputs(union, plan, customers, tables, files, n_buckets)
 
 
-def _check_event_types(cfg: Config, facts: dict[str, Any]) -> None:
-    """``data.limits.max_event_types`` over the whole events table (a bucket only sees its own types)."""
-    cap = cfg.data.limits.max_event_types
-    if cfg.features.event_types is None and facts["n_event_types"] > cap:
-        raise DataError("events", "event_type", f"{facts['n_event_types']:,} distinct event types, more than "
-                        f"data.limits.max_event_types ({cap}); map them to fewer names (an events 'lookups' file) "
-                        "or list the ones to use in features.event_types, or raise the cap")
-
-
+@worker_errors()
 def data_end_spark(spark: SparkSession, data: Data, cfg: Config) -> pd.Timestamp:
-    """``Tables.data_end`` with Spark: ``data.observed_until`` if set, else the latest date in any table.
-
-    The default cutoff of ``churn score`` is the day after it: ``(data_end + 1 day).normalize()``.
-    """
+    """``Tables.data_end`` with Spark: ``data.observed_until`` if set, else the latest date in any table (the
+    default cutoff of ``churn score`` is the day after it)."""
     if cfg.data.observed_until is not None:
         return pd.Timestamp(cfg.data.observed_until)
-    with worker_errors():
-        return read_inputs(spark, data, cfg, None, None).plan.facts["data_end"]
+    return read_inputs(spark, data, cfg, None, None).plan.facts["data_end"]
 
 
+@worker_errors()
 def build_feature_set_spark(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp,
                             n_buckets: int | None = None, event_types: list[str] | None = None,
                             rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET, with_labels: bool = False) -> SparkFeatureSet:
@@ -566,18 +520,11 @@ def build_feature_set_spark(spark: SparkSession, data: Data, cfg: Config, as_of:
     input rows each (a bucket is one pandas task: it must fit a Python worker's memory), at least the
     default parallelism. ``with_labels``: add the 0/1 ``label`` column, as ``FeatureBuilder.build``.
     """
-    with worker_errors():
-        return _build_feature_set(spark, data, cfg, pd.Timestamp(as_of), n_buckets, event_types, rows_per_bucket,
-                                  with_labels)
-
-
-def _build_feature_set(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp, n_buckets: int | None,
-                       event_types: list[str] | None, rows_per_bucket: int, with_labels: bool) -> SparkFeatureSet:
     from pyspark import StorageLevel
 
     from features.build import profile_features
 
-    t0 = time.perf_counter()
+    t0, as_of = time.perf_counter(), pd.Timestamp(as_of)
     if event_types is not None:
         cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"event_types": list(event_types)})})
     inputs = read_inputs(spark, data, cfg, as_of, n_buckets, rows_per_bucket, with_labels)
@@ -663,13 +610,6 @@ class SparkFeatureSet:
     @property
     def columns(self) -> list[str]:
         return ["customer_id", "cutoff", *self.feature_names] + (["label"] if self.with_labels else [])
-
-    def unpersist(self) -> None:  # noqa: D102
-        self.frame.unpersist()
-
-    def public(self) -> DataFrame:
-        """The feature rows without the internal row key."""
-        return self.frame.select(*[f"`{c}`" for c in self.columns])
 
     def to_pandas(self, features: list[str] | None = None, row_keys: bool = False) -> FeatureSet:
         """Collect to the driver as the default engine's ``FeatureSet`` (same row order and dtypes), optionally

@@ -13,6 +13,7 @@ and ``drift.csv`` / ``report.html`` when the scores fit ``collect_limit``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import pandas as pd
 from churn.config import Config, resolve_path
 from churn.errors import DataError
 from features.catalogue import FeatureSpec
-from features.spark import ROW, Data, SparkFeatureSet, _hadoop_path, build_feature_set_spark, worker_errors
+from features.spark import ROW, Data, SparkFeatureSet, build_feature_set_spark, worker_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -38,35 +39,23 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECT_LIMIT = 1_000_000
-_MODELS: dict[str, Any] = {}
-
-
-def _executor_model(source: Mapping[str, str]) -> Any:
-    """The ChurnModel, loaded once per Python worker (from the registry, or from files shipped with the job)."""
+@functools.cache
+def _executor_model(source: str) -> Any:
+    """The ChurnModel (``source`` as JSON), loaded once per Python worker: from the registry, or shipped files."""
     import mlflow
     from pyspark import SparkFiles
 
     from model.artifact import ChurnModel
     from model.registry import load_churn_model
 
-    key = json.dumps(dict(source), sort_keys=True)
-    if key not in _MODELS:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        if source.get("shipped"):
-            _MODELS[key] = ChurnModel.load(Path(SparkFiles.get(source["shipped"])))
-        else:
-            mlflow.set_tracking_uri(source["tracking_uri"])
-            mlflow.set_registry_uri(source["tracking_uri"])
-            _MODELS[key] = load_churn_model(source["model_uri"])
-    return _MODELS[key]
-
-
-def _absolute_uri(uri: str) -> str:
-    """A relative ``sqlite:///path`` means the driver's working directory: make it absolute for executors."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
+    src = json.loads(source)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if src.get("shipped"):
+        return ChurnModel.load(Path(SparkFiles.get(src["shipped"])))
+    mlflow.set_tracking_uri(src["tracking_uri"])
+    mlflow.set_registry_uri(src["tracking_uri"])
+    return load_churn_model(src["model_uri"])
 
 
 def _ship_model(spark: SparkSession, model_uri: str) -> str:
@@ -89,19 +78,18 @@ def _resolve_model(spark: SparkSession, cfg: Config, model_uri: str | None, ship
     tracking_uri = setup_mlflow(cfg.mlflow)
     uri, version = resolve_model_uri(cfg.mlflow.model_name, model_uri, cfg.scoring.model_alias)
     pinned = f"models:/{cfg.mlflow.model_name}/{version}" if version is not None else uri
-    source = ({"shipped": _ship_model(spark, pinned)} if ship_model
-              else {"tracking_uri": _absolute_uri(tracking_uri), "model_uri": pinned})
+    absolute = tracking_uri  # a relative sqlite:///path is the driver's working directory: absolute for executors
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        absolute = "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    source = {"shipped": _ship_model(spark, pinned)} if ship_model else {"tracking_uri": absolute, "model_uri": pinned}
     log.info("spark scoring: model %s (version %s, pinned %s)", uri, version, pinned)
     return {"model": load_churn_model(uri), "uri": uri, "version": version, "source": source,
             "tracking_uri": tracking_uri}
 
 
-# --------------------------------------------------------------------------------------------- the per-row pass
 def _plain(o: Any) -> Any:
     """JSON for numpy scalars and arrays (floats are written exactly: Python's repr round-trips)."""
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return None if o is pd.NA or o is pd.NaT else o.item() if hasattr(o, "item") else str(o)
+    return o.tolist() if isinstance(o, np.ndarray) else None if o is pd.NA or o is pd.NaT else getattr(o, "item", o.__str__)()
 
 
 class _RowScorer:
@@ -115,7 +103,7 @@ class _RowScorer:
     def detail(self, b: pd.DataFrame, res: pd.DataFrame, p: np.ndarray, model: Any, rows: np.ndarray) -> list[str]:
         """The alert columns of ``rows`` (explanation, early warnings, contact plan, group impacts) as JSON."""
         from features.flags import active_flags
-        from inference.explain import explain_rows, group_impacts
+        from inference.explain import explain_rows
         from inference.score import contact_plan
 
         sub, econ = b.iloc[rows], self.cfg.training.economics
@@ -125,30 +113,31 @@ class _RowScorer:
         alerts = pd.concat([res.iloc[rows].reset_index(drop=True), reasons.reset_index(drop=True)], axis=1)
         alerts["early_warnings"] = active_flags(sub)
         alerts = contact_plan(alerts, self.book, econ)
-        gi = group_impacts(contrib, model.features, self.specs, p[rows], model.calibrator.transform)
         alerts = alerts.drop(columns=list(res.columns))
-        alerts["_abs_impact"] = list(np.abs(gi.impact))
+        alerts["_contrib"] = list(np.asarray(contrib, dtype=np.float64))  # for the global importance
         dtypes = {c: str(t) for c, t in alerts.dtypes.items()}
         return [json.dumps({"values": dict(zip(alerts.columns, r, strict=True)), "dtypes": dtypes}, default=_plain)
                 for r in alerts.astype(object).itertuples(index=False, name=None)]
 
-    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def batch(self, b: pd.DataFrame, model: Any, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """One batch's score rows, the alerts' (or ``rows``') columns as JSON in ``_detail``."""
         from inference import alerts as al
         from inference.score import score_rows
 
-        model = _executor_model(self.source)
-        for b in batches:
-            if not len(b):
-                continue
-            p = model.predict_proba(b)
-            res = score_rows(b, p, self.cfg, model)
-            res.insert(0, ROW, b[ROW].to_numpy(dtype=np.int64))
-            res["_alert"] = res["risk_tier"].map(al.RISK_ORDER).to_numpy() >= al.RISK_ORDER[self.cfg.scoring.alert_min_tier]
+        p = model.predict_proba(b)
+        res = score_rows(b, p, self.cfg, model)
+        res.insert(0, ROW, b[ROW].to_numpy(dtype=np.int64))
+        res["_alert"] = res["risk_tier"].map(al.RISK_ORDER).to_numpy() >= al.RISK_ORDER[self.cfg.scoring.alert_min_tier]
+        if rows is None:
             rows = np.arange(len(b)) if self.explain_all else np.flatnonzero(res["_alert"].to_numpy())
-            res["_detail"] = None
-            if len(rows):
-                res.loc[res.index[rows], "_detail"] = self.detail(b, res, p, model, rows)
-            yield res[self.out_columns]
+        res["_detail"] = None
+        if len(rows):
+            res.loc[res.index[rows], "_detail"] = self.detail(b, res, p, model, rows)
+        return res[self.out_columns]
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _executor_model(json.dumps(self.source, sort_keys=True))
+        yield from (self.batch(b, model) for b in batches if len(b))
 
 
 def _decode(rows: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +161,7 @@ def _score_schema(horizons: list[int] | None) -> tuple[str, list[str]]:
     return ", ".join(f"`{c}` {t}" for c, t in cols), [c for c, _ in cols]
 
 
-# --------------------------------------------------------------------------------------------- scoring
+@worker_errors()
 def score_spark(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
                 model_uri: str | None = None, *, n_buckets: int | None = None, explain_all: bool = False,
                 log_to_mlflow: bool = True, ship_model: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT,
@@ -184,74 +173,79 @@ def score_spark(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestam
     (which need every score on the driver) are skipped. ``features``: a :class:`~features.spark.SparkFeatureSet`
     built for this cutoff with the model's event types (``data`` is then only recorded).
     """
-    with worker_errors():
-        return _score_spark(spark, data, cfg, pd.Timestamp(as_of), str(out_dir), model_uri, n_buckets, explain_all,
-                            log_to_mlflow, ship_model, collect_limit, features)
-
-
-def _score_spark(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp, out: str, model_uri: str | None,
-                 n_buckets: int | None, explain_all: bool, log_to_mlflow: bool, ship_model: bool, collect_limit: int,
-                 features: SparkFeatureSet | None) -> dict[str, Any]:
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from features.flags import EARLY_WARNING_FLAGS
-    from inference.explain import typical_values
     from inference.playbooks import load_playbooks
-    from inference.score import decide_alerts, lifetime_days, top_alerts
 
-    scfg, t0 = cfg.scoring, time.perf_counter()
+    scfg, t0, as_of, out = cfg.scoring, time.perf_counter(), pd.Timestamp(as_of), str(out_dir)
     book = load_playbooks(resolve_path(scfg.playbooks), [t.name for t in cfg.features.value_tiers])
     m = _resolve_model(spark, cfg, model_uri, ship_model)
-    model, t = m["model"], time.perf_counter()
-    fs = _scoring_features(spark, data, cfg, as_of, n_buckets, model, features)
-    specs = {s.name: s for s in fs.specs}
-    timings = {"features_s": time.perf_counter() - t}
+    fs = _scoring_features(spark, data, cfg, as_of, n_buckets, m["model"], features)
+    timings = {"features_s": time.perf_counter() - t0}
     t = time.perf_counter()
-    local = fs.to_pandas(model.features, row_keys=True).frame  # one row per customer: the model's features
-    typical = typical_values(local, model.features, specs)
-    horizons = model.meta.get("survival_horizons_days") if model.survival is not None else None
-    schema, cols = _score_schema(horizons)
-    need = [ROW, "customer_id", *dict.fromkeys([*model.features, *[c for c in ("lifetime_value", "value_tier",
-            "lifecycle_stage", "monthly_revenue", *EARLY_WARNING_FLAGS) if c in specs]])]
-    scorer = _RowScorer(cfg, m["source"], specs, typical, book, explain_all, cols)
-    scored = fs.frame.select(*[F.col(f"`{c}`") for c in need]).mapInPandas(_iter_fn(scorer), schema)
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    local = fs.to_pandas(m["model"].features, row_keys=True).frame  # one row per customer: the model's features
+    scored, cols, scorer = _row_pass(fs, local, cfg, m, book, explain_all)
     n_scored = scored.count()
     timings["predict_explain_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()  # the population steps: the default engine's functions on the collected alerts
+    t = time.perf_counter()
     meta = {"model_name": cfg.mlflow.model_name, "model_version": str(m["version"] or m["uri"]),
             "input_hash": fs.input_hash}
-    cand = _decode(scored.where(F.col("_alert")).drop("_alert").toPandas().sort_values(ROW, kind="stable")
-                   .reset_index(drop=True))
-    cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
-    importance = _global_importance(scored if explain_all else None, cand, model, specs)
-    cand, effects, raw_ids = _uplift_and_counterfactuals(cand, local, model, specs, cfg)
-    alerts = decide_alerts(cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta), book, cfg.training.economics, scfg.budget,
-                           lifetime_days(cfg), effects, raw_ids, cfg.training.uplift.effect_weight)
+    alerts, importance = _decide(scored, local, fs, m["model"], cfg, book, meta, scorer)
     timings["alerts_s"] = time.perf_counter() - t
-
     t = time.perf_counter()
     scores = scored.select(ROW, "customer_id", F.lit(as_of.to_pydatetime()).cast("timestamp_ntz").alias("cutoff"),
                            *cols[2:cols.index("_alert")], *[F.lit(v).alias(k) for k, v in meta.items()])
     scores.orderBy(ROW).drop(ROW).write.mode("overwrite").parquet(f"{out}/scores.parquet")
     summary = _summary(spark, cfg, m, fs, scored, alerts, model_uri, int(n_scored))
-    _write_small_outputs(spark, out, summary, alerts, scores, model, local, importance, collect_limit, log_to_mlflow,
-                         cfg, timings, t, t0)
+    _write_small_outputs(spark, out, summary, alerts, scores, m["model"], local, importance, collect_limit,
+                         log_to_mlflow, cfg, timings, t, t0)
     scored.unpersist()
     if features is None:
-        fs.unpersist()
+        fs.frame.unpersist()
     log.info("spark scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s", f"{n_scored:,}",
              f"{len(alerts):,}", summary["n_selected"], summary["n_control"], timings["total_s"], out)
     return summary
 
 
-def _iter_fn(obj: Any) -> Any:
-    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        yield from obj(batches)
+def _row_pass(fs: SparkFeatureSet, local: pd.DataFrame, cfg: Config, m: dict[str, Any], book: Any,
+              explain_all: bool) -> tuple[DataFrame, list[str], _RowScorer]:
+    """The per-row steps on the executors (persisted), with the typical values of the whole population."""
+    from pyspark import StorageLevel
 
-    return fn
+    from features.flags import EARLY_WARNING_FLAGS
+    from features.spark import _pandas_fn
+    from inference.explain import typical_values
+
+    model, specs = m["model"], {s.name: s for s in fs.specs}
+    typical = typical_values(local, model.features, specs)
+    schema, cols = _score_schema(model.meta.get("survival_horizons_days") if model.survival is not None else None)
+    need = [ROW, "customer_id", *dict.fromkeys([*model.features, *[c for c in ("lifetime_value", "value_tier",
+            "lifecycle_stage", "monthly_revenue", *EARLY_WARNING_FLAGS) if c in specs]])]
+    scorer = _RowScorer(cfg, m["source"], specs, typical, book, explain_all, cols)
+    scorer.need = need
+    scored = fs.frame.select(*[f"`{c}`" for c in need]).mapInPandas(_pandas_fn(scorer), schema)
+    return scored.persist(StorageLevel.MEMORY_AND_DISK), cols, scorer
+
+
+def _decide(scored: DataFrame, local: pd.DataFrame, fs: SparkFeatureSet, model: Any, cfg: Config, book: Any,
+            meta: dict[str, str], scorer: _RowScorer) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The population steps, the default engine's functions on the collected alerts: ``max_alerts``, uplift
+    effects, counterfactuals, budget, control group and rank; and the global importance for the report."""
+    from inference.score import decide_alerts, lifetime_days, top_alerts
+
+    scfg, specs = cfg.scoring, {s.name: s for s in fs.specs}
+    cand = _decode(scored.where("_alert").drop("_alert").toPandas().sort_values(ROW, kind="stable")
+                   .reset_index(drop=True))
+    if not len(cand):  # no alert: the alert columns (and dtypes) of one probe row, for the empty frame
+        probe = fs.frame.select(*[f"`{c}`" for c in scorer.need]).limit(1).toPandas()
+        cand = _decode(scorer.batch(probe, model, np.arange(len(probe))).drop(columns="_alert")).iloc[:0]
+    cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
+    importance = _global_importance(scored if scorer.explain_all else None, cand, model, specs)
+    cand, effects, raw_ids = _uplift_and_counterfactuals(cand, local, model, specs, cfg)
+    alerts = decide_alerts(cand.drop(columns=[ROW, "_contrib"]).assign(cutoff=fs.as_of, **meta), book,
+                           cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
+                           cfg.training.uplift.effect_weight)
+    return alerts, importance
 
 
 def _scoring_features(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp, n_buckets: int | None,
@@ -286,9 +280,8 @@ def _summary(spark: SparkSession, cfg: Config, m: dict[str, Any], fs: SparkFeatu
             **alert_totals(alerts), "budget": cfg.scoring.budget,
             "value_at_risk_total": float(sum(r["v"] or 0.0 for r in tiers)),
             "risk_tiers": {r["risk_tier"]: int(r["n"]) for r in tiers}, "drift_recommendation": None,
-            "n_buckets": fs.n_buckets, "spark": {"master": spark.sparkContext.master,
-                                                 "default_parallelism": spark.sparkContext.defaultParallelism},
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            "n_buckets": fs.n_buckets, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "spark": {"master": spark.sparkContext.master, "default_parallelism": spark.sparkContext.defaultParallelism}}
 
 
 def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any], alerts: pd.DataFrame,
@@ -298,6 +291,7 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
     """Alert files (the default engine's writers), drift table and report when the scores are small, summary;
     staged in a local temporary folder, then moved into ``out`` (local) or copied through Hadoop's FileSystem."""
     from churn.io import write_json
+    from features.spark import _hadoop_path
     from inference.score import _scoring_run, _timing_summary, write_alert_files
 
     target = Path(out) if "://" not in out else None
@@ -313,8 +307,7 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
             _drift_and_report(st, summary, model, local, scores_pd.assign(cutoff=local["cutoff"].iloc[0]), alerts,
                               cfg.scoring, importance)
         else:
-            log.warning("%s scored rows > collect_limit %s: drift.csv and report.html not written",
-                        f"{summary['n_scored']:,}", f"{collect_limit:,}")
+            log.warning("%s scored rows > collect_limit %s: no drift.csv or report.html", summary["n_scored"], collect_limit)
         names = ["scores.parquet", *sorted(f.name for f in st.iterdir()), "summary.json"]
         summary["outputs"] = {n: f"{out}/{n}" if target is None else str(target / n) for n in names}
         timings |= {"write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}
@@ -353,15 +346,13 @@ def _uplift_and_counterfactuals(cand: pd.DataFrame, local: pd.DataFrame, model: 
 
 def _global_importance(scored: DataFrame | None, alerts: pd.DataFrame, model: Any,
                        specs: dict[str, FeatureSpec]) -> pd.DataFrame | None:
-    """:func:`inference.explain.global_group_importance` from the per-row group impacts of the explained rows."""
-    rows = alerts if scored is None else _decode(scored.select(ROW, "_detail").toPandas().sort_values(ROW, kind="stable"))
-    if not len(rows):
-        return None
-    impact = np.vstack([np.asarray(v, dtype=np.float64) for v in rows["_abs_impact"]])
-    groups = list(dict.fromkeys(specs[f].group for f in model.features))
-    df = pd.DataFrame({"group": groups, "mean_abs_impact": impact.mean(axis=0)})
-    df["family"] = df["group"].map({specs[f].group: specs[f].family for f in model.features})
-    return df.sort_values("mean_abs_impact", ascending=False).reset_index(drop=True)
+    """:func:`inference.explain.global_group_importance` over the explained rows' collected contributions."""
+    from inference.explain import global_group_importance
+
+    rows = alerts if scored is None else _decode(scored.select(ROW, "churn_probability", "_detail").toPandas()
+                                                 .sort_values(ROW, kind="stable"))
+    return global_group_importance(np.vstack(rows["_contrib"].to_list()), rows["churn_probability"].to_numpy(),
+                                   model.features, specs, model.calibrator.transform) if len(rows) else None
 
 
 def _drift_and_report(st: Path, summary: dict[str, Any], model: Any, local: pd.DataFrame, scores_pd: pd.DataFrame,

@@ -42,7 +42,8 @@ from training.train import train
 master, folder = sys.argv[1], Path(sys.argv[2])
 data = folder / "data"
 write_demo(generate_demo(n_customers=300, seed=3), data)
-cfg = load_config(write_small_config(folder, overrides={"training": {"tuning": {"n_trials": 1}}}))
+cfg = load_config(write_small_config(folder, overrides={"training": {"tuning": {"n_trials": 1}},
+                                                        "scoring": {"alert_min_tier": "low"}}))
 tables = load_tables(data, cfg.data)
 train(tables, cfg, data)
 as_of = (tables.data_end + pd.Timedelta(days=1)).normalize()

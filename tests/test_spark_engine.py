@@ -78,20 +78,6 @@ def _assert_same_features(local, spark_fs) -> None:
     pd.testing.assert_frame_equal(got.frame, local.frame, check_exact=True)
 
 
-def test_unsupported_config_is_refused_before_any_work() -> None:
-    from churn.config import load_config
-    from churn.errors import ConfigError
-    from features.spark import _check_supported
-
-    cfg = load_config()
-    tables = dict(cfg.data.tables)
-    tables["customers"] = tables["customers"].model_copy(update={"derived": {"age": {"years_since": "dob"}}})
-    bad = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tables": tables})})
-    with pytest.raises(ConfigError, match="customers.derived"):
-        _check_supported(bad)
-    _check_supported(cfg)
-
-
 def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path, store) -> None:
     """A mid-history cutoff, every feature family, labels, and the non-contractual CLV (one global BG/NBD fit)."""
     from features.build import FeatureBuilder
