@@ -78,20 +78,6 @@ def _assert_same_features(local, spark_fs) -> None:
     pd.testing.assert_frame_equal(got.frame, local.frame, check_exact=True)
 
 
-def test_unsupported_config_is_refused_before_any_work() -> None:
-    from churn.config import load_config
-    from churn.errors import ConfigError
-    from features.spark import _check_supported
-
-    cfg = load_config()
-    tables = dict(cfg.data.tables)
-    tables["customers"] = tables["customers"].model_copy(update={"derived": {"age": {"years_since": "dob"}}})
-    bad = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tables": tables})})
-    with pytest.raises(ConfigError, match="customers.derived"):
-        _check_supported(bad)
-    _check_supported(cfg)
-
-
 def test_features_equal_default_engine_noncontractual_clv(spark, data_dir: Path, store) -> None:
     """A mid-history cutoff, every feature family, labels, and the non-contractual CLV (one global BG/NBD fit)."""
     from features.build import FeatureBuilder
@@ -149,7 +135,7 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
     from features.spark import build_feature_set_spark
     from inference.explain import typical_values
     from inference.score import score
-    from inference.spark import score_spark, typical_values_spark
+    from inference.spark import score_spark
     from model.registry import load_churn_model
 
     cfg, tables = store["cfg"], store["tables"]
@@ -166,7 +152,7 @@ def test_alerts_equal_default_engine(spark, data_dir: Path, store, tmp_path: Pat
 
         specs = {s.name: s for s in local_fs.specs}
         want = typical_values(local_fs.frame, model.features, specs)
-        got = typical_values_spark(fs.frame, model.features, specs, fs.categories)
+        got = typical_values(fs.to_pandas(model.features).frame, model.features, specs)
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == v or (isinstance(v, float) and math.isnan(v) and math.isnan(got[k])), k
