@@ -292,6 +292,15 @@ def tune_step(data: TrainingData, cfg: Config, study: str, on_trial: Callable[[d
     return Tuned(result, booster, default, info)
 
 
+def evaluation_rows(frame: pd.DataFrame, cfg: Config, tuned: Tuned) -> pd.DataFrame:
+    """``frame``, or when tuning was sampled a customer sample of it (unweighted) for the steps that only evaluate
+    or compare (logistic baseline, rolling backtest) and for the time-to-churn model: the churn model's refit
+    keeps every row."""
+    if not tuned.sampling["sampled"]:
+        return frame
+    return customer_sample(frame, cfg.training.sampling.customers, cfg.training.seed).drop(columns=WEIGHT)
+
+
 def fit_step(data: TrainingData, tables: Tables, cfg: Config, tuned: Tuned) -> Fitted:
     """The tuned model calibrated on validation, the refit (training/refit.py) and the baselines' test predictions."""
     tcfg, test_df = cfg.training, data.test_df
@@ -315,7 +324,7 @@ def fit_step(data: TrainingData, tables: Tables, cfg: Config, tuned: Tuned) -> F
                                                       meta, len(data.train_df), data.features, data.categories,
                                                       test_df, default)
     protocol["censored_cutoffs"] = [t.date().isoformat() for t in fit_rows.attrs.get("censored", [])]
-    p_logit = logistic_baseline(fit_rows, test_df, data.features, data.cats, tcfg.seed)
+    p_logit = logistic_baseline(evaluation_rows(fit_rows, cfg, tuned), test_df, data.features, data.cats, tcfg.seed)
     preds = {"test_raw": model.predict_raw(test_df), "test": model.predict_proba(test_df), "tuned": p_tuned,
              "baseline_xgb_default": p_default, "baseline_logistic": p_logit}
     return Fitted(model, tuned_model, meta, protocol, fit_rows, p_valid_raw, preds)
@@ -357,21 +366,22 @@ def evaluation_metrics(data: TrainingData, cfg: Config, fitted: Fitted) -> tuple
     return metrics, {"lift": lift, "curve": curve, "verdict": verdict}
 
 
-def robustness_step(data: TrainingData, tables: Tables, cfg: Config, fitted: Fitted, params: dict[str, Any],
+def robustness_step(data: TrainingData, tables: Tables, cfg: Config, fitted: Fitted, tuned: Tuned,
                     metrics: dict[str, Any], timings: dict[str, float]) -> dict[str, pd.DataFrame]:
     """Rolling backtest and the time-to-churn model (attached to the model); adds their metrics to ``metrics``."""
     tcfg, out = cfg.training, {"backtest": pd.DataFrame(), "survival_calibration": pd.DataFrame()}
+    frame = evaluation_rows(data.fs.frame, cfg, tuned)
     if tcfg.backtest_windows:
         t1 = time.perf_counter()
-        out["backtest"] = rolling_backtest(data.fs.frame, data.used, data.features, data.categories,
-                                           params, label_window_days(cfg.label), tcfg.backtest_windows,
+        out["backtest"] = rolling_backtest(frame, data.used, data.features, data.categories,
+                                           tuned.result.best_params, label_window_days(cfg.label), tcfg.backtest_windows,
                                            tcfg.calibration, tcfg.tuning.max_boost_rounds,
                                            tcfg.tuning.early_stopping_rounds, tcfg.seed, tcfg.n_threads)
         metrics.update(summarize_backtest(out["backtest"]))
         timings["backtest_s"] = time.perf_counter() - t1
     if tcfg.survival.enabled:
         t1 = time.perf_counter()
-        out["survival_calibration"] = _fit_survival(fitted.model, data.fs.frame, tables, cfg, data.used, data.test_df,
+        out["survival_calibration"] = _fit_survival(fitted.model, frame, tables, cfg, data.used, data.test_df,
                                                     fitted.predictions["test"], metrics)
         timings["survival_s"] = time.perf_counter() - t1
     seg_cols = [c for c in tcfg.segment_columns if c in data.test_df.columns]
@@ -482,7 +492,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         fitted = fit_step(data, tables, cfg, tuned)
         timings["fit_eval_s"] = time.perf_counter() - t1
         metrics, extra = evaluation_metrics(data, cfg, fitted)
-        extra.update(robustness_step(data, tables, cfg, fitted, tuned.result.best_params, metrics, timings))
+        extra.update(robustness_step(data, tables, cfg, fitted, tuned, metrics, timings))
         model, imp = final_model(data, cfg, fitted)
         mlflow.log_params(_run_params(data, cfg, tuned, fitted, model))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from churn.config import TrainingConfig
-from training.sample import WEIGHT, cell_weights, customer_sample, customer_strata, needs_sample, sample_customer_ids
+from training.sample import (
+    WEIGHT,
+    cell_weights,
+    customer_sample,
+    customer_strata,
+    needs_sample,
+    sample_customer_ids,
+)
 from training.train import tuning_rows
 
 T1, T2 = pd.Timestamp("2025-01-01"), pd.Timestamp("2025-02-01")
