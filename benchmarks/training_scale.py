@@ -37,10 +37,10 @@ if str(ROOT) not in sys.path:
 log = logging.getLogger("bench")
 
 
-def _data(workdir: Path, customers: int, seed: int) -> Path:
-    """The generated data folder for ``customers`` (generated once, untimed)."""
-    folder = workdir / f"demo_{customers}"
-    if not (folder / "summary.json").exists():
+def _data(workdir: Path, customers: int, seed: int, given: Path | None = None) -> Path:
+    """The generated data folder for ``customers`` (generated once, untimed), or ``given``."""
+    folder = given or workdir / f"demo_{customers}"
+    if given is None and not (folder / "summary.json").exists():
         log.info("generating %d customers under %s (untimed)", customers, folder)
         subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "generate", "--customers",
                         str(customers), "--seed", str(seed), "--out", str(folder)], check=True, cwd=ROOT,
@@ -82,7 +82,7 @@ def sampling(args: argparse.Namespace) -> dict[str, Any]:
     from training.train import training_data
 
     cfg = load_config(args.config)
-    tables = load_tables(_data(args.workdir, args.customers, args.seed), cfg.data)
+    tables = load_tables(_data(args.workdir, args.customers, args.seed, args.data), cfg.data)
     t0 = time.perf_counter()
     data = training_data(tables, cfg)
     t_features = time.perf_counter() - t0
@@ -102,7 +102,7 @@ def _poll_load(stop: threading.Event, out: list[float]) -> None:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """`churn train` with the default budget in a child process: wall time, peak RSS, load average."""
-    folder = _data(args.workdir, args.customers, args.seed)
+    folder = _data(args.workdir, args.customers, args.seed, args.data)
     samples: list[float] = []
     stop = threading.Event()
     poller = threading.Thread(target=_poll_load, args=(stop, samples), daemon=True)
@@ -117,7 +117,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else {}
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
-    return {"customers": args.customers, "returncode": proc.returncode, "wall_seconds": round(wall, 1),
+    return {"customers": args.customers, "data": str(folder), "returncode": proc.returncode, "wall_seconds": round(wall, 1),
             "wall_minutes": round(wall / 60, 2), "peak_rss_gb": round(peak, 2), "load_average_before": before,
             "load_average_after": os.getloadavg(), "load_average_1min_every_30s": samples,
             "load_average_1min_mean": round(sum(samples) / len(samples), 2) if samples else None,
@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10, help="sampling: Optuna trials of both studies")
     ap.add_argument("--min-rows", type=int, default=None, help="sampling: threshold of the sampled variant")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--data", type=Path, default=None, help="an existing data folder (else generated)")
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/churn_training_scale"))
     ap.add_argument("--out", type=Path, default=None)
