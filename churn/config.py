@@ -419,6 +419,18 @@ class RefitConfig(_Strict):
     include_test: bool = False
 
 
+class SamplingConfig(_Strict):
+    """Tuning on a stratified, weighted sample of customers when the tuning table is large (training/sample.py).
+
+    ``min_rows``: tuning (train-split) rows above which Optuna tunes on a sample; at or below it every row is
+    used. ``customers``: customers in the sample, drawn from the train rows and, separately, from the
+    validation rows (early stopping and the trial's AUC). The final model is always refitted on every row.
+    """
+
+    min_rows: int = Field(250_000, ge=1)
+    customers: int = Field(25_000, ge=100)
+
+
 class CutoffRange(_Strict):
     """Cutoffs from ``start`` to ``end`` (inclusive) every ``frequency`` (a pandas offset alias, e.g. MS, W-MON)."""
 
@@ -466,7 +478,8 @@ class TrainingConfig(_Strict):
     embargo: Literal["censor", "drop"] = "censor"
     refit: RefitConfig = RefitConfig()
     snapshot: SnapshotTrainingConfig = SnapshotTrainingConfig()
-    n_threads: int = 2
+    n_threads: int = Field(2, ge=0)  # XGBoost threads; 0: every CPU of the machine (os.cpu_count())
+    sampling: SamplingConfig = SamplingConfig()
     tuning: TuningConfig = TuningConfig()
     economics: Economics = Economics()
     segment_columns: list[str] = Field(default_factory=lambda: ["value_tier", "lifecycle_stage"])
@@ -474,6 +487,13 @@ class TrainingConfig(_Strict):
     exclude_features: list[str] = Field(default_factory=list)
     survival: SurvivalConfig = SurvivalConfig()
     uplift: UpliftConfig = UpliftConfig()
+
+    @field_validator("n_threads")
+    @classmethod
+    def _all_cpus(cls, v: int) -> int:
+        import os
+
+        return v or (os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- mlflow & scoring

@@ -1,0 +1,156 @@
+"""Benchmark: training that scales (README "Training at scale").
+
+Two measurements on data from the demo generator (``churn generate``), cached under ``--workdir``:
+
+* ``sampling``: in one process, the same training snapshots tuned twice with the same trials and seed, once
+  on every row and once on the stratified, weighted customer sample (``training.sampling``), each followed by
+  the same refit on all rows (training/refit.py); prints both test ROC-AUCs, the gap and both times.
+* ``train``: ``churn train`` end to end with the default budget in a child process (fresh MLflow store);
+  wall time, the child's peak RSS and the load average (before, after, and sampled every 30 s).
+
+    python benchmarks/training_scale.py sampling --customers 100000 --trials 10
+    python benchmarks/training_scale.py train --customers 1000000
+
+Writes ``benchmarks/results/training_scale_<mode>_<customers>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench")
+
+
+def _data(workdir: Path, customers: int, seed: int, given: Path | None = None) -> Path:
+    """The generated data folder for ``customers`` (generated once, untimed), or ``given``."""
+    folder = given or workdir / f"demo_{customers}"
+    if given is None and not (folder / "summary.json").exists():
+        log.info("generating %d customers under %s (untimed)", customers, folder)
+        subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "generate", "--customers",
+                        str(customers), "--seed", str(seed), "--out", str(folder)], check=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return folder
+
+
+def _variant(data: Any, tables: Any, cfg: Any, label: str, min_rows: int, trials: int) -> dict[str, Any]:
+    """Tune (sampled or not) and refit on all rows; the final model's test ROC-AUC and the times."""
+    from model import metrics as ev
+    from training.train import fit_step, tune_step
+
+    tcfg = cfg.training
+    tuning = tcfg.tuning.model_copy(update={"n_trials": trials, "timeout_s": None, "storage": None})
+    sampling = tcfg.sampling.model_copy(update={"min_rows": min_rows})
+    vcfg = cfg.model_copy(update={"training": tcfg.model_copy(update={"tuning": tuning, "sampling": sampling})})
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    tuned = tune_step(data, vcfg, f"bench-{label}", lambda rec: None)
+    t_tune = time.perf_counter() - t0
+    fitted = fit_step(data, tables, vcfg, tuned)
+    t_fit = time.perf_counter() - t0 - t_tune
+    y = data.test_df["label"].to_numpy()
+    m = ev.classification_metrics(y, fitted.predictions["test"])
+    row = {"variant": label, "sample": tuned.sampling, "n_trials": tuned.result.n_trials,
+           "n_pruned": tuned.result.n_pruned, "tune_seconds": round(t_tune, 1), "refit_seconds": round(t_fit, 1),
+           "best_valid_auc": round(tuned.result.best_value, 4), "test_roc_auc": round(m["roc_auc"], 4),
+           "test_log_loss": round(m["log_loss"], 4), "test_ece": round(m["ece"], 4),
+           "best_params": tuned.result.best_params, "refit_rounds": fitted.model.meta["best_iteration"] + 1,
+           "load_average_before": load, "load_average_after": os.getloadavg()}
+    log.info("%s", {k: v for k, v in row.items() if k != "best_params"})
+    return row
+
+
+def sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """Unsampled vs sampled tuning on the same snapshots, same trials and seed."""
+    from churn.config import load_config
+    from features.contract import load_tables
+    from training.train import training_data
+
+    cfg = load_config(args.config)
+    tables = load_tables(_data(args.workdir, args.customers, args.seed, args.data), cfg.data)
+    t0 = time.perf_counter()
+    data = training_data(tables, cfg)
+    t_features = time.perf_counter() - t0
+    rows = [_variant(data, tables, cfg, "unsampled", 10**12, args.trials),
+            _variant(data, tables, cfg, "sampled", args.min_rows or cfg.training.sampling.min_rows, args.trials)]
+    full, samp = rows
+    return {"customers": args.customers, "train_rows": len(data.train_df), "valid_rows": len(data.valid_df),
+            "test_rows": len(data.test_df), "features_seconds": round(t_features, 1), "rows": rows,
+            "test_auc_cost_of_sampling": round(full["test_roc_auc"] - samp["test_roc_auc"], 4),
+            "tuning_speedup": round(full["tune_seconds"] / max(samp["tune_seconds"], 1e-9), 2)}
+
+
+def _poll_load(stop: threading.Event, out: list[float]) -> None:
+    while not stop.wait(30):
+        out.append(os.getloadavg()[0])
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """`churn train` with the default budget in a child process: wall time, peak RSS, load average."""
+    folder = _data(args.workdir, args.customers, args.seed, args.data)
+    samples: list[float] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_load, args=(stop, samples), daemon=True)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as run_dir:
+        before = os.getloadavg()
+        poller.start()
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--data",
+                               str(folder), "--out", run_dir, "--config", str(Path(args.config).resolve())],
+                              cwd=run_dir, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = time.perf_counter() - t0
+        stop.set()
+        summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else {}
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    return {"customers": args.customers, "data": str(folder), "returncode": proc.returncode, "wall_seconds": round(wall, 1),
+            "wall_minutes": round(wall / 60, 2), "peak_rss_gb": round(peak, 2), "load_average_before": before,
+            "load_average_after": os.getloadavg(), "load_average_1min_every_30s": samples,
+            "load_average_1min_mean": round(sum(samples) / len(samples), 2) if samples else None,
+            "timings_s": summary.get("timings_s"), "metrics": summary.get("metrics"),
+            "tuning": summary.get("tuning")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["sampling", "train"])
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--trials", type=int, default=10, help="sampling: Optuna trials of both studies")
+    ap.add_argument("--min-rows", type=int, default=None, help="sampling: threshold of the sampled variant")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--data", type=Path, default=None, help="an existing data folder (else generated)")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/churn_training_scale"))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    result = (sampling if args.mode == "sampling" else train)(args)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                         "load_average_at_end": os.getloadavg(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out = args.out or ROOT / "benchmarks" / "results" / f"training_scale_{args.mode}_{args.customers}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    log.info("wrote %s", out)
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
+    for row in result.get("rows", []):
+        print(f"{row['variant']:>9}: test ROC-AUC {row['test_roc_auc']:.4f}, tuning {row['tune_seconds']:.0f}s, "
+              f"refit {row['refit_seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
