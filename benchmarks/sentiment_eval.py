@@ -101,7 +101,8 @@ def time_long_messages(sizes: tuple[int, ...] = (80_000, 1_000_000)) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--errors", choices=["dev"], help="list the dev messages the after scorer gets wrong")
+    parser.add_argument("--errors", choices=["dev", "heldout", "fresh"],
+                        help="list the messages of this split the after scorer gets wrong (never fresh2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sentiment_eval.json")
     args = parser.parse_args(argv)
     cfg = SentimentConfig()
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {platform.platform()}")
     if args.errors:
         after = preds["after"]
-        dev = frame[frame["split"] == "dev"]
+        dev = frame[frame["split"] == args.errors]
         wrong = dev[(after.loc[dev.index, "label"] != dev["label"]) | (after.loc[dev.index, "complaint"] != dev["complaint"])]
         for i, row in wrong.iterrows():
             p = after.loc[i]
