@@ -146,8 +146,8 @@ def _contrast_boundary(
     text: str, cues: Sequence[Cue], problems: list, score_part: _PartScorer | None
 ) -> tuple[int, float]:
     """(end of the last contrast word, base valence of the clause after it) when that clause holds no problem and
-    its own tone is positive, so that problems before it are outweighed; else (-1, 0)."""
-    ends = [m[1] for m in _matches(text, cues, frozenset({"contrast"}))] if problems and score_part else []
+    its own tone is positive, so that problems and cancellation requests before it are outweighed; else (-1, 0)."""
+    ends = [m[1] for m in _matches(text, cues, frozenset({"contrast"}))] if score_part else []
     if not ends:
         return -1, 0.0
     last = max(ends)
