@@ -48,6 +48,8 @@ _CUES_FILE = "support_cues.tsv"
 _CUE_KINDS = frozenset({"problem", "topic", "sarcasm", "resolved", "polite", "ack", "lexicon", "negator", "conditional",
                         "contrast"})
 _SENTENCE_START = re.compile(r"[.!?。！？\n]")
+# A condition or wish cancels a negation only within this many characters before the problem (same sentence).
+CONDITION_REACH = 200
 # A negator ends at most this many characters before a problem to negate it ("no more crashes", "再也没闪退过").
 NEGATION_REACH = 24
 # An information question without a pending problem keeps this share of its base valence ("取消要收手续费吗？").
@@ -126,7 +128,7 @@ def _negated(text: str, problem: tuple[int, int, Cue], cues: Sequence[Cue], take
     another problem match ("not working", "没反应" carry their own negation) and no condition or wish opens the
     sentence before it ("would be great if it didn't crash", "要是不闪退就好了")."""
     start = problem[0]
-    sentence = _SENTENCE_START.split(text[:start])[-1]
+    sentence = _SENTENCE_START.split(text[max(0, start - CONDITION_REACH) : start])[-1]
     if any(c.kind == "conditional" and c.pattern.search(sentence) for c in cues):
         return False
     negators = [c for c in cues if c.kind == "negator"]
