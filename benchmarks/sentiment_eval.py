@@ -155,8 +155,8 @@ def time_long_messages(sizes: tuple[int, ...] = (80_000, 1_000_000)) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--errors", choices=["dev", "heldout", "fresh"],
-                        help="list the messages of this split the after scorer gets wrong (never fresh2)")
+    parser.add_argument("--errors", choices=["dev", "heldout", "fresh", "fresh3"],
+                        help="list the messages of this split the after scorer gets wrong (never fresh2 or fresh4)")
     parser.add_argument("--ablation", action="store_true", help="also leave each group of cues out in turn")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sentiment_eval.json")
     args = parser.parse_args(argv)
