@@ -80,7 +80,7 @@ def predict(frame: pd.DataFrame, which: str, cfg: SentimentConfig) -> pd.DataFra
 KIND_GROUPS = {"negation": {"negator", "conditional"}, "contrast": {"contrast"}}
 BLOCK_GROUPS = {"vocabulary": "broader complaint vocabulary", "lexicon words": "# general support vocabulary",
                 "cancellation intent": "# cancellation intent in any form"}
-DECISION_SPLITS = ("dev", "heldout", "fresh")  # fresh2 and fresh3 never take part in a decision
+DECISION_SPLITS = ("dev", "heldout", "fresh", "fresh3")  # fresh2 and fresh4 never take part in a decision
 
 
 def cues_without(group: str, cues_text: str) -> str:
