@@ -80,7 +80,7 @@ def predict(frame: pd.DataFrame, which: str, cfg: SentimentConfig) -> pd.DataFra
 KIND_GROUPS = {"negation": {"negator", "conditional"}, "contrast": {"contrast"}}
 BLOCK_GROUPS = {"vocabulary": "broader complaint vocabulary", "lexicon words": "# general support vocabulary",
                 "cancellation intent": "# cancellation intent in any form"}
-DECISION_SPLITS = ("dev", "heldout", "fresh", "fresh3")  # fresh2 and fresh4 never take part in a decision
+DECISION_SPLITS = ("dev", "heldout", "fresh", "fresh3", "fresh4")  # fresh2 and fresh5 never take part
 
 
 def cues_without(group: str, cues_text: str) -> str:
@@ -98,22 +98,24 @@ def cues_without(group: str, cues_text: str) -> str:
 
 
 def ablation(frame: pd.DataFrame, cfg: SentimentConfig) -> list[dict[str, object]]:
-    """Accuracy and macro-F1 per language and decision split with each group of cues left out."""
+    """Accuracy and macro-F1 per language and decision split with each group of cues left out (and, as "plain
+    report", without the plain-report reading)."""
     import tempfile
 
-    from features.support_text import SupportTextScorer, load_cues
+    from features.support_text import REPORT_VALENCE, SupportTextScorer, load_cues
     from features.text_sentiment import ChineseLexiconScorer, MultilingualScorer, VaderScorer
 
     shipped = (ROOT / "features" / "data" / "support_cues.tsv").read_text(encoding="utf-8")
     part = frame[frame["split"].isin(DECISION_SPLITS)]
     rows: list[dict[str, object]] = []
-    for group in ["none", *KIND_GROUPS, *BLOCK_GROUPS]:
+    for group in ["none", *KIND_GROUPS, *BLOCK_GROUPS, "plain report"]:
+        report = 0.0 if group == "plain report" else REPORT_VALENCE
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "cues.tsv"
-            path.write_text(shipped if group == "none" else cues_without(group, shipped), encoding="utf-8")
+            path.write_text(cues_without(group, shipped), encoding="utf-8")
             load_cues(path)  # still a valid table
-            scorer = MultilingualScorer({"en": SupportTextScorer(VaderScorer(), "en", path),
-                                         "zh": SupportTextScorer(ChineseLexiconScorer(), "zh", path)})
+            scorer = MultilingualScorer({"en": SupportTextScorer(VaderScorer(), "en", path, report),
+                                         "zh": SupportTextScorer(ChineseLexiconScorer(), "zh", path, report)})
             read = scorer.analyse(part["text"])
         scores = read["sentiment"].to_numpy()
         pred = pd.DataFrame({"label": to_labels(scores, cfg.negative_threshold), "complaint": content_complaint(
@@ -155,8 +157,8 @@ def time_long_messages(sizes: tuple[int, ...] = (80_000, 1_000_000)) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--errors", choices=["dev", "heldout", "fresh", "fresh3"],
-                        help="list the messages of this split the after scorer gets wrong (never fresh2 or fresh4)")
+    parser.add_argument("--errors", choices=["dev", "heldout", "fresh", "fresh3", "fresh4"],
+                        help="list the messages of this split the after scorer gets wrong (never fresh2 or fresh5)")
     parser.add_argument("--ablation", action="store_true", help="also leave each group of cues out in turn")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sentiment_eval.json")
     args = parser.parse_args(argv)

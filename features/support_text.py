@@ -17,6 +17,8 @@ cues (``features/data/support_cues.tsv``, regular expressions per language) mark
   negated problem ("No more crashes since the patch") reads as a resolution, not a complaint;
 * **contrast**: "but", "however", 但是, 不过: when the clause after the last contrast holds no problem and its own
   base tone is positive, problems before it are outweighed ("It crashed at first, but now it's great");
+* **request**: a request, plan, attachment or question word ("please", "I'll", "attached", 请, 明天): a message
+  with one is not a plain report (see ``REPORT_VALENCE``);
 * **lexicon**: the base lexicon's weight of a term in support text (names of the service, actions and politeness
   such as "support", "please", "cancel", "restore", "取消" carry no tone here).
 
@@ -46,7 +48,16 @@ logger = logging.getLogger(__name__)
 _CUES_PACKAGE = "features.data"
 _CUES_FILE = "support_cues.tsv"
 _CUE_KINDS = frozenset({"problem", "topic", "sarcasm", "resolved", "polite", "ack", "lexicon", "negator", "conditional",
-                        "contrast"})
+                        "contrast", "request", "report"})
+# A plain report: a message of at least REPORT_MIN_UNITS words (a CJK character counts half) with no cue, no
+# question mark, no request and no positive tone, but with a complaint discourse marker ("you", "nobody", "every
+# time", "still", 你们, 却: cue kind ``report``), states what the service did; in support text that is most often a
+# problem told in words no cue knows ("The seat I paid extra for was given to someone else"): it gets REPORT_VALENCE added
+# (normalised about -0.36, just negative). Measured on the inspected splits before it was kept (README).
+REPORT_VALENCE = -1.5
+REPORT_MIN_UNITS = 5
+_WORD = re.compile(r"[a-z0-9']+")
+_CJK_CHAR = re.compile("[\u4e00-\u9fff]")
 _SENTENCE_START = re.compile(r"[.!?。！？\n]")
 # A condition or wish cancels a negation only within this many characters before the problem (same sentence).
 CONDITION_REACH = 200
@@ -170,7 +181,22 @@ def _problems_and_resolutions(text: str, cues: Sequence[Cue], question: bool) ->
     return problems, kept
 
 
-def adjust_valence(text: str, base: float, cues: Sequence[Cue], score_part: _PartScorer | None = None) -> Reading:
+def _plain_report(text: str, base: float, cues: Sequence[Cue]) -> bool:
+    """A message that only states what the service did: no positive tone, no question mark, no polite, sarcasm or
+    request cue, a ``report`` cue, and at least ``REPORT_MIN_UNITS`` words (called when no problem or resolution was
+    found)."""
+    if base > 0 or "?" in text or "？" in text:
+        return False
+    if _matches(text, cues, frozenset({"polite", "sarcasm", "request"})):
+        return False
+    if not _matches(text, cues, frozenset({"report"})):
+        return False
+    return len(_WORD.findall(text)) + len(_CJK_CHAR.findall(text)) / 2 >= REPORT_MIN_UNITS
+
+
+def adjust_valence(
+    text: str, base: float, cues: Sequence[Cue], score_part: _PartScorer | None = None, report_valence: float = 0.0
+) -> Reading:
     """Apply the support-text rule to one text's base valence (VADER's or the lexicon's, unnormalised).
 
     In an information question, topics and resolutions do not count ("Is the outage over?", "If I change my
@@ -180,8 +206,8 @@ def adjust_valence(text: str, base: float, cues: Sequence[Cue], score_part: _Par
     (:func:`_contrast_boundary`, needs ``score_part``: the base scorer on a part of the text), are pending, and with
     them any sarcasm markers after it. Pending problems: valence = min(base, 0) + their weights, a complaint.
     Resolved, nothing pending: max(base, 0) + the resolutions' weights. Outweighed by a contrast: the larger of
-    the base and the clause after the contrast. Neither: the base, times
-    ``QUESTION_DAMPING`` for an information question. A cancellation request (``polite``) after the last
+    the base and the clause after the contrast. Neither: the base, times ``QUESTION_DAMPING`` for an information
+    question, plus ``report_valence`` for a plain report (:func:`_plain_report`). A cancellation request (``polite``) after the last
     resolution or contrast, without a pending problem, caps the valence at 0; a bare acknowledgement is 0.
     """
     stripped = text.strip()
@@ -199,6 +225,8 @@ def adjust_valence(text: str, base: float, cues: Sequence[Cue], score_part: _Par
         valence = max(base, 0.0) + sum(r[2].weight for r in kept)
     else:
         valence = base * QUESTION_DAMPING if question else max(base, tail) if contrast >= 0 else base
+        if report_valence and contrast < 0 and not question and _plain_report(text, base, cues):
+            valence += report_valence
     if any(m[0] >= boundary for m in _matches(text, cues, frozenset({"polite"}))):
         valence = min(valence, 0.0)
     return Reading(valence, False)
@@ -215,12 +243,16 @@ class SupportTextScorer:
     ``base`` is any object with ``raw_score(text) -> float`` (unnormalised valence, like
     :class:`~features.text_sentiment.VaderScorer` and :class:`~features.text_sentiment.ChineseLexiconScorer`);
     when it has ``override_terms``, the language's ``lexicon`` cues are applied to it (the base is changed).
+    ``report_valence`` is added to plain reports (``REPORT_VALENCE``; 0 turns that reading off).
     """
 
-    def __init__(self, base: _RawScorer, lang: str, cues_path: str | Path | None = None) -> None:
+    def __init__(
+        self, base: _RawScorer, lang: str, cues_path: str | Path | None = None, report_valence: float = REPORT_VALENCE
+    ) -> None:
         self.base = base
         self.lang = lang
         self.cues_path = cues_path
+        self.report_valence = report_valence
         cues = load_cues(cues_path)
         if lang not in cues:
             raise ConfigError(f"support cue table has no cues for language {lang!r} (has {sorted(cues)})")
@@ -233,7 +265,7 @@ class SupportTextScorer:
     def read(self, texts: list[str]) -> list[Reading]:
         """Readings of distinct, already cleaned and capped texts."""
         raw = self.base.raw_score
-        return [adjust_valence(t.lower(), raw(t), self.cues_, raw) for t in texts]
+        return [adjust_valence(t.lower(), raw(t), self.cues_, raw, self.report_valence) for t in texts]
 
     def analyse(self, texts: pd.Series) -> pd.DataFrame:
         """``sentiment`` in [-1, 1] (NaN for missing text) and ``complaint_intent`` (False for missing text)."""
