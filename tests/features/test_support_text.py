@@ -238,3 +238,30 @@ def test_builtin_reads_negation_and_contrast_in_both_languages(builtin: Multilin
         if not ok or bool(got) != expected:
             wrong.append(f"{text!r}: expected {label}/{expected}, got {score:.2f}/{got}")
     assert wrong == []
+
+
+REPORTING = _cues(("problem", -2.0, r"\bcrash\w*"), ("request", 0.0, r"\bplease\b|\bi'll\b"),
+                  ("report", 0.0, r"\b(you|nobody|still)\b"), ("sarcasm", -1.0, r"\boh great\b"))
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "expected"),
+    [
+        ("booking confirmed, then cancelled by you without a word", 0.0, -1.5),  # a plain report: base - 1.5
+        ("the seat went to someone else and nobody said why", -0.4, -1.9),  # ... added to a negative base
+        ("the seat went to someone else and nobody said why", 0.2, 0.2),  # a positive tone is not a report
+        ("did you cancel my booking without a word?", 0.0, 0.0),  # a question
+        ("please move my booking, you said it was fine", 0.0, 0.0),  # a request
+        ("i'll send you the form on monday morning", 0.0, 0.0),  # a plan
+        ("the order was placed on tuesday afternoon", 0.0, 0.0),  # no complaint discourse marker
+        ("you moved it", 0.0, 0.0),  # fewer than five words
+        ("it still crashes when you open it", 0.5, -2.0),  # a problem: the problem rule, not the report one
+    ],
+    ids=["report", "report-negative-base", "positive", "question", "request", "plan", "no-marker", "short",
+         "problem"],
+)
+def test_plain_reports(text: str, base: float, expected: float) -> None:
+    reading = adjust_valence(text, base, REPORTING, report_valence=-1.5)
+    assert reading.valence == pytest.approx(expected)
+    off = -2.0 if "crash" in text else base  # without report_valence (the default) a report keeps its base
+    assert adjust_valence(text, base, REPORTING).valence == pytest.approx(off)
