@@ -75,6 +75,61 @@ def predict(frame: pd.DataFrame, which: str, cfg: SentimentConfig) -> pd.DataFra
                          "complaint": complaint}, index=frame.index)
 
 
+# Ablation groups of the cue table: cue kinds, and the blocks that session 9 added (a '# ----' section header whose
+# title contains the key, or a plain comment line that starts with it, up to the next comment line).
+KIND_GROUPS = {"negation": {"negator", "conditional"}, "contrast": {"contrast"}}
+BLOCK_GROUPS = {"vocabulary": "broader complaint vocabulary", "lexicon words": "# general support vocabulary",
+                "cancellation intent": "# cancellation intent in any form"}
+DECISION_SPLITS = ("dev", "heldout", "fresh", "fresh3", "fresh4")  # fresh2 and fresh5 never take part
+
+
+def cues_without(group: str, cues_text: str) -> str:
+    """The cue table without one ablation group's lines."""
+    kinds, marker, inside, kept = KIND_GROUPS.get(group, set()), BLOCK_GROUPS.get(group), False, []
+    for line in cues_text.splitlines():
+        if line.startswith("#"):
+            inside = marker is not None and (marker in line if line.startswith("# ----") else line.startswith(marker))
+            kept.append(line)
+            continue
+        parts = line.split("\t")
+        if not inside and not (len(parts) == 4 and parts[1] in kinds):
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def ablation(frame: pd.DataFrame, cfg: SentimentConfig) -> list[dict[str, object]]:
+    """Accuracy and macro-F1 per language and decision split with each group of cues left out (and, as "plain
+    report", without the plain-report reading)."""
+    import tempfile
+
+    from features.support_text import REPORT_VALENCE, SupportTextScorer, load_cues
+    from features.text_sentiment import ChineseLexiconScorer, MultilingualScorer, VaderScorer
+
+    shipped = (ROOT / "features" / "data" / "support_cues.tsv").read_text(encoding="utf-8")
+    part = frame[frame["split"].isin(DECISION_SPLITS)]
+    rows: list[dict[str, object]] = []
+    for group in ["none", *KIND_GROUPS, *BLOCK_GROUPS, "plain report"]:
+        report = 0.0 if group == "plain report" else REPORT_VALENCE
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "cues.tsv"
+            path.write_text(cues_without(group, shipped), encoding="utf-8")
+            load_cues(path)  # still a valid table
+            scorer = MultilingualScorer({"en": SupportTextScorer(VaderScorer(), "en", path, report),
+                                         "zh": SupportTextScorer(ChineseLexiconScorer(), "zh", path, report)})
+            read = scorer.analyse(part["text"])
+        scores = read["sentiment"].to_numpy()
+        pred = pd.DataFrame({"label": to_labels(scores, cfg.negative_threshold), "complaint": content_complaint(
+            scores, read["complaint_intent"].to_numpy(), cfg.negative_threshold)}, index=part.index)
+        for (lang, split), cell in part.groupby(["lang", "split"], sort=True):
+            rows.append({"left_out": group, "lang": lang, "split": split, **metrics(cell, pred.loc[cell.index])})
+    return rows
+
+
+def print_ablation(rows: list[dict[str, object]]) -> None:
+    table = pd.DataFrame(rows).pivot_table(index="left_out", columns=["lang", "split"], values="accuracy", sort=False)
+    print("\naccuracy with one group of cues left out (decision splits only)\n" + table.round(3).to_string())
+
+
 def metrics(truth: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float]:
     return {
         "n": len(truth),
@@ -87,8 +142,9 @@ def metrics(truth: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float]:
 def time_long_messages(sizes: tuple[int, ...] = (80_000, 1_000_000)) -> dict[str, float]:
     """Seconds to score one message of each size (English and Chinese), builtin scorer, fresh each time."""
     scorer = load_scorer("builtin")
-    en = "The export keeps failing and support has not answered. Please fix it, thanks. "
-    zh = "导出一直失败，客服也没有回复，请尽快修好，谢谢。"
+    # problems, negations, a condition and contrasts in every sentence: every rule of the support-text reading runs
+    en = "The export keeps failing, but support has not answered. It would be great if it didn't crash. Thanks. "
+    zh = "导出一直失败，但是客服也没有回复，要是不闪退就好了，请尽快修好，谢谢。"
     out: dict[str, float] = {}
     for size in sizes:
         for lang, unit in (("en", en), ("zh", zh)):
@@ -101,7 +157,9 @@ def time_long_messages(sizes: tuple[int, ...] = (80_000, 1_000_000)) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--errors", choices=["dev"], help="list the dev messages the after scorer gets wrong")
+    parser.add_argument("--errors", choices=["dev", "heldout", "fresh", "fresh3", "fresh4"],
+                        help="list the messages of this split the after scorer gets wrong (never fresh2 or fresh5)")
+    parser.add_argument("--ablation", action="store_true", help="also leave each group of cues out in turn")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sentiment_eval.json")
     args = parser.parse_args(argv)
     cfg = SentimentConfig()
@@ -123,14 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {platform.platform()}")
     if args.errors:
         after = preds["after"]
-        dev = frame[frame["split"] == "dev"]
+        dev = frame[frame["split"] == args.errors]
         wrong = dev[(after.loc[dev.index, "label"] != dev["label"]) | (after.loc[dev.index, "complaint"] != dev["complaint"])]
         for i, row in wrong.iterrows():
             p = after.loc[i]
             print(f"{row['id']}\t{row['label']}/{row['complaint']}\t{p['label']}/{p['complaint']}\t{p['score']:+.2f}\t{row['text'][:100]}")
+    ablation_rows = ablation(frame, cfg) if args.ablation else []
+    if ablation_rows:
+        print_ablation(ablation_rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "long_message_seconds": timings, "load_average": load,
-                                    "platform": platform.platform()}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"rows": rows, "ablation": ablation_rows, "long_message_seconds": timings,
+                                    "load_average": load, "platform": platform.platform()}, indent=2) + "\n")
     slow = {k: v for k, v in timings.items() if k.endswith("_1000000") and v >= 1.0}
     assert not slow, f"a 1 MB message took a second or more: {slow}"
     return 0

@@ -164,3 +164,104 @@ def test_plain_scorer_is_the_general_purpose_one() -> None:
     scores = plain.score(pd.Series(["There is a charge of $7.50 I don't recognise. Please check it.",
                                     "Sort it out or I'm done, thanks."]))
     assert (scores > -0.3).all()
+
+
+# --- general handling: negation of a problem, conditions, contrast ----------------------------------------------------
+
+GENERAL = _cues(("problem", -2.0, r"\bcrash\w*"), ("topic", -1.5, r"\blate\b"),
+                ("negator", 0.0, r"\b(no more|doesn't|never)\s+$"), ("conditional", 0.0, r"\bif\b"),
+                ("contrast", 0.0, r"\bbut\b"), ("polite", 0.0, r"\bcancel\b"), ("resolved", 1.0, r"\bfixed\b"))
+
+
+def _tail_score(text: str) -> float:
+    """A stand-in base scorer for the clause after a contrast: +2 when it says 'great', else -1."""
+    return 2.0 if "great" in text else -1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "expected"),
+    [
+        ("no more crashes", 0.5, (1.5, False)),  # a negated problem is a resolution: max(0.5, 0) + 1
+        ("it doesn't crash now", -0.4, (1.0, False)),  # ... and the negator's own negative tone does not count
+        ("would be nice if it doesn't crash", 1.0, (-2.0, True)),  # a wish is not a negation: still a complaint
+        ("it crashed, but support was great", 0.3, (2.0, False)),  # outweighed by a positive clause after "but"
+        ("support was great, but it crashes", 0.8, (-2.0, True)),  # the problem after "but" is pending
+        ("it crashed, but nobody answers", 0.3, (-2.0, True)),  # the clause after "but" is not positive
+        ("i was going to cancel, but it is great now", 1.0, (2.0, False)),  # cancellation before the contrast
+        ("it is great, but please cancel", 1.0, (0.0, False)),  # cancellation after it: politeness, capped at 0
+        ("crashed and late", 0.0, (-3.5, True)),  # a topic counts as a problem outside information questions
+        ("slow at first, but great now", -0.5, (2.0, False)),  # no problem cue: the clause after "but" still leads
+    ],
+    ids=["negated", "negated-base", "wish", "contrast-outweighs", "contrast-pending", "contrast-negative",
+         "cancel-before-contrast", "cancel-after-contrast", "topic", "contrast-no-problem"],
+)
+def test_adjust_valence_general_rules(text: str, base: float, expected: tuple[float, bool]) -> None:
+    reading = adjust_valence(text, base, GENERAL, _tail_score)
+    assert (reading.valence, reading.complaint) == pytest.approx(expected)
+
+
+def test_contrast_needs_a_part_scorer() -> None:
+    # without the base scorer for the clause, a contrast cannot outweigh anything: the old rule applies
+    assert adjust_valence("it crashed, but support was great", 0.3, GENERAL) == adjust_valence(
+        "it crashed, support was great", 0.3, GENERAL)
+
+
+NEGATION_AND_CONTRAST = [
+    # text, expected label (-1 / 0 / +1, neutral meaning |score| < 0.3), complaint by content
+    ("No more crashes since the update, thanks!", 1, False),
+    ("Thanks, no more errors since yesterday.", 1, False),
+    ("Would be great if the app didn't crash every hour.", -1, True),
+    ("I'm not happy with the delivery.", -1, True),
+    ("The agent was friendly, but my refund still hasn't arrived.", -1, True),
+    ("Thanks for the quick reply, but the app still crashes on login.", -1, True),
+    ("It crashed twice last week, but the support team was great and it has been fine since.", 1, False),
+    ("Thank you so much, the replacement works perfectly.", 1, False),
+    ("更新以后再也没闪退过，谢谢！", 1, False),
+    ("谢谢，没有再出现报错了。", 1, False),
+    ("要是不闪退就好了。", -1, True),
+    ("我对这次的服务不满意。", -1, True),
+    ("客服态度很好，但是退款到现在还没到账。", -1, True),
+    ("谢谢回复，可是还是登不上去。", -1, True),
+    ("之前卡顿了几次，不过现在很流畅，谢谢。", 1, False),
+    ("非常感谢，问题已经解决了。", 1, False),
+]
+
+
+def test_builtin_reads_negation_and_contrast_in_both_languages(builtin: MultilingualScorer) -> None:
+    from features.sentiment import content_complaint
+
+    read = builtin.analyse(pd.Series([t for t, _, _ in NEGATION_AND_CONTRAST]))
+    complaint = content_complaint(read["sentiment"].to_numpy(), read["complaint_intent"].to_numpy(), -0.3)
+    wrong = []
+    for (text, label, expected), score, got in zip(NEGATION_AND_CONTRAST, read["sentiment"], complaint, strict=True):
+        ok = abs(score) < 0.3 if label == 0 else np.sign(score) == label and abs(score) >= 0.3
+        if not ok or bool(got) != expected:
+            wrong.append(f"{text!r}: expected {label}/{expected}, got {score:.2f}/{got}")
+    assert wrong == []
+
+
+REPORTING = _cues(("problem", -2.0, r"\bcrash\w*"), ("request", 0.0, r"\bplease\b|\bi'll\b"),
+                  ("report", 0.0, r"\b(you|nobody|still)\b"), ("sarcasm", -1.0, r"\boh great\b"))
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "expected"),
+    [
+        ("booking confirmed, then cancelled by you without a word", 0.0, -1.5),  # a plain report: base - 1.5
+        ("the seat went to someone else and nobody said why", -0.4, -1.9),  # ... added to a negative base
+        ("the seat went to someone else and nobody said why", 0.2, 0.2),  # a positive tone is not a report
+        ("did you cancel my booking without a word?", 0.0, 0.0),  # a question
+        ("please move my booking, you said it was fine", 0.0, 0.0),  # a request
+        ("i'll send you the form on monday morning", 0.0, 0.0),  # a plan
+        ("the order was placed on tuesday afternoon", 0.0, 0.0),  # no complaint discourse marker
+        ("you moved it", 0.0, 0.0),  # fewer than five words
+        ("it still crashes when you open it", 0.5, -2.0),  # a problem: the problem rule, not the report one
+    ],
+    ids=["report", "report-negative-base", "positive", "question", "request", "plan", "no-marker", "short",
+         "problem"],
+)
+def test_plain_reports(text: str, base: float, expected: float) -> None:
+    reading = adjust_valence(text, base, REPORTING, report_valence=-1.5)
+    assert reading.valence == pytest.approx(expected)
+    off = -2.0 if "crash" in text else base  # without report_valence (the default) a report keeps its base
+    assert adjust_valence(text, base, REPORTING).valence == pytest.approx(off)
