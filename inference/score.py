@@ -159,15 +159,17 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         for col in cf.columns:
             alerts[col] = cf[col].to_numpy()
         timings["counterfactual_s"] = time.perf_counter() - t
-    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame.iloc[alert_idx])
+    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame)
+    pool_idx, cand = contact_pool(scores, alerts, alert_idx, pool_for(scfg.contact_pool, effects, uplift_info))
     if effects is not None:
-        effects.index = alerts.index
+        effects = effects.iloc[pool_idx].set_axis(cand.index)
     if tables.treatments is not None:
         check_history(tables.treatments, [pb.id for pb in book.playbooks], as_of)
     weight = cfg.training.uplift.effect_weight
-    raw_ids = frame["customer_id"].astype(str).iloc[alert_idx].reset_index(drop=True)
-    alerts = decide_alerts(alerts, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
-    decisions = decision_summary(alerts, book, econ, effects, uplift_info, weight)
+    raw_ids = frame["customer_id"].astype(str).iloc[pool_idx].reset_index(drop=True)
+    decided = decide_alerts(cand, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
+    decisions = decision_summary(decided, book, econ, effects, uplift_info, weight)
+    alerts = alert_rows(decided, alerts["customer_id"])
     changes = None
     if previous is not None:
         from inference.change import compare_with_previous
@@ -304,6 +306,47 @@ def top_alerts(value_at_risk: np.ndarray, max_alerts: int | None) -> np.ndarray:
     if max_alerts is None or len(value_at_risk) <= max_alerts:
         return np.arange(len(value_at_risk))
     return np.sort(np.argsort(-value_at_risk, kind="stable")[:max_alerts])
+
+
+def contact_pool(scores: pd.DataFrame, alerts: pd.DataFrame, alert_idx: np.ndarray,
+                 pool: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The customers allocation chooses from (positions in ``scores``, in row order) and their rows.
+
+    ``pool`` "alerts": the alerts as they are. "scored": every scored customer; the alerts keep their
+    explanation columns, the others are not explained (empty reasons and early warnings, so only rules that
+    need neither can route them: in the shipped rules, the cheap default care).
+    """
+    if pool == "alerts" or len(alert_idx) == len(scores):
+        return alert_idx, alerts
+    rest = np.setdiff1d(np.arange(len(scores)), alert_idx)
+    others = scores.iloc[rest].reset_index(drop=True)
+    for col in alerts.columns:
+        if col not in others.columns:
+            listy = len(alerts) and isinstance(alerts[col].iloc[0], list | np.ndarray)
+            if listy:
+                others[col] = [[] for _ in range(len(others))]
+            else:
+                others[col] = np.nan if pd.api.types.is_float_dtype(alerts[col]) else None
+    both = pd.concat([alerts, others[alerts.columns]], ignore_index=True)
+    pos = np.concatenate([alert_idx, rest])
+    order = np.argsort(pos, kind="stable")
+    return pos[order], both.iloc[order].reset_index(drop=True)
+
+
+def pool_for(pool: str, effects: pd.DataFrame | None, info: dict[str, Any]) -> str:
+    """The pool actually used: without uplift effects (priors say every contact helps) only the alerts."""
+    if pool == "scored" and effects is None:
+        info["note"] = f"{info.get('note') or 'priors'}; contacts are chosen among the alerts only"
+        return "alerts"
+    return pool
+
+
+def alert_rows(decided: pd.DataFrame, alert_ids: pd.Series) -> pd.DataFrame:
+    """The alert files' rows: the alerts and every selected customer of the pool, ranks renumbered (both engines)."""
+    keep = decided["customer_id"].isin(set(alert_ids.astype(str))) | decided["selected"]
+    out = decided[keep.to_numpy()].reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    return out
 
 
 def contact_plan(alerts: pd.DataFrame, book: Any, econ: Any) -> pd.DataFrame:

@@ -252,7 +252,7 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     from pyspark.sql import functions as F
 
     from inference.playbooks import load_playbooks
-    from inference.score import alert_totals, decide_alerts, lifetime_days, top_alerts
+    from inference.score import alert_rows, alert_totals, decide_alerts, lifetime_days, top_alerts
 
     scfg = cfg.scoring
     t0 = time.perf_counter()
@@ -292,9 +292,15 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     importance = _global_importance(scored if explain_all else None, cand, model, specs)
     effects, raw_ids, feat = _alert_effects(spark, fs, cand, model, cfg)
     cand = _counterfactuals(fs, cand, feat, model, specs, cfg)
+    alert_row = cand[ROW].to_numpy()
     cand = cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta)
-    alerts = decide_alerts(cand, book, cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
+    pool = cand
+    if scfg.contact_pool == "scored" and effects is not None:  # every scored customer: as the default engine
+        pool, effects, raw_ids = _scored_pool(spark, fs, scored, cand, alert_row, pass_cols, model, cfg,
+                                              {"cutoff": as_of, **meta})
+    alerts = decide_alerts(pool, book, cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
                            cfg.training.uplift.effect_weight)
+    alerts = alert_rows(alerts, cand["customer_id"])
     timings["alerts_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -405,6 +411,21 @@ def _alert_effects(spark: SparkSession, fs: SparkFeatureSet, cand: pd.DataFrame,
     if effects is not None:
         effects.index = cand.index
     return effects, feat["customer_id"].astype(str).reset_index(drop=True), feat
+
+
+def _scored_pool(spark: SparkSession, fs: SparkFeatureSet, scored: DataFrame, alerts: pd.DataFrame,
+                 alert_row: np.ndarray, pass_cols: list[str], model: Any, cfg: Config,
+                 meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Series]:
+    """Every scored customer as a candidate (:func:`inference.score.contact_pool`), their uplift effects and raw
+    ids: the score columns of all rows are collected (as the default engine's scores), the alerts keep theirs."""
+    from inference.score import contact_pool
+
+    score_cols = pass_cols[: pass_cols.index("_alert")]
+    everyone = _collect(scored.select(*[f"`{c}`" for c in score_cols])).assign(**meta)
+    pos = np.searchsorted(everyone[ROW].to_numpy(), alert_row)
+    idx, pool = contact_pool(everyone.drop(columns=[ROW]), alerts, pos, "scored")
+    effects, raw_ids, _ = _alert_effects(spark, fs, everyone.iloc[idx].reset_index(drop=True), model, cfg)
+    return pool, effects, raw_ids
 
 
 def _counterfactuals(fs: SparkFeatureSet, cand: pd.DataFrame, feat: pd.DataFrame, model: Any,
