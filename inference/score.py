@@ -169,6 +169,9 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     raw_ids = frame["customer_id"].astype(str).iloc[pool_idx].reset_index(drop=True)
     decided = decide_alerts(cand, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
     decisions = decision_summary(decided, book, econ, effects, uplift_info, weight)
+    chosen = ~decided["customer_id"].isin(set(alerts["customer_id"])) & decided["selected"]
+    pos = pd.Index(scores["customer_id"]).get_indexer(decided.loc[chosen, "customer_id"])
+    decided = explain_chosen(decided, chosen.to_numpy(), frame.iloc[pos], model, specs, typical, cfg)
     alerts = alert_rows(decided, alerts["customer_id"])
     changes = None
     if previous is not None:
@@ -341,11 +344,36 @@ def pool_for(pool: str, effects: pd.DataFrame | None, info: dict[str, Any]) -> s
     return pool
 
 
+def explain_chosen(decided: pd.DataFrame, chosen: np.ndarray, feats: pd.DataFrame, model: Any,
+                   specs: dict[str, Any], typical: dict[str, Any], cfg: Config) -> pd.DataFrame:
+    """Reasons and early warnings for the chosen contacts that were not alerts (both engines), after the choice.
+
+    ``feats``: their feature rows, in the order of ``decided[chosen]``. Eligibility was decided without them
+    (:func:`contact_pool`); the alert files then explain every listed customer.
+    """
+    if not chosen.any():
+        return decided
+    p = decided.loc[chosen, "churn_probability"].to_numpy(dtype=float)
+    contrib = model.contributions(feats, explainer=cfg.scoring.explainer)
+    reasons = explain_rows(feats, contrib, p, model.features, specs, typical, cfg.scoring.top_reasons,
+                           calibrate=model.calibrator.transform, currency=cfg.training.economics.currency)
+    reasons = reasons.assign(early_warnings=active_flags(feats))
+    out = decided.copy()
+    at = np.flatnonzero(chosen)
+    for col in [c for c in reasons.columns if c in out.columns]:
+        vals = out[col].to_numpy(dtype=float if pd.api.types.is_float_dtype(out[col]) else object).copy()
+        vals[at] = reasons[col].to_numpy(dtype=vals.dtype)
+        out[col] = vals
+    return out
+
+
 def alert_rows(decided: pd.DataFrame, alert_ids: pd.Series) -> pd.DataFrame:
     """The alert files' rows: the alerts and every selected customer of the pool, ranks renumbered (both engines)."""
     keep = decided["customer_id"].isin(set(alert_ids.astype(str))) | decided["selected"]
     out = decided[keep.to_numpy()].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
+    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(out["control_group"].sum()),
+             int(out["selected"].sum()), len(out))
     return out
 
 
@@ -374,8 +402,6 @@ def decide_alerts(alerts: pd.DataFrame, book: Any, econ: Any, budget: float | No
     from inference.allocate import allocate
 
     alerts = allocate(alerts, book, econ, budget, effects=effects, raw_ids=raw_ids, effect_weight=effect_weight)
-    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(alerts["control_group"].sum()),
-             int(alerts["selected"].sum()), len(alerts))
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate", *EXPLAIN_COLUMNS]
     horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns if c.startswith("churn_within_"))

@@ -294,12 +294,14 @@ def _score_spark(spark: SparkSession, data: str | Path | Mapping[str, str | list
     cand = _counterfactuals(fs, cand, feat, model, specs, cfg)
     alert_row = cand[ROW].to_numpy()
     cand = cand.drop(columns=[ROW, "_abs_impact"]).assign(cutoff=as_of, **meta)
-    pool = cand
+    pool, row_of = cand, None
     if scfg.contact_pool == "scored" and effects is not None:  # every scored customer: as the default engine
-        pool, effects, raw_ids = _scored_pool(spark, fs, scored, cand, alert_row, pass_cols, model, cfg,
-                                              {"cutoff": as_of, **meta})
+        pool, effects, raw_ids, row_of = _scored_pool(spark, fs, scored, cand, alert_row, pass_cols, model, cfg,
+                                                      {"cutoff": as_of, **meta})
     alerts = decide_alerts(pool, book, cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
                            cfg.training.uplift.effect_weight)
+    if row_of is not None:
+        alerts = _explain_chosen(spark, fs, alerts, cand, row_of, need, model, specs, typical, cfg)
     alerts = alert_rows(alerts, cand["customer_id"])
     timings["alerts_s"] = time.perf_counter() - t
 
@@ -415,7 +417,7 @@ def _alert_effects(spark: SparkSession, fs: SparkFeatureSet, cand: pd.DataFrame,
 
 def _scored_pool(spark: SparkSession, fs: SparkFeatureSet, scored: DataFrame, alerts: pd.DataFrame,
                  alert_row: np.ndarray, pass_cols: list[str], model: Any, cfg: Config,
-                 meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Series]:
+                 meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Series, dict[str, int]]:
     """Every scored customer as a candidate (:func:`inference.score.contact_pool`), their uplift effects and raw
     ids: the score columns of all rows are collected (as the default engine's scores), the alerts keep theirs."""
     from inference.score import contact_pool
@@ -425,7 +427,24 @@ def _scored_pool(spark: SparkSession, fs: SparkFeatureSet, scored: DataFrame, al
     pos = np.searchsorted(everyone[ROW].to_numpy(), alert_row)
     idx, pool = contact_pool(everyone.drop(columns=[ROW]), alerts, pos, "scored")
     effects, raw_ids, _ = _alert_effects(spark, fs, everyone.iloc[idx].reset_index(drop=True), model, cfg)
-    return pool, effects, raw_ids
+    row_of = dict(zip(pool["customer_id"], everyone[ROW].to_numpy()[idx].tolist(), strict=True))
+    return pool, effects, raw_ids, row_of
+
+
+def _explain_chosen(spark: SparkSession, fs: SparkFeatureSet, decided: pd.DataFrame, alerts: pd.DataFrame,
+                    row_of: dict[str, int], need: list[str], model: Any, specs: dict[str, FeatureSpec],
+                    typical: dict[str, Any], cfg: Config) -> pd.DataFrame:
+    """The default engine's :func:`inference.score.explain_chosen` on the collected rows of the chosen contacts."""
+    from inference.score import explain_chosen
+
+    chosen = (~decided["customer_id"].isin(set(alerts["customer_id"])) & decided["selected"]).to_numpy()
+    if not chosen.any():
+        return decided
+    rows = np.array([row_of[c] for c in decided.loc[chosen, "customer_id"]], dtype=np.int64)
+    keys = spark.createDataFrame(pd.DataFrame({ROW: rows}))
+    feats = fs.frame.select(*[f"`{c}`" for c in need]).join(keys, ROW).toPandas()
+    feats = feats.set_index(ROW).loc[rows].reset_index()
+    return explain_chosen(decided, chosen, feats, model, specs, typical, cfg)
 
 
 def _counterfactuals(fs: SparkFeatureSet, cand: pd.DataFrame, feat: pd.DataFrame, model: Any,
