@@ -62,9 +62,13 @@ class UpliftModel:
         return xgb.train(params, xgb.DMatrix(x, label=y, base_margin=margin, enable_categorical=True), self.rounds)
 
     @staticmethod
-    def _predict(b: xgb.Booster, x: pd.DataFrame, margin: np.ndarray | None = None,
+    def _predict(b: xgb.Booster, x: pd.DataFrame | xgb.DMatrix, margin: np.ndarray | None = None,
                  output_margin: bool = False) -> np.ndarray:
-        return b.predict(xgb.DMatrix(x, base_margin=margin, enable_categorical=True), output_margin=output_margin)
+        """Predictions on a frame or a prepared DMatrix (built once per playbook, reused by every replicate)."""
+        d = x if isinstance(x, xgb.DMatrix) else xgb.DMatrix(x, enable_categorical=True)
+        if margin is not None:
+            d.set_base_margin(margin)
+        return b.predict(d, output_margin=output_margin)
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, data: pd.DataFrame) -> UpliftModel:
@@ -131,22 +135,25 @@ class UpliftModel:
         pb = playbook[known]
         x = (prepared if prepared is not None else self._x(frame))[known]
         x_pb = x.assign(**{_PB + p: (pb == p).astype(np.float32) for p in self.playbooks})
+        dx, dx_pb = xgb.DMatrix(x, enable_categorical=True), xgb.DMatrix(x_pb, enable_categorical=True)
         for r, boosters in enumerate(self.replicates_):
-            out[r, known] = np.clip(self._estimate(boosters, x, x_pb), -1.0, 1.0)
+            out[r, known] = np.clip(self._estimate(boosters, dx, dx_pb, x_pb), -1.0, 1.0)
         return out
 
-    def _estimate(self, b: dict[str, xgb.Booster], x: pd.DataFrame, x_pb: pd.DataFrame) -> np.ndarray:
+    def _estimate(self, b: dict[str, xgb.Booster], dx: xgb.DMatrix, dx_pb: xgb.DMatrix,
+                  x_pb: pd.DataFrame) -> np.ndarray:
+        """One fit's effects; ``dx`` / ``dx_pb``: the rows without / with the playbook columns."""
         if self.learner == "t":
-            return self._predict(b["mu1"], x_pb) - self._predict(b["mu0"], x)
-        if self.learner == "shift":
-            base = self._predict(b["mu0"], x, output_margin=True)
-            shifted = self._predict(b["shift"], x_pb, base, output_margin=True)
+            return self._predict(b["mu1"], dx_pb) - self._predict(b["mu0"], dx)
+        if self.learner == "shift":  # dx_pb's base margin is set on every call: never a stale one
+            base = self._predict(b["mu0"], dx, output_margin=True)
+            shifted = self._predict(b["shift"], dx_pb, base, output_margin=True)
             return 1 / (1 + np.exp(-shifted)) - 1 / (1 + np.exp(-base))
         if self.learner == "s":
             none = x_pb.assign(**{_PB + p: np.float32(0) for p in self.playbooks})
-            return self._predict(b["mu"], x_pb) - self._predict(b["mu"], none)
+            return self._predict(b["mu"], dx_pb) - self._predict(b["mu"], none)
         e = self.propensity_
-        return e * self._predict(b["tau0"], x_pb) + (1 - e) * self._predict(b["tau1"], x_pb)
+        return e * self._predict(b["tau0"], dx_pb) + (1 - e) * self._predict(b["tau1"], dx_pb)
 
     def effects(self, frame: pd.DataFrame, z: float = 0.0) -> pd.DataFrame:
         """Rows of ``frame`` x known playbooks: estimated effect of each (index aligned with ``frame``).

@@ -37,7 +37,7 @@ def test_alerts_pool_is_the_alerts_unchanged() -> None:
 
 def test_alert_rows_keep_alerts_and_selected_and_renumber_ranks() -> None:
     decided = pd.DataFrame({"rank": [1, 2, 3, 4], "customer_id": ["c", "b", "a", "d"],
-                            "selected": [True, True, False, False]})
+                            "selected": [True, True, False, False], "control_group": [False, True, False, False]})
     out = alert_rows(decided, pd.Series(["b", "d"]))
     assert out["customer_id"].tolist() == ["c", "b", "d"]   # c chosen though not an alert; a neither: dropped
     assert out["rank"].tolist() == [1, 2, 3]
