@@ -311,6 +311,9 @@ def top_alerts(value_at_risk: np.ndarray, max_alerts: int | None) -> np.ndarray:
     return np.sort(np.argsort(-value_at_risk, kind="stable")[:max_alerts])
 
 
+_POOL_LIST_COLUMNS = ("reasons", "reason_families", "reason_groups", *_LIST_COLUMNS)
+
+
 def contact_pool(scores: pd.DataFrame, alerts: pd.DataFrame, alert_idx: np.ndarray,
                  pool: str) -> tuple[np.ndarray, pd.DataFrame]:
     """The customers allocation chooses from (positions in ``scores``, in row order) and their rows.
@@ -325,7 +328,7 @@ def contact_pool(scores: pd.DataFrame, alerts: pd.DataFrame, alert_idx: np.ndarr
     others = scores.iloc[rest].reset_index(drop=True)
     for col in alerts.columns:
         if col not in others.columns:
-            listy = len(alerts) and isinstance(alerts[col].iloc[0], list | np.ndarray)
+            listy = col in _POOL_LIST_COLUMNS or (len(alerts) and isinstance(alerts[col].iloc[0], list | np.ndarray))
             if listy:
                 others[col] = [[] for _ in range(len(others))]
             else:
@@ -361,7 +364,8 @@ def explain_chosen(decided: pd.DataFrame, chosen: np.ndarray, feats: pd.DataFram
     out = decided.copy()
     at = np.flatnonzero(chosen)
     for col in [c for c in reasons.columns if c in out.columns]:
-        vals = out[col].to_numpy(dtype=float if pd.api.types.is_float_dtype(out[col]) else object).copy()
+        floats = pd.api.types.is_float_dtype(out[col]) and pd.api.types.is_float_dtype(reasons[col])
+        vals = out[col].to_numpy(dtype=float if floats else object).copy()
         vals[at] = reasons[col].to_numpy(dtype=vals.dtype)
         out[col] = vals
     return out

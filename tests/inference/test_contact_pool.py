@@ -41,3 +41,11 @@ def test_alert_rows_keep_alerts_and_selected_and_renumber_ranks() -> None:
     out = alert_rows(decided, pd.Series(["b", "d"]))
     assert out["customer_id"].tolist() == ["c", "b", "d"]   # c chosen though not an alert; a neither: dropped
     assert out["rank"].tolist() == [1, 2, 3]
+
+
+def test_scored_pool_without_any_alert_has_empty_explanations() -> None:
+    empty = _alerts().iloc[:0].assign(reasons=pd.Series([], dtype=object))
+    pos, cand = contact_pool(SCORES, empty, np.array([], dtype=np.int64), "scored")
+    assert pos.tolist() == [0, 1, 2, 3]
+    assert cand["reasons"].tolist() == [[], [], [], []]
+    assert cand["reason_families"].tolist() == [[], [], [], []]
