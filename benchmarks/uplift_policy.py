@@ -2,7 +2,8 @@
 
 On the default demo (``simulate_demo``) with the ground truth the pipeline never reads
 (``data/_truth/treatment_effects.parquet``, read here only): train (churn + uplift model), score, then for
-the scored alerts compare, at the SAME spend (the uplift policy's selected contacts):
+the customers the allocation chose from (every scored customer: scoring.contact_pool), compare at the SAME
+spend (the uplift policy's selected contacts):
 
 * ``allocation``: the pipeline's choice (allocation by expected incremental value over every eligible
   playbook; effects from the uplift model when its out-of-time gate passes, else the priors: see
@@ -59,6 +60,20 @@ def _true_value(alerts: pd.DataFrame, truth: pd.DataFrame, playbook: np.ndarray,
             if c.any() else float("nan"), "missing_truth": int((contacted & np.isnan(te)).sum())}
 
 
+def candidate_pool(scores: pd.DataFrame, alerts: pd.DataFrame, pool: str) -> pd.DataFrame:
+    """The customers the allocation chose from, with its choice: every scored customer (``contact_pool``
+    "scored"; those not in the alert files were not selected and carry no reasons) or the alerts."""
+    if pool == "alerts":
+        return alerts.reset_index(drop=True)
+    rest = scores[~scores["customer_id"].isin(set(alerts["customer_id"]))].reset_index(drop=True)
+    for col in ("reason_families", "reason_groups", "early_warnings"):
+        rest[col] = [[] for _ in range(len(rest))]
+    rest = rest.assign(selected=False, control_group=False, expected_net_value=np.nan, playbook_cost=0.0,
+                       playbook_id="none")
+    keep = [c for c in alerts.columns if c in rest.columns]
+    return pd.concat([alerts[keep], rest[keep]], ignore_index=True)
+
+
 def run(customers: int, seed: int, trials: int | None, config: str) -> dict[str, Any]:
     cfg = load_config(config)
     if trials is not None:
@@ -79,36 +94,42 @@ def run(customers: int, seed: int, trials: int | None, config: str) -> dict[str,
         summary = score(tables, cfg, as_of, Path(tmp) / "scoring", log_to_mlflow=False)
         t_score = time.perf_counter() - t0
         alerts = pd.read_parquet(Path(tmp) / "scoring" / "alerts.parquet")
+        scores = pd.read_parquet(Path(tmp) / "scoring" / "scores.parquet")
         truth = pd.read_parquet(Path(tmp) / "data" / TRUTH_FILE)  # the benchmark, not the pipeline, reads it
-    sel = alerts["selected"].to_numpy(dtype=bool)
-    spend = float(alerts.loc[sel, "playbook_cost"].sum())
-    policies = {"allocation": _true_value(alerts, truth, alerts["playbook_id"].to_numpy(dtype=object), sel,
-                                      alerts["playbook_cost"].to_numpy(dtype=float))}
-    risk = ranked_policy(alerts, book, econ, spend, alerts["churn_probability"].to_numpy(dtype=float))
-    var = alerts["value_at_risk"].to_numpy(dtype=float) / np.maximum(risk["cost"].to_numpy(), 1e-9)
-    per_cost = ranked_policy(alerts, book, econ, spend, var)
+    pool = candidate_pool(scores, alerts, cfg.scoring.contact_pool)
+    sel = pool["selected"].to_numpy(dtype=bool)
+    spend = float(pool.loc[sel, "playbook_cost"].sum())
+    policies = {"allocation": _true_value(pool, truth, pool["playbook_id"].to_numpy(dtype=object), sel,
+                                      pool["playbook_cost"].to_numpy(dtype=float))}
+    risk = ranked_policy(pool, book, econ, spend, pool["churn_probability"].to_numpy(dtype=float))
+    var = pool["value_at_risk"].to_numpy(dtype=float) / np.maximum(risk["cost"].to_numpy(), 1e-9)
+    per_cost = ranked_policy(pool, book, econ, spend, var)
     for name, pol in (("risk", risk), ("var_per_cost", per_cost)):
-        policies[name] = _true_value(alerts, truth, pol["playbook_id"].to_numpy(dtype=object),
+        policies[name] = _true_value(pool, truth, pol["playbook_id"].to_numpy(dtype=object),
                                      pol["contacted"].to_numpy(), pol["cost"].to_numpy())
     best_baseline = max(policies["risk"]["true_net_value"], policies["var_per_cost"]["true_net_value"])
     mine = policies["allocation"]["true_net_value"]
-    top = max(1, int(round(0.10 * len(alerts))))
-    risk_top = np.zeros(len(alerts), dtype=bool)
-    risk_top[np.argsort(-alerts["churn_probability"].to_numpy(), kind="stable")[:top]] = True
-    uplift_top = np.zeros(len(alerts), dtype=bool)
-    uplift_top[np.argsort(-alerts["expected_net_value"].to_numpy(), kind="stable")[:top]] = True
+    top = max(1, int(round(0.10 * len(pool))))
+    risk_top = np.zeros(len(pool), dtype=bool)
+    risk_top[np.argsort(-pool["churn_probability"].to_numpy(), kind="stable")[:top]] = True
+    uplift_top = np.zeros(len(pool), dtype=bool)
+    uplift_top[np.argsort(-pool["expected_net_value"].fillna(-np.inf).to_numpy(), kind="stable")[:top]] = True
+    by_tier = {str(t): int(n) for t, n in pool.loc[sel & ~pool["control_group"].to_numpy(dtype=bool),
+                                                   "value_tier"].value_counts().sort_index().items()}
     up = trained.get("uplift", {})
     return {
-        "customers": customers, "seed": seed, "n_alerts": len(alerts), "spend": round(spend, 2),
+        "customers": customers, "seed": seed, "n_alerts": len(alerts), "n_pool": len(pool),
+        "contact_pool": cfg.scoring.contact_pool, "spend": round(spend, 2), "contacted_by_value_tier": by_tier,
+        "n_selected": int(sel.sum()), "n_control": int(pool["control_group"].sum()),
         "budget": cfg.scoring.budget, "policies": policies,
         "effects_source": (summary.get("decisions") or {}).get("effects_source"),
         "allocation_vs_best_baseline": (mine - best_baseline) / abs(best_baseline) if best_baseline else None,
-        "top10pct": {"risk": _true_value(alerts, truth, risk["playbook_id"].to_numpy(dtype=object), risk_top,
+        "top10pct": {"risk": _true_value(pool, truth, risk["playbook_id"].to_numpy(dtype=object), risk_top,
                                          risk["cost"].to_numpy()),
-                     "allocation": _true_value(alerts, truth, alerts["playbook_id"].to_numpy(dtype=object), uplift_top,
-                                           alerts["playbook_cost"].to_numpy(dtype=float))},
-        "uplift_model": {k: up.get(k) for k in ("status", "learner", "n_contacts", "metrics", "evaluation", "seconds",
-                                                 "use_for_decisions", "gate")},
+                     "allocation": _true_value(pool, truth, pool["playbook_id"].to_numpy(dtype=object), uplift_top,
+                                           pool["playbook_cost"].to_numpy(dtype=float))},
+        "uplift_model": {k: up.get(k) for k in ("status", "learner", "n_contacts", "metrics", "evaluation",
+                                                 "calibration", "seconds", "use_for_decisions", "gate")},
         "decisions": summary.get("decisions"),
         "timings_s": {"train_total": round(t_train, 1), "train_uplift": trained.get("timings_s", {}).get("uplift_s"),
                       "score_total": round(t_score, 2),

@@ -455,11 +455,14 @@ class UpliftConfig(_Strict):
     """The uplift model learned from the campaign history (training.uplift); see README "Decisions"."""
 
     enabled: bool = True  # train it when the data has a treatments table
-    learner: Literal["t", "x", "s"] = "t"  # two-model, X-learner (cross-fitted) or single-model; see README
+    # shift (two-stage log-odds shift), two-model, X-learner (cross-fitted) or single-model; see README
+    learner: Literal["shift", "t", "x", "s"] = "shift"
     test_campaigns: int = Field(3, ge=1)  # latest campaigns held out for the out-of-time evaluation
     min_group: int = Field(100, ge=1)  # fewer treated or control outcomes than this: priors, with a warning
     rounds: int = Field(200, ge=10)  # boosting rounds per model (fixed, regularised parameters)
     effect_weight: float = Field(1.0, ge=0.0, le=1.0)  # scoring: weight x uplift + (1 - weight) x prior
+    n_boot: int = Field(8, ge=0)  # bootstrap replicates (by customer): bagged effects and their uncertainty
+    pessimism_z: float = Field(1.0, ge=0.0)  # scoring: decide on mean + z x sd of the replicates' effects
 
 
 class TrainingConfig(_Strict):
@@ -529,6 +532,9 @@ class ScoringConfig(_Strict):
     alert_min_tier: RiskTier = "medium"
     max_alerts: int | None = None
     budget: float | None = 20000.0  # per campaign; None: contact every alert
+    # whom allocation chooses from: every scored customer (alerts are explained; the others are eligible for the
+    # rules that need no reasons) or only the alerts (the earlier behaviour)
+    contact_pool: Literal["scored", "alerts"] = "scored"
     chunk_size: int = Field(200_000, ge=1000)
     playbooks: str = "configs/playbooks.yaml"
     top_reasons: int = 3

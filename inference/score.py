@@ -81,7 +81,7 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     if cfg.scoring.counterfactual and len(alerts):
         alerts = _timed(timings, "counterfactual_s", _add_counterfactuals, alerts, frame, p, alert_idx, run.model,
                         specs, cfg)
-    alerts, decisions = _decide(alerts, tables, cfg, run.book, frame, alert_idx, as_of)
+    alerts, decisions = _decide(alerts, scores, tables, cfg, run, frame, specs, alert_idx, as_of)
     changes = None
     if previous is not None:
         from inference.change import compare_with_previous
@@ -224,23 +224,32 @@ def _add_counterfactuals(alerts: pd.DataFrame, frame: pd.DataFrame, p: np.ndarra
     return alerts
 
 
-def _decide(alerts: pd.DataFrame, tables: Tables, cfg: Config, book: Any, frame: pd.DataFrame, alert_idx: np.ndarray,
+def _decide(alerts: pd.DataFrame, scores: pd.DataFrame, tables: Tables, cfg: Config, run: _ModelRun,
+            frame: pd.DataFrame, specs: dict[str, Any], alert_idx: np.ndarray,
             as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Playbook effects (uplift model or priors), the campaign history check, and the budgeted selection."""
+    """Playbook effects (uplift model or priors) over the contact pool, the campaign history check, the
+    budgeted selection, and reasons for the chosen contacts outside the alerts."""
     from features.treatments import check_history
     from inference.allocate import decision_summary
     from model.uplift import estimate_effects
 
-    scfg, econ = cfg.scoring, cfg.training.economics
-    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame.iloc[alert_idx])
+    scfg, econ, book = cfg.scoring, cfg.training.economics, run.book
+    effects, uplift_info = estimate_effects(cfg, scfg.model_alias, frame)
+    pool_idx, cand = contact_pool(scores, alerts, alert_idx, pool_for(scfg.contact_pool, effects, uplift_info))
     if effects is not None:
-        effects.index = alerts.index
+        effects = effects.iloc[pool_idx].set_axis(cand.index)
     if tables.treatments is not None:
         check_history(tables.treatments, [pb.id for pb in book.playbooks], as_of)
     weight = cfg.training.uplift.effect_weight
-    raw_ids = frame["customer_id"].astype(str).iloc[alert_idx].reset_index(drop=True)
-    alerts = decide_alerts(alerts, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
-    return alerts, decision_summary(alerts, book, econ, effects, uplift_info, weight)
+    raw_ids = frame["customer_id"].astype(str).iloc[pool_idx].reset_index(drop=True)
+    decided = decide_alerts(cand, book, econ, scfg.budget, lifetime_days(cfg), effects, raw_ids, weight)
+    decisions = decision_summary(decided, book, econ, effects, uplift_info, weight)
+    chosen = ~decided["customer_id"].isin(set(alerts["customer_id"])) & decided["selected"]
+    if chosen.any():
+        pos = pd.Index(scores["customer_id"]).get_indexer(decided.loc[chosen, "customer_id"])
+        typical = typical_values(frame, run.model.features, specs)
+        decided = explain_chosen(decided, chosen.to_numpy(), frame.iloc[pos], run.model, specs, typical, cfg)
+    return alert_rows(decided, alerts["customer_id"]), decisions
 
 
 def _score_summary(tables: Tables, cfg: Config, run: _ModelRun, as_of: pd.Timestamp, model_uri: str | None,
@@ -382,6 +391,76 @@ def top_alerts(value_at_risk: np.ndarray, max_alerts: int | None) -> np.ndarray:
     return np.sort(np.argsort(-value_at_risk, kind="stable")[:max_alerts])
 
 
+_POOL_LIST_COLUMNS = ("reasons", "reason_families", "reason_groups", *_LIST_COLUMNS)
+
+
+def contact_pool(scores: pd.DataFrame, alerts: pd.DataFrame, alert_idx: np.ndarray,
+                 pool: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The customers allocation chooses from (positions in ``scores``, in row order) and their rows.
+
+    ``pool`` "alerts": the alerts as they are. "scored": every scored customer; the alerts keep their
+    explanation columns, the others are not explained (empty reasons and early warnings, so only rules that
+    need neither can route them: in the shipped rules, the cheap default care).
+    """
+    if pool == "alerts" or len(alert_idx) == len(scores):
+        return alert_idx, alerts
+    rest = np.setdiff1d(np.arange(len(scores)), alert_idx)
+    others = scores.iloc[rest].reset_index(drop=True)
+    for col in alerts.columns:
+        if col not in others.columns:
+            listy = col in _POOL_LIST_COLUMNS or (len(alerts) and isinstance(alerts[col].iloc[0], list | np.ndarray))
+            if listy:
+                others[col] = [[] for _ in range(len(others))]
+            else:
+                others[col] = np.nan if pd.api.types.is_float_dtype(alerts[col]) else None
+    both = pd.concat([alerts, others[alerts.columns]], ignore_index=True)
+    pos = np.concatenate([alert_idx, rest])
+    order = np.argsort(pos, kind="stable")
+    return pos[order], both.iloc[order].reset_index(drop=True)
+
+
+def pool_for(pool: str, effects: pd.DataFrame | None, info: dict[str, Any]) -> str:
+    """The pool actually used: without uplift effects (priors say every contact helps) only the alerts."""
+    if pool == "scored" and effects is None:
+        info["note"] = f"{info.get('note') or 'priors'}; contacts are chosen among the alerts only"
+        return "alerts"
+    return pool
+
+
+def explain_chosen(decided: pd.DataFrame, chosen: np.ndarray, feats: pd.DataFrame, model: Any,
+                   specs: dict[str, Any], typical: dict[str, Any], cfg: Config) -> pd.DataFrame:
+    """Reasons and early warnings for the chosen contacts that were not alerts (both engines), after the choice.
+
+    ``feats``: their feature rows, in the order of ``decided[chosen]``. Eligibility was decided without them
+    (:func:`contact_pool`); the alert files then explain every listed customer.
+    """
+    if not chosen.any():
+        return decided
+    p = decided.loc[chosen, "churn_probability"].to_numpy(dtype=float)
+    contrib = model.contributions(feats, explainer=cfg.scoring.explainer)
+    reasons = explain_rows(feats, contrib, p, model.features, specs, typical, cfg.scoring.top_reasons,
+                           calibrate=model.calibrator.transform, currency=cfg.training.economics.currency)
+    reasons = reasons.assign(early_warnings=active_flags(feats))
+    out = decided.copy()
+    at = np.flatnonzero(chosen)
+    for col in [c for c in reasons.columns if c in out.columns]:
+        floats = pd.api.types.is_float_dtype(out[col]) and pd.api.types.is_float_dtype(reasons[col])
+        vals = out[col].to_numpy(dtype=float if floats else object).copy()
+        vals[at] = reasons[col].to_numpy(dtype=vals.dtype)
+        out[col] = vals
+    return out
+
+
+def alert_rows(decided: pd.DataFrame, alert_ids: pd.Series) -> pd.DataFrame:
+    """The alert files' rows: the alerts and every selected customer of the pool, ranks renumbered (both engines)."""
+    keep = decided["customer_id"].isin(set(alert_ids.astype(str))) | decided["selected"]
+    out = decided[keep.to_numpy()].reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(out["control_group"].sum()),
+             int(out["selected"].sum()), len(out))
+    return out
+
+
 def contact_plan(alerts: pd.DataFrame, book: Any, econ: Any) -> pd.DataFrame:
     """Playbook routing and the expected net value of contacting each alert (per row, both engines)."""
     from inference.playbooks import assign_playbooks
@@ -407,8 +486,6 @@ def decide_alerts(alerts: pd.DataFrame, book: Any, econ: Any, budget: float | No
     from inference.allocate import allocate
 
     alerts = allocate(alerts, book, econ, budget, effects=effects, raw_ids=raw_ids, effect_weight=effect_weight)
-    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(alerts["control_group"].sum()),
-             int(alerts["selected"].sum()), len(alerts))
     alerts = al.order_alerts(alerts)
     extra = ["reason_families", "reason_groups", "playbook_kind", "playbook_acceptance_rate", *EXPLAIN_COLUMNS]
     horizons = sorted(int(c[len("churn_within_"):-1]) for c in alerts.columns if c.startswith("churn_within_"))

@@ -183,7 +183,7 @@ def score_spark(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestam
     fs = _scoring_features(spark, data, cfg, as_of, n_buckets, m["model"], features)
     timings = {"features_s": time.perf_counter() - t0}
     t = time.perf_counter()
-    local = fs.to_pandas(m["model"].features, row_keys=True).frame  # one row per customer: the model's features
+    local = fs.to_pandas(row_keys=True).frame  # one row per customer, every feature (model, uplift, drift)
     scored, cols, scorer = _row_pass(fs, local, cfg, m, book, explain_all)
     n_scored = scored.count()
     timings["predict_explain_s"] = time.perf_counter() - t
@@ -229,9 +229,10 @@ def _row_pass(fs: SparkFeatureSet, local: pd.DataFrame, cfg: Config, m: dict[str
 
 def _decide(scored: DataFrame, local: pd.DataFrame, fs: SparkFeatureSet, model: Any, cfg: Config, book: Any,
             meta: dict[str, str], scorer: _RowScorer) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The population steps, the default engine's functions on the collected alerts: ``max_alerts``, uplift
-    effects, counterfactuals, budget, control group and rank; and the global importance for the report."""
-    from inference.score import decide_alerts, lifetime_days, top_alerts
+    """The population steps, the default engine's functions on the collected rows: ``max_alerts``, uplift
+    effects, the contact pool, counterfactuals, budget, control group and rank; and the global importance."""
+    from inference import score as sc
+    from model.uplift import estimate_effects
 
     scfg, specs = cfg.scoring, {s.name: s for s in fs.specs}
     cand = _decode(scored.where("_alert").drop("_alert").toPandas().sort_values(ROW, kind="stable")
@@ -239,13 +240,31 @@ def _decide(scored: DataFrame, local: pd.DataFrame, fs: SparkFeatureSet, model: 
     if not len(cand):  # no alert: the alert columns (and dtypes) of one probe row, for the empty frame
         probe = fs.frame.select(*[f"`{c}`" for c in scorer.need]).limit(1).toPandas()
         cand = _decode(scorer.batch(probe, model, np.arange(len(probe))).drop(columns="_alert")).iloc[:0]
-    cand = cand.iloc[top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
+    cand = cand.iloc[sc.top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
     importance = _global_importance(scored if scorer.explain_all else None, cand, model, specs)
-    cand, effects, raw_ids = _uplift_and_counterfactuals(cand, local, model, specs, cfg)
-    alerts = decide_alerts(cand.drop(columns=[ROW, "_contrib"]).assign(cutoff=fs.as_of, **meta), book,
-                           cfg.training.economics, scfg.budget, lifetime_days(cfg), effects, raw_ids,
-                           cfg.training.uplift.effect_weight)
-    return alerts, importance
+    cand = _counterfactuals(cand, local, model, specs, cfg)
+    alert_pos = np.searchsorted(local[ROW].to_numpy(), cand[ROW].to_numpy())
+    alerts = cand.drop(columns=[ROW, "_contrib"]).assign(cutoff=fs.as_of, **meta)
+    frame = local.drop(columns=[ROW])
+    effects, info = estimate_effects(cfg, scfg.model_alias, frame)
+    idx, pool = alert_pos, alerts
+    if sc.pool_for(scfg.contact_pool, effects, info) == "scored":  # every scored customer, as the default engine
+        cols = scorer.out_columns[: scorer.out_columns.index("_alert")]
+        everyone = scored.select(*[f"`{c}`" for c in cols]).toPandas().sort_values(ROW, kind="stable")
+        everyone = everyone.drop(columns=[ROW]).reset_index(drop=True).assign(cutoff=fs.as_of, **meta)
+        idx, pool = sc.contact_pool(everyone, alerts, alert_pos, "scored")
+    if effects is not None:
+        effects = effects.iloc[idx].set_axis(pool.index)
+    raw_ids = frame["customer_id"].astype(str).iloc[idx].reset_index(drop=True)
+    decided = sc.decide_alerts(pool, book, cfg.training.economics, scfg.budget, sc.lifetime_days(cfg), effects, raw_ids,
+                               cfg.training.uplift.effect_weight)
+    chosen = (~decided["customer_id"].isin(set(alerts["customer_id"])) & decided["selected"]).to_numpy()
+    if chosen.any():
+        rows = local[ROW].to_numpy()[idx][chosen]
+        feats = fs.frame.select(*[f"`{c}`" for c in scorer.need]).where(fs.frame[ROW].isin(rows.tolist())).toPandas()
+        feats = feats.set_index(ROW).loc[rows].reset_index(drop=True)
+        decided = sc.explain_chosen(decided, chosen, feats, model, specs, scorer.typical, cfg)
+    return sc.alert_rows(decided, alerts["customer_id"]), importance
 
 
 def _scoring_features(spark: SparkSession, data: Data, cfg: Config, as_of: pd.Timestamp, n_buckets: int | None,
@@ -323,25 +342,21 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
                         str(f.resolve())), p)
 
 
-def _uplift_and_counterfactuals(cand: pd.DataFrame, local: pd.DataFrame, model: Any, specs: dict[str, FeatureSpec],
-                                cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Series]:
-    """The default engine's counterfactual per alert and uplift effects, on the collected feature rows (the
-    search's cost scales from the whole population), and the alerts' raw ids for the control draw."""
+def _counterfactuals(cand: pd.DataFrame, local: pd.DataFrame, model: Any, specs: dict[str, FeatureSpec],
+                     cfg: Config) -> pd.DataFrame:
+    """The default engine's counterfactual per alert, on the collected feature rows (the search's cost scales
+    from the whole population)."""
     from inference.counterfactual import counterfactual_columns, search_for_model
-    from model.uplift import estimate_effects
 
     scfg, frame = cfg.scoring, local.drop(columns=[ROW])
+    if not scfg.counterfactual or not len(cand):
+        return cand
     alerted = frame.iloc[np.searchsorted(local[ROW].to_numpy(), cand[ROW].to_numpy())]
-    if scfg.counterfactual and len(cand):
-        threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
-        search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
-        cf = counterfactual_columns(model, alerted, cand["churn_probability"].to_numpy(), search, specs,
-                                    cfg.training.economics.currency)
-        cand = cand.assign(**{c: cf[c].to_numpy() for c in cf.columns})
-    effects, _ = estimate_effects(cfg, scfg.model_alias, alerted)
-    if effects is not None:
-        effects.index = cand.index
-    return cand, effects, alerted["customer_id"].astype(str).reset_index(drop=True)
+    threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
+    search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
+    cf = counterfactual_columns(model, alerted, cand["churn_probability"].to_numpy(), search, specs,
+                                cfg.training.economics.currency)
+    return cand.assign(**{c: cf[c].to_numpy() for c in cf.columns})
 
 
 def _global_importance(scored: DataFrame | None, alerts: pd.DataFrame, model: Any,

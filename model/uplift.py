@@ -26,18 +26,25 @@ _PB = "pb="  # prefix of the playbook one-hot columns
 _PARAMS = {"max_depth": 3, "eta": 0.05, "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.7,
            "lambda": 5.0, "tree_method": "hist"}
 N_FOLDS = 3
+# the contact's log-odds shift is a small signal on few treated rows: shallower, slower, more regularised
+_SHIFT_PARAMS = {"max_depth": 2, "eta": 0.03, "min_child_weight": 20, "lambda": 20.0}
 
 
 class UpliftModel:
     """Fitted meta-learner: boosters by role, the feature schema and the playbooks it knows."""
 
     def __init__(self, learner: str, features: list[str], categories: dict[str, list[str]], playbooks: list[str],
-                 rounds: int = 200, seed: int = 42, n_threads: int = 2) -> None:
+                 rounds: int = 200, seed: int = 42, n_threads: int = 2, n_boot: int = 0) -> None:
         self.learner, self.features, self.categories, self.playbooks = learner, features, categories, playbooks
-        self.rounds, self.seed, self.n_threads = rounds, seed, n_threads
-        self.boosters_: dict[str, xgb.Booster] = {}
+        self.rounds, self.seed, self.n_threads, self.n_boot = rounds, seed, n_threads, n_boot
+        self.replicates_: list[dict[str, xgb.Booster]] = []
         self.propensity_: float = 0.5
         self.meta: dict[str, Any] = {}
+
+    @property
+    def boosters_(self) -> dict[str, xgb.Booster]:
+        """The boosters of the first (with ``n_boot`` 0: the only) fit."""
+        return self.replicates_[0] if self.replicates_ else {}
 
     # ------------------------------------------------------------------ design matrices
     def _x(self, frame: pd.DataFrame, playbook: np.ndarray | None = None) -> pd.DataFrame:
@@ -49,33 +56,50 @@ class UpliftModel:
                 x[_PB + p] = (playbook == p).astype(np.float32)
         return x
 
-    def _fit(self, x: pd.DataFrame, y: np.ndarray, objective: str) -> xgb.Booster:
-        params = {**_PARAMS, "objective": objective, "seed": self.seed, "nthread": self.n_threads}
-        return xgb.train(params, xgb.DMatrix(x, label=y, enable_categorical=True), self.rounds)
+    def _fit(self, x: pd.DataFrame, y: np.ndarray, objective: str, margin: np.ndarray | None = None,
+             params: dict[str, Any] | None = None) -> xgb.Booster:
+        params = {**_PARAMS, **(params or {}), "objective": objective, "seed": self.seed, "nthread": self.n_threads}
+        return xgb.train(params, xgb.DMatrix(x, label=y, base_margin=margin, enable_categorical=True), self.rounds)
 
     @staticmethod
-    def _predict(b: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
-        return b.predict(xgb.DMatrix(x, enable_categorical=True))
+    def _predict(b: xgb.Booster, x: pd.DataFrame | xgb.DMatrix, margin: np.ndarray | None = None,
+                 output_margin: bool = False) -> np.ndarray:
+        """Predictions on a frame or a prepared DMatrix (built once per playbook, reused by every replicate)."""
+        d = x if isinstance(x, xgb.DMatrix) else xgb.DMatrix(x, enable_categorical=True)
+        if margin is not None:
+            d.set_base_margin(margin)
+        return b.predict(d, output_margin=output_margin)
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, data: pd.DataFrame) -> UpliftModel:
-        """``data``: features, ``playbook_id``, ``treated`` (0/1), ``churned`` (0/1), ``customer_id``."""
+        """``data``: features, ``playbook_id``, ``treated`` (0/1), ``churned`` (0/1), ``customer_id``.
+
+        With ``n_boot`` > 0 the learner is fitted on that many bootstrap samples of customers (seeded): effects
+        are their mean (bagging) and :meth:`effects_sd` their spread, the uncertainty of each estimate.
+        """
+        self.propensity_ = float(data["treated"].mean())
+        if self.n_boot <= 0:
+            self.replicates_ = [self._fit_one(data)]
+            return self
+        self.replicates_ = [self._fit_one(bootstrap_customers(data, self.seed + k)) for k in range(self.n_boot)]
+        return self
+
+    def _fit_one(self, data: pd.DataFrame) -> dict[str, xgb.Booster]:
         t = data["treated"].to_numpy(dtype=bool)
         y = data["churned"].to_numpy(dtype=float)
         pb = data["playbook_id"].to_numpy(dtype=object)
-        self.propensity_ = float(t.mean())
         x0, x1 = self._x(data[~t]), self._x(data[t], pb[t])
         if self.learner == "t":
-            self.boosters_ = {"mu0": self._fit(x0, y[~t], "binary:logistic"),
-                              "mu1": self._fit(x1, y[t], "binary:logistic")}
-            return self
+            return {"mu0": self._fit(x0, y[~t], "binary:logistic"), "mu1": self._fit(x1, y[t], "binary:logistic")}
         if self.learner == "s":
-            self.boosters_ = {"mu": self._fit(self._x(data, np.where(t, pb, None)), y, "binary:logistic")}
-            return self
+            return {"mu": self._fit(self._x(data, np.where(t, pb, None)), y, "binary:logistic")}
+        if self.learner == "shift":
+            b0 = self._fit(x0, y[~t], "binary:logistic")
+            base = self._predict(b0, self._x(data[t]), output_margin=True)
+            return {"mu0": b0, "shift": self._fit(x1, y[t], "binary:logistic", base, _SHIFT_PARAMS)}
         m0, m1 = self._cross_fitted(data, t, y, pb)
-        self.boosters_ = {"tau1": self._fit(x1, y[t] - m0[t], "reg:squarederror"),
-                          "tau0": self._fit(self._x(data[~t], pb[~t]), m1[~t] - y[~t], "reg:squarederror")}
-        return self
+        return {"tau1": self._fit(x1, y[t] - m0[t], "reg:squarederror"),
+                "tau0": self._fit(self._x(data[~t], pb[~t]), m1[~t] - y[~t], "reg:squarederror")}
 
     def _cross_fitted(self, data: pd.DataFrame, t: np.ndarray, y: np.ndarray,
                       pb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,39 +118,67 @@ class UpliftModel:
         return m0, m1
 
     def effect(self, frame: pd.DataFrame, playbook: np.ndarray) -> np.ndarray:
-        """Estimated change in churn probability if row i is contacted with ``playbook[i]``."""
+        """Estimated change in churn probability if row i is contacted with ``playbook[i]`` (replicates' mean)."""
+        return self._replicate_effects(frame, playbook).mean(axis=0)
+
+    def _replicate_effects(self, frame: pd.DataFrame, playbook: np.ndarray,
+                           prepared: pd.DataFrame | None = None) -> np.ndarray:
+        """Replicates x rows: each fit's estimate (NaN for playbooks the model does not know).
+
+        ``prepared``: ``self._x(frame)`` when the caller already has it (one preparation for every playbook).
+        """
         playbook = np.asarray(playbook, dtype=object)
         known = np.isin(playbook, self.playbooks)
-        out = np.full(len(frame), np.nan)
+        out = np.full((max(len(self.replicates_), 1), len(frame)), np.nan)
         if not known.any():
             return out
-        sub, pb = frame[known], playbook[known]
-        x_pb = self._x(sub, pb)
-        if self.learner == "t":
-            est = self._predict(self.boosters_["mu1"], x_pb) - self._predict(self.boosters_["mu0"], self._x(sub))
-        elif self.learner == "s":
-            none = self._x(sub, np.full(len(sub), None, dtype=object))
-            est = self._predict(self.boosters_["mu"], x_pb) - self._predict(self.boosters_["mu"], none)
-        else:
-            e = self.propensity_
-            est = e * self._predict(self.boosters_["tau0"], x_pb) + (1 - e) * self._predict(self.boosters_["tau1"], x_pb)
-        out[known] = np.clip(est, -1.0, 1.0)
+        pb = playbook[known]
+        x = (prepared if prepared is not None else self._x(frame))[known]
+        x_pb = x.assign(**{_PB + p: (pb == p).astype(np.float32) for p in self.playbooks})
+        dx, dx_pb = xgb.DMatrix(x, enable_categorical=True), xgb.DMatrix(x_pb, enable_categorical=True)
+        for r, boosters in enumerate(self.replicates_):
+            out[r, known] = np.clip(self._estimate(boosters, dx, dx_pb, x_pb), -1.0, 1.0)
         return out
 
-    def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Rows of ``frame`` x known playbooks: estimated effect of each (index aligned with ``frame``)."""
-        cols = {p: self.effect(frame, np.full(len(frame), p, dtype=object)) for p in self.playbooks}
+    def _estimate(self, b: dict[str, xgb.Booster], dx: xgb.DMatrix, dx_pb: xgb.DMatrix,
+                  x_pb: pd.DataFrame) -> np.ndarray:
+        """One fit's effects; ``dx`` / ``dx_pb``: the rows without / with the playbook columns."""
+        if self.learner == "t":
+            return self._predict(b["mu1"], dx_pb) - self._predict(b["mu0"], dx)
+        if self.learner == "shift":  # dx_pb's base margin is set on every call: never a stale one
+            base = self._predict(b["mu0"], dx, output_margin=True)
+            shifted = self._predict(b["shift"], dx_pb, base, output_margin=True)
+            return 1 / (1 + np.exp(-shifted)) - 1 / (1 + np.exp(-base))
+        if self.learner == "s":
+            none = x_pb.assign(**{_PB + p: np.float32(0) for p in self.playbooks})
+            return self._predict(b["mu"], dx_pb) - self._predict(b["mu"], none)
+        e = self.propensity_
+        return e * self._predict(b["tau0"], dx_pb) + (1 - e) * self._predict(b["tau1"], dx_pb)
+
+    def effects(self, frame: pd.DataFrame, z: float = 0.0) -> pd.DataFrame:
+        """Rows of ``frame`` x known playbooks: estimated effect of each (index aligned with ``frame``).
+
+        ``z`` > 0: the pessimistic effect ``mean + z x sd`` over the bootstrap replicates (the benefit the
+        evidence supports at z standard errors; a contact that raises churn looks worse, never better).
+        """
+        cols, prepared = {}, self._x(frame)
+        for p in self.playbooks:
+            reps = self._replicate_effects(frame, np.full(len(frame), p, dtype=object), prepared)
+            sd = reps.std(axis=0, ddof=1) if len(reps) > 1 else np.zeros(len(frame))
+            cols[p] = reps.mean(axis=0) + z * sd
         return pd.DataFrame(cols, index=frame.index)
 
     # ------------------------------------------------------------------ persistence (JSON only)
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for role, b in self.boosters_.items():
-            b.save_model(d / f"{role}.json")
+        for r, boosters in enumerate(self.replicates_):
+            for role, b in boosters.items():
+                b.save_model(d / f"{role}.{r}.json")
         meta = {"learner": self.learner, "features": self.features, "categories": self.categories,
                 "playbooks": self.playbooks, "rounds": self.rounds, "seed": self.seed, "n_threads": self.n_threads,
-                "propensity": self.propensity_, "roles": sorted(self.boosters_), "meta": self.meta}
+                "n_boot": self.n_boot, "propensity": self.propensity_, "roles": sorted(self.boosters_),
+                "replicates": len(self.replicates_), "meta": self.meta}
         (d / "uplift_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return d
 
@@ -135,13 +187,24 @@ class UpliftModel:
         d = Path(directory)
         meta = json.loads((d / "uplift_meta.json").read_text())
         m = cls(meta["learner"], meta["features"], meta["categories"], meta["playbooks"], meta["rounds"],
-                meta["seed"], meta["n_threads"])
+                meta["seed"], meta["n_threads"], int(meta.get("n_boot", 0)))
         m.propensity_, m.meta = float(meta["propensity"]), meta["meta"]
-        for role in meta["roles"]:
-            b = xgb.Booster()
-            b.load_model(d / f"{role}.json")
-            m.boosters_[role] = b
+        for r in range(int(meta["replicates"])):
+            boosters = {}
+            for role in meta["roles"]:
+                boosters[role] = xgb.Booster()
+                boosters[role].load_model(d / f"{role}.{r}.json")
+            m.replicates_.append(boosters)
         return m
+
+
+def bootstrap_customers(data: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A bootstrap sample of ``data`` by customer (all rows of a drawn customer, as often as drawn), seeded."""
+    ids = data["customer_id"].astype(str)
+    unique = np.sort(ids.unique())
+    drawn = pd.Series(np.random.default_rng(seed).choice(unique, len(unique), replace=True)).value_counts()
+    times = ids.map(drawn).fillna(0).to_numpy(dtype=np.int64)
+    return data.loc[data.index.repeat(times)].reset_index(drop=True)
 
 
 COLD_START_NOTE = ("no uplift model (cold start: no or too little campaign history): playbook effects are the "
@@ -193,7 +256,8 @@ def estimate_effects(cfg: Config, alias: str, frame: pd.DataFrame) -> tuple[pd.D
         note = f"the uplift model needs feature(s) this data cannot produce ({missing[:5]}): priors used"
         log.warning("uplift: %s", note)
         return None, {"effects_source": "priors", "uplift_model_version": version, "note": note}
-    effects = model.effects(frame)
+    z = cfg.training.uplift.pessimism_z if len(model.replicates_) > 1 else 0.0
+    effects = model.effects(frame, z=z)
     return effects, {"effects_source": "uplift", "uplift_model_name": uplift_model_name(cfg),
-                     "uplift_model_version": version, "uplift_learner": model.learner,
+                     "uplift_model_version": version, "uplift_learner": model.learner, "uplift_pessimism_z": z,
                      "uplift_s": round(time.perf_counter() - t0, 3)}

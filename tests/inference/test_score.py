@@ -85,10 +85,12 @@ def test_alerts_schema_and_population(alerts: pd.DataFrame, scores: pd.DataFrame
     assert len(alerts) > 0, "the tiny demo should still raise some alerts"
     cols = list(ALERT_COLUMNS)
     assert list(alerts.columns[: len(cols)]) == cols
-    # every customer at or above the minimum tier (medium) is alerted, once, nobody else
+    # every customer at or above the minimum tier (medium) is alerted, once; anyone else listed is a chosen
+    # contact from the rest of the scored customers (scoring.contact_pool: scored; issue 17)
     at_risk = set(scores.loc[scores["risk_tier"].map(RISK_ORDER) >= RISK_ORDER["medium"], "customer_id"])
     assert alerts["customer_id"].is_unique
-    assert set(alerts["customer_id"]) == at_risk
+    assert set(alerts["customer_id"]) >= at_risk
+    assert alerts.loc[~alerts["customer_id"].isin(at_risk), "selected"].all()
     assert alerts["rank"].tolist() == list(range(1, len(alerts) + 1))
     # selected ones first, each part by expected net value
     sel = alerts["selected"].to_numpy()
@@ -107,7 +109,10 @@ def test_every_alert_has_one_playbook_and_a_rule(alerts: pd.DataFrame) -> None:
         assert pid == (rules[rule] if rule != DEFAULT_RULE else book.default_playbook)
         assert rec["playbook_name"] == playbooks[pid].name
         assert rec["playbook_cost"] == playbooks[pid].cost_per_contact
-    assert alerts["reason_1"].str.len().gt(0).all(), "every alert explains its top reason"
+    at_risk = alerts["risk_tier"].map(RISK_ORDER) >= RISK_ORDER["medium"]
+    assert alerts.loc[at_risk, "reason_1"].str.len().gt(0).all(), "every at-risk alert explains its top reason"
+    # chosen contacts from the rest of the scored customers are not explained; their decision says why they are listed
+    assert alerts.loc[~at_risk, "decision"].str.match(r"^(contact|control)").all()
 
 
 def test_control_group_is_a_subset_of_selected(alerts: pd.DataFrame, runs: dict[str, Any]) -> None:
@@ -184,7 +189,7 @@ def test_no_alerts_still_writes_every_output(in_store: Store, tmp_path: Path) ->
 
     # isotonic calibration clips at 1 - 1e-6, so nobody reaches these tiers
     scoring = in_store.cfg.scoring.model_copy(update={"risk_tiers": RiskTiers(high=0.9999999, medium=0.9999998),
-                                                      "alert_min_tier": "high"})
+                                                      "alert_min_tier": "high", "contact_pool": "alerts"})
     cfg = in_store.cfg.model_copy(update={"scoring": scoring})
     summary = score(in_store.tables, cfg, AS_OF, tmp_path / "none", log_to_mlflow=False)
     assert summary["n_alerts"] == summary["n_selected"] == summary["n_control"] == 0

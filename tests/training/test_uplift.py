@@ -51,10 +51,13 @@ def _synthetic(n: int = 4000, seed: int = 0) -> pd.DataFrame:
                          "churned": (rng.random(n) < p).astype(float), "cutoff": pd.Timestamp("2025-01-01")})
 
 
-@pytest.mark.parametrize("learner", ["t", "x"])
-def test_learners_recover_planted_effects_and_round_trip(learner: str, tmp_path: Path) -> None:
+# the shift learner is slower by design (eta 0.03, depth 2: shrinks towards no effect), hence more rounds
+@pytest.mark.parametrize(("learner", "n_boot", "rounds"), [("t", 0, 100), ("x", 0, 100), ("shift", 0, 300),
+                                                           ("shift", 3, 300)])
+def test_learners_recover_planted_effects_and_round_trip(learner: str, n_boot: int, rounds: int,
+                                                         tmp_path: Path) -> None:
     data = _synthetic(3000)
-    m = UpliftModel(learner, ["x", "noise"], {}, ["A", "B"], rounds=100, seed=1).fit(data)
+    m = UpliftModel(learner, ["x", "noise"], {}, ["A", "B"], rounds=rounds, seed=1, n_boot=n_boot).fit(data)
     probe = pd.DataFrame({"x": [0.9, 0.1, 0.9, 0.1], "noise": 0.5})
     est = m.effect(probe, np.array(["A", "A", "B", "B"], dtype=object))
     # true: A -0.25 at high x, 0 at low x; B 0 at high x, +0.25 at low x (pooled mu1 shares some strength)
@@ -64,6 +67,47 @@ def test_learners_recover_planted_effects_and_round_trip(learner: str, tmp_path:
     again = UpliftModel.load(m.save(tmp_path / "m"))
     pd.testing.assert_frame_equal(again.effects(probe), m.effects(probe))
     assert not list(tmp_path.glob("m/*.pkl")), "JSON only"
+    assert len(again.replicates_) == max(n_boot, 1)
+
+
+def test_bagged_effects_carry_their_uncertainty_and_pessimism_only_lowers_the_benefit() -> None:
+    data = _synthetic(2000)
+    m = UpliftModel("shift", ["x", "noise"], {}, ["A", "B"], rounds=60, seed=3, n_boot=4).fit(data)
+    probe = pd.DataFrame({"x": [0.9, 0.1], "noise": 0.5})
+    mean, cautious = m.effects(probe), m.effects(probe, z=1.0)
+    reps = np.stack([m._replicate_effects(probe, np.full(2, "A", dtype=object))])[0]
+    assert reps.shape == (4, 2) and (reps.std(axis=0) > 0).all()   # the replicates differ: bootstrap samples
+    np.testing.assert_allclose(mean["A"], reps.mean(axis=0))
+    np.testing.assert_allclose(cautious["A"] - mean["A"], reps.std(axis=0, ddof=1))
+    assert (cautious.to_numpy() > mean.to_numpy()).all()           # never more benefit than the mean
+    again = UpliftModel("shift", ["x", "noise"], {}, ["A", "B"], rounds=60, seed=3, n_boot=4).fit(data)
+    pd.testing.assert_frame_equal(again.effects(probe), mean)      # seeded
+
+
+def test_bootstrap_samples_whole_customers_reproducibly() -> None:
+    from model.uplift import bootstrap_customers
+
+    data = pd.DataFrame({"customer_id": ["a", "a", "b", "c"], "v": [1, 2, 3, 4]})
+    one, two = bootstrap_customers(data, 7), bootstrap_customers(data, 7)
+    pd.testing.assert_frame_equal(one, two)
+    counts = one.groupby("customer_id")["v"].agg(list)
+    assert len(one["customer_id"].unique()) <= 3 and len(one) >= 3
+    if "a" in counts:
+        assert len(counts["a"]) % 2 == 0 and set(counts["a"]) == {1, 2}   # both rows of a, as often as drawn
+
+
+def test_calibration_table_by_hand() -> None:
+    from training.uplift import calibration_table
+
+    effect = np.array([-0.4, -0.3, 0.1, 0.2])
+    treated = np.array([True, False, True, False])
+    churned = np.array([0.0, 1.0, 1.0, 0.0])
+    cal = calibration_table(effect, treated, churned, bins=2)
+    # bin 1 (largest benefit): treated churn 0, control 1 -> realised -1; bin 2: 1 - 0 = +1
+    assert cal["bin"].tolist() == [1, 2]
+    assert cal["predicted"].tolist() == pytest.approx([-0.35, 0.15])
+    assert cal["realised"].tolist() == [-1.0, 1.0]
+    assert cal["n_treated"].tolist() == [1, 1] and cal["n_control"].tolist() == [1, 1]
 
 
 def test_out_of_time_split_leaves_a_gap_for_the_outcome_window() -> None:
