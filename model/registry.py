@@ -28,8 +28,8 @@ MODEL_ARTIFACT_PATH = "model"
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
-# MLflow 3's UI shows an experiment as GenAI (a "Traces" overview) or classic ML (the runs table) by this tag;
-# its sidebar also has a global GenAI / Machine-learning switch, which `?workflowType=machine_learning` sets.
+# MLflow 3.17's UI decides GenAI overview vs runs table by its global GenAI / Machine-learning switch alone (URL
+# `?workflowType=machine_learning`, else browser storage, default genai); this tag only stops the type prompt.
 EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND}
 HISTORY_TAG = "champion_history"

@@ -15,6 +15,7 @@ from training.refit import (
     calibration_method,
     cross_fitted_predictions,
     embargoed_rows,
+    evaluated_model,
     scaled_rounds,
 )
 
@@ -128,3 +129,20 @@ def test_cross_fitted_predictions_are_out_of_time():
     assert [f["cutoffs"] for f in refitter.fits] == [["2024-01-01", "2024-02-01"],
                                                     ["2024-01-01", "2024-02-01", "2024-03-01"]]
     assert len(oof) == 400 and oof["p_raw"].between(0, 1).all()
+
+
+def test_evaluated_model_never_trains_on_the_test_cutoff():
+    """The refitted model that the test metrics come from is fitted on the cutoffs before the test cutoff only,
+    and so is every calibration fold: the test rows are never seen (no leak into test_roc_auc)."""
+    rng = np.random.default_rng(1)
+    cutoffs = list(pd.date_range("2024-01-01", periods=5, freq="MS"))
+    frame = pd.concat([pd.DataFrame({"customer_id": [f"c{i}" for i in range(200)], "cutoff": t,
+                                     "x": rng.normal(size=200)}) for t in cutoffs], ignore_index=True)
+    frame["label"] = (frame["x"] + rng.normal(scale=0.5, size=len(frame)) > 0.8).astype(int)
+    tables, cfg = _tables(CHURNS, label={"definition": "churn_date", "horizon_days": 28})
+    refitter = Refitter({"eta": 0.3, "max_depth": 2}, 9, 200, ["x"], {}, "tuned", 0, 1)
+    _, rows, oof = evaluated_model(frame, cutoffs[-1], tables, cfg, refitter, {})
+    assert sorted(rows["cutoff"].unique()) == cutoffs[:4]
+    assert refitter.fits[0]["cutoffs"] == ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
+    assert all("2024-05-01" not in f["cutoffs"] for f in refitter.fits)
+    assert "2024-05-01" not in {t.date().isoformat() for t in oof["cutoff"]}
