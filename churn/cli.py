@@ -289,7 +289,7 @@ def _echo_mlflow_link(cfg: Any, tracking_uri: str) -> None:
     """Where to see the runs: MLflow 3 would otherwise open on its GenAI overview."""
     from model.registry import runs_page_url
 
-    click.echo(f"runs: `mlflow ui --backend-store-uri {tracking_uri}`, then {runs_page_url(cfg.mlflow)}")
+    click.echo(f"runs: `churn ui` (or `mlflow ui --backend-store-uri {tracking_uri}`, then {runs_page_url(cfg.mlflow)})")
 
 
 def _train_snapshot(tables: Any, cfg: Any, data_dir: str, out: str | None) -> None:
@@ -479,6 +479,56 @@ def rollback(reason: str, config_path: str | None) -> None:
 
     cfg = load_config(config_path)
     click.echo(run_rollback(cfg, reason=reason)["message"])
+
+
+# --------------------------------------------------------------------------- ui
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--no-browser", is_flag=True, help="Only print the link (on a server, or to open it elsewhere).")
+@CONFIG_OPTION
+@handle_errors
+def ui(port: int, no_browser: bool, config_path: str | None) -> None:
+    """Open the MLflow UI on the configured store, on the experiment's runs table.
+
+    Plain `mlflow ui` opens MLflow 3's GenAI overview whatever the store holds; this starts it on the
+    config's store (following a moved store, as every command does), waits until it answers, and opens the
+    runs link (`?workflowType=machine_learning`; the browser then remembers the choice). Ctrl-C stops it.
+    """
+    import subprocess
+    import urllib.request
+    import webbrowser
+
+    from churn.config import load_config
+    from model.registry import runs_page_url, setup_mlflow
+
+    cfg = load_config(config_path)
+    uri = setup_mlflow(cfg.mlflow)
+    host = f"http://127.0.0.1:{port}"
+    url = runs_page_url(cfg.mlflow, host)
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=sys.stderr)  # stdout: the link
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(host, timeout=2):  # noqa: S310 - our own local server
+                    break
+            except OSError:
+                time.sleep(0.5)
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            click.echo(f"error: mlflow ui did not start on port {port} (in use?)", err=True)
+            sys.exit(69)
+        click.echo(f"MLflow UI on {uri}: {url}  (Ctrl-C stops it)")
+        sys.stdout.flush()
+        if not no_browser:
+            webbrowser.open(url)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- monitor

@@ -188,12 +188,13 @@ class UpliftModel:
         meta = json.loads((d / "uplift_meta.json").read_text())
         m = cls(meta["learner"], meta["features"], meta["categories"], meta["playbooks"], meta["rounds"],
                 meta["seed"], meta["n_threads"], int(meta.get("n_boot", 0)))
-        m.propensity_, m.meta = float(meta["propensity"]), meta["meta"]
-        for r in range(int(meta["replicates"])):
+        m.propensity_, m.meta = float(meta["propensity"]), meta.get("meta", {})
+        single = "replicates" not in meta  # an unbagged model saved before bagging: ``<role>.json``, one fit
+        for r in range(1 if single else int(meta["replicates"])):
             boosters = {}
             for role in meta["roles"]:
                 boosters[role] = xgb.Booster()
-                boosters[role].load_model(d / f"{role}.{r}.json")
+                boosters[role].load_model(d / (f"{role}.json" if single else f"{role}.{r}.json"))
             m.replicates_.append(boosters)
         return m
 

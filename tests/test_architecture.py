@@ -141,3 +141,18 @@ def test_allowed_imports_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "churn" / "cli.py").write_text("from training import train\nfrom inference import score\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert violations() == []
+
+
+def test_no_package_function_over_80_lines():
+    """Issue 10: pipelines are short named steps; no function in the package code exceeds 80 lines."""
+    import ast
+
+    long = []
+    for pkg in ("churn", "features", "model", "training", "inference"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > 80:
+                        long.append(f"{path.relative_to(ROOT)}::{node.name} ({n} lines)")
+    assert not long, "functions over 80 lines: " + ", ".join(long)

@@ -83,3 +83,36 @@ def test_help_and_config_validation_import_no_heavy_library(tmp_path: Path) -> N
     rc, heavy, out = _imports_after(["train", "--data", str(tmp_path), "--config", str(bad)], tmp_path)
     assert rc == EXIT_CONFIG and "did you mean 'horizon_days'" in out
     assert heavy == "", out
+
+
+def test_churn_ui_serves_the_store_and_links_the_runs_table(tmp_path: Path) -> None:
+    """`churn ui` starts MLflow's UI on the config's store and prints the runs-table link (plain `mlflow ui`
+    would open the GenAI overview); the link's experiment is the config's, and the server answers."""
+    import os
+    import re
+    import socket
+    import urllib.request
+
+    cfg_path = write_small_config(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "churn.cli", "ui", "--no-browser", "--port", str(port),
+                             "--config", str(cfg_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = proc.stdout.readline()  # blocks until the server answers (or the command fails)
+        m = re.search(r"(http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs\?workflowType=machine_learning)", line)
+        assert m, line
+        assert int(m.group(2)) == port
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as con:  # the config's store and experiment
+            row = con.execute("SELECT experiment_id FROM experiments WHERE name = ?",
+                              (load_config(cfg_path).mlflow.experiment,)).fetchone()
+        assert row is not None and str(row[0]) == m.group(3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

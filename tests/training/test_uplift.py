@@ -154,3 +154,24 @@ def test_pipeline_never_reads_the_truth(tmp_path: Path) -> None:
     built = campaign_dataset(loaded, cfg, sorted(set(loaded.treatments["playbook_id"])), loaded.data_end)
     assert built is not None and len(built[0]) > 0
     assert "true_effect" not in built[0].columns
+
+
+def test_an_uplift_model_saved_before_bagging_still_loads(tmp_path: Path) -> None:
+    """A registry can hold a champion saved in the single-fit format (``mu0.json``, no ``replicates`` key):
+    it loads as one replicate with the same effects, instead of failing with a KeyError at scoring."""
+    import json
+
+    data = _synthetic(1500)
+    m = UpliftModel("t", ["x", "noise"], {}, ["A", "B"], rounds=30, seed=1).fit(data)
+    d = m.save(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((d / "uplift_meta.json").read_text())
+    for role in meta["roles"]:
+        (old / f"{role}.json").write_bytes((d / f"{role}.0.json").read_bytes())
+    del meta["replicates"], meta["n_boot"]
+    (old / "uplift_meta.json").write_text(json.dumps(meta))
+    again = UpliftModel.load(old)
+    probe = pd.DataFrame({"x": [0.9, 0.1], "noise": 0.5})
+    assert len(again.replicates_) == 1
+    pd.testing.assert_frame_equal(again.effects(probe), m.effects(probe))
