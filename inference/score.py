@@ -79,8 +79,8 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
         reasons = reasons.iloc[np.searchsorted(explain_idx, alert_idx)] if len(alert_idx) else reasons.iloc[:0]
     alerts = _alert_table(scores, reasons, frame, alert_idx)
     if cfg.scoring.counterfactual and len(alerts):
-        alerts = _timed(timings, "counterfactual_s", _add_counterfactuals, alerts, frame, p, alert_idx, run.model,
-                        specs, cfg)
+        alerts = _timed(timings, "counterfactual_s", add_counterfactuals, alerts, frame, p[alert_idx], alert_idx,
+                        run.model, specs, cfg)
     alerts, decisions = _decide(alerts, scores, tables, cfg, run, frame, specs, alert_idx, as_of)
     changes = None
     if previous is not None:
@@ -212,13 +212,14 @@ def _alert_table(scores: pd.DataFrame, reasons: pd.DataFrame, frame: pd.DataFram
     return alerts
 
 
-def _add_counterfactuals(alerts: pd.DataFrame, frame: pd.DataFrame, p: np.ndarray, alert_idx: np.ndarray, model: Any,
-                         specs: dict[str, Any], cfg: Config) -> pd.DataFrame:
-    """Per alert, the smallest actionable change that brings it below the alert threshold."""
+def add_counterfactuals(alerts: pd.DataFrame, frame: pd.DataFrame, p_alerts: np.ndarray, alert_idx: np.ndarray,
+                        model: Any, specs: dict[str, Any], cfg: Config) -> pd.DataFrame:
+    """Per alert (rows ``alert_idx`` of ``frame``, probabilities ``p_alerts``), the smallest actionable change that
+    brings it below the alert threshold; the search's cost scales from all of ``frame`` (both engines)."""
     scfg = cfg.scoring
     threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
     search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
-    cf = counterfactual_columns(model, frame.iloc[alert_idx], p[alert_idx], search, specs, cfg.training.economics.currency)
+    cf = counterfactual_columns(model, frame.iloc[alert_idx], p_alerts, search, specs, cfg.training.economics.currency)
     for col in cf.columns:
         alerts[col] = cf[col].to_numpy()
     return alerts

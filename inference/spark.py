@@ -242,10 +242,10 @@ def _decide(scored: DataFrame, local: pd.DataFrame, fs: SparkFeatureSet, model: 
         cand = _decode(scorer.batch(probe, model, np.arange(len(probe))).drop(columns="_alert")).iloc[:0]
     cand = cand.iloc[sc.top_alerts(cand["value_at_risk"].to_numpy(), scfg.max_alerts)].reset_index(drop=True)
     importance = _global_importance(scored if scorer.explain_all else None, cand, model, specs)
-    cand = _counterfactuals(cand, local, model, specs, cfg)
-    alert_pos = np.searchsorted(local[ROW].to_numpy(), cand[ROW].to_numpy())
+    alert_pos, frame = np.searchsorted(local[ROW].to_numpy(), cand[ROW].to_numpy()), local.drop(columns=[ROW])
+    if scfg.counterfactual and len(cand):  # the search's cost scales from the whole population
+        cand = sc.add_counterfactuals(cand, frame, cand["churn_probability"].to_numpy(), alert_pos, model, specs, cfg)
     alerts = cand.drop(columns=[ROW, "_contrib"]).assign(cutoff=fs.as_of, **meta)
-    frame = local.drop(columns=[ROW])
     effects, info = estimate_effects(cfg, scfg.model_alias, frame)
     idx, pool = alert_pos, alerts
     if sc.pool_for(scfg.contact_pool, effects, info) == "scored":  # every scored customer, as the default engine
@@ -340,23 +340,6 @@ def _write_small_outputs(spark: SparkSession, out: str, summary: dict[str, Any],
                     p, hfs = _hadoop_path(spark, f"{out}/{f.name}")
                     hfs.copyFromLocalFile(False, True, spark.sparkContext._jvm.org.apache.hadoop.fs.Path(
                         str(f.resolve())), p)
-
-
-def _counterfactuals(cand: pd.DataFrame, local: pd.DataFrame, model: Any, specs: dict[str, FeatureSpec],
-                     cfg: Config) -> pd.DataFrame:
-    """The default engine's counterfactual per alert, on the collected feature rows (the search's cost scales
-    from the whole population)."""
-    from inference.counterfactual import counterfactual_columns, search_for_model
-
-    scfg, frame = cfg.scoring, local.drop(columns=[ROW])
-    if not scfg.counterfactual or not len(cand):
-        return cand
-    alerted = frame.iloc[np.searchsorted(local[ROW].to_numpy(), cand[ROW].to_numpy())]
-    threshold = getattr(scfg.risk_tiers, "medium" if scfg.alert_min_tier == "low" else scfg.alert_min_tier)
-    search = search_for_model(model, specs, scfg.actionable_features, threshold, frame)
-    cf = counterfactual_columns(model, alerted, cand["churn_probability"].to_numpy(), search, specs,
-                                cfg.training.economics.currency)
-    return cand.assign(**{c: cf[c].to_numpy() for c in cf.columns})
 
 
 def _global_importance(scored: DataFrame | None, alerts: pd.DataFrame, model: Any,
