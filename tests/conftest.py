@@ -71,6 +71,20 @@ def write_small_config(folder: Path, name: str = "config.yaml", absolute_store: 
     return path
 
 
+def local_spark(app_name: str) -> Iterator[Any]:
+    """A small local[2] SparkSession for one test module (the Spark tests' fixture body); stopped afterwards so
+    the next module (e.g. the standalone-cluster test) gets a session of its own."""
+    import sys
+
+    from features.spark import get_spark
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = get_spark("local[2]", app_name=app_name, **{"spark.sql.shuffle.partitions": "4",
+                                                         "spark.ui.enabled": "false", "spark.default.parallelism": "2"})
+    yield session
+    session.stop()
+
+
 @contextmanager
 def working_directory(path: Path) -> Iterator[None]:
     old = Path.cwd()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +20,14 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("Spark needs Java", allow_module_level=True)
 
-from tests.conftest import write_small_config  # noqa: E402
+from tests.conftest import local_spark, write_small_config  # noqa: E402
 
 CUTOFF = pd.Timestamp("2025-03-01")
 
 
 @pytest.fixture(scope="module")
 def spark():
-    from features.spark import get_spark
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = get_spark("local[2]", app_name="churn-test-spark-configs",
-                        **{"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
-                           "spark.default.parallelism": "2"})
-    yield session
-    session.stop()
+    yield from local_spark("churn-test-spark-configs")
 
 
 @pytest.fixture(scope="module")

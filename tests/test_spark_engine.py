@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("Spark needs Java", allow_module_level=True)
 
-from tests.conftest import working_directory, write_small_config  # noqa: E402
+from tests.conftest import local_spark, working_directory, write_small_config  # noqa: E402
 
 N_CUSTOMERS, SEED = 500, 3
 FEATURE_CUTOFF = pd.Timestamp("2025-06-01")
@@ -28,14 +27,7 @@ FEATURE_CUTOFF = pd.Timestamp("2025-06-01")
 
 @pytest.fixture(scope="module")
 def spark():
-    from features.spark import get_spark
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = get_spark("local[2]", app_name="churn-test-spark-engine",
-                        **{"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
-                           "spark.default.parallelism": "2"})
-    yield session
-    session.stop()
+    yield from local_spark("churn-test-spark-engine")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,15 +117,21 @@ def test_explicit_cutoffs_list_range_and_errors():
         explicit_cutoffs(tables, cfg.label, [JAN.date()])
 
 
-def test_cross_fitted_predictions_are_out_of_time():
-    """Each calibration cutoff is predicted by a model fitted only on rows labelled by that cutoff."""
-    rng = np.random.default_rng(0)
+def _five_monthly_cutoffs(seed: int) -> tuple[list[pd.Timestamp], pd.DataFrame, Any, Any, Refitter]:
+    """200 customers at 5 monthly cutoffs with one informative feature x, and a small recording refitter."""
+    rng = np.random.default_rng(seed)
     cutoffs = list(pd.date_range("2024-01-01", periods=5, freq="MS"))
     frame = pd.concat([pd.DataFrame({"customer_id": [f"c{i}" for i in range(200)], "cutoff": t,
                                      "x": rng.normal(size=200)}) for t in cutoffs], ignore_index=True)
     frame["label"] = (frame["x"] + rng.normal(scale=0.5, size=len(frame)) > 0.8).astype(int)
     tables, cfg = _tables(CHURNS, label={"definition": "churn_date", "horizon_days": 28})
     refitter = Refitter({"eta": 0.3, "max_depth": 2}, 9, 200, ["x"], {}, "tuned", 0, 1)
+    return cutoffs, frame, tables, cfg, refitter
+
+
+def test_cross_fitted_predictions_are_out_of_time():
+    """Each calibration cutoff is predicted by a model fitted only on rows labelled by that cutoff."""
+    cutoffs, frame, tables, cfg, refitter = _five_monthly_cutoffs(seed=0)
     oof = cross_fitted_predictions(frame, cutoffs[-1], tables, cfg, refitter)
     assert sorted(oof["cutoff"].unique()) == cutoffs[2:4]  # calibration_cutoffs: 2, before the edge
     assert [f["cutoffs"] for f in refitter.fits] == [["2024-01-01", "2024-02-01"],
@@ -134,13 +142,7 @@ def test_cross_fitted_predictions_are_out_of_time():
 def test_evaluated_model_never_trains_on_the_test_cutoff():
     """The refitted model that the test metrics come from is fitted on the cutoffs before the test cutoff only,
     and so is every calibration fold: the test rows are never seen (no leak into test_roc_auc)."""
-    rng = np.random.default_rng(1)
-    cutoffs = list(pd.date_range("2024-01-01", periods=5, freq="MS"))
-    frame = pd.concat([pd.DataFrame({"customer_id": [f"c{i}" for i in range(200)], "cutoff": t,
-                                     "x": rng.normal(size=200)}) for t in cutoffs], ignore_index=True)
-    frame["label"] = (frame["x"] + rng.normal(scale=0.5, size=len(frame)) > 0.8).astype(int)
-    tables, cfg = _tables(CHURNS, label={"definition": "churn_date", "horizon_days": 28})
-    refitter = Refitter({"eta": 0.3, "max_depth": 2}, 9, 200, ["x"], {}, "tuned", 0, 1)
+    cutoffs, frame, tables, cfg, refitter = _five_monthly_cutoffs(seed=1)
     _, rows, oof = evaluated_model(frame, cutoffs[-1], tables, cfg, refitter, {})
     assert sorted(rows["cutoff"].unique()) == cutoffs[:4]
     assert refitter.fits[0]["cutoffs"] == ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
