@@ -63,8 +63,14 @@ def risk_tier(p: np.ndarray, tiers: RiskTiers) -> np.ndarray:
 
 def expected_net_value(p: np.ndarray, clv: np.ndarray, acceptance: np.ndarray, cost: np.ndarray,
                        econ: Economics) -> np.ndarray:
-    """Expected value saved by contacting minus its cost (incentive paid only when accepted)."""
-    saved = p * acceptance * (np.maximum(clv, 0.0) - econ.incentive_cost)
+    """Expected value saved by contacting minus its cost (incentive paid only when accepted).
+
+    ``p x acceptance`` is the chance the contact retains the customer; with an uplift estimate it can be negative
+    (a "sleeping dog": the contact makes leaving likelier). Then the contact loses that share of the lifetime
+    value and pays no incentive: nobody is retained, so a negative chance never turns the incentive into a gain.
+    """
+    retained = p * acceptance
+    saved = retained * np.maximum(clv, 0.0) - np.maximum(retained, 0.0) * econ.incentive_cost
     return saved - cost
 
 

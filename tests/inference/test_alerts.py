@@ -32,6 +32,19 @@ def test_expected_net_value_by_hand() -> None:
     np.testing.assert_allclose(al.expected_net_value(p, clv, acceptance, cost, econ), [22.0, -2.0, -9.2], atol=1e-12)
 
 
+def test_a_contact_that_raises_churn_never_gains_the_incentive() -> None:
+    """A negative retention chance (uplift says the contact makes leaving likelier) loses value and pays no
+    incentive: with zero lifetime value it is just the contact cost, never a gain."""
+    econ = Economics(contact_cost=5.0, incentive_cost=5.0, acceptance_rate=0.3)
+    p = np.array([-0.2, -0.2, 0.2])            # change in retention: two sleeping dogs, one persuadable
+    clv = np.array([0.0, 100.0, 0.0])
+    # -0.2 x 0   - 0 x 5    - 0.08 = -0.08     (was +0.92: -0.2 x (0 - 5) - 0.08)
+    # -0.2 x 100 - 0 x 5    - 0.08 = -20.08
+    #  0.2 x 0   - 0.2 x 5  - 0.08 = -1.08     (paying the incentive to a customer worth nothing)
+    got = al.expected_net_value(p, clv, np.ones(3), np.full(3, 0.08), econ)
+    np.testing.assert_allclose(got, [-0.08, -20.08, -1.08], atol=1e-12)
+
+
 def test_order_alerts_ranks_selected_first() -> None:
     alerts = pd.DataFrame({
         "customer_id": ["A", "B", "C", "D", "E"],
