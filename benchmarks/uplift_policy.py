@@ -123,7 +123,9 @@ def run(customers: int, seed: int, trials: int | None, config: str) -> dict[str,
         "n_selected": int(sel.sum()), "n_control": int(pool["control_group"].sum()),
         "budget": cfg.scoring.budget, "policies": policies,
         "effects_source": (summary.get("decisions") or {}).get("effects_source"),
-        "allocation_vs_best_baseline": (mine - best_baseline) / abs(best_baseline) if best_baseline else None,
+        # a relative gain only means something over a baseline that retains value; else report the difference
+        "allocation_vs_best_baseline": (mine - best_baseline) / best_baseline if best_baseline > 0 else None,
+        "allocation_minus_best_baseline": mine - best_baseline,
         "top10pct": {"risk": _true_value(pool, truth, risk["playbook_id"].to_numpy(dtype=object), risk_top,
                                          risk["cost"].to_numpy()),
                      "allocation": _true_value(pool, truth, pool["playbook_id"].to_numpy(dtype=object), uplift_top,
@@ -159,7 +161,7 @@ def main() -> None:
     for name, p in res["policies"].items():
         print(f"| {name} | {p['contacted']} | {p['spent']} | {p['true_value_retained']} | {p['true_net_value']} "
               f"| {p['sleeping_dogs_contacted']} |")
-    print(json.dumps({k: res[k] for k in ("effects_source", "allocation_vs_best_baseline", "top10pct", "timings_s", "load_average")},
+    print(json.dumps({k: res[k] for k in ("effects_source", "allocation_vs_best_baseline", "allocation_minus_best_baseline", "top10pct", "timings_s", "load_average")},
                      indent=1, default=str))
     print("uplift model:", json.dumps(res["uplift_model"].get("metrics"), indent=1))
     out.parent.mkdir(parents=True, exist_ok=True)
