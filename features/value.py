@@ -77,7 +77,7 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
     monthly = count_by(codes[sl], n, amount[sl]) / rev_months
     summary = rfm_history(transactions, customers, as_of) if cfg.clv.method != "contractual" else None
     pop = population_value(recency, counts[365], sums[365], monthly, customers, population, as_of, cfg, summary)
-    pairs += _population_pairs(pop, monthly, rev_months)
+    pairs += _population_pairs(pop, rev_months)
     return FeatureBlock.from_pairs(pairs)
 
 
@@ -121,7 +121,7 @@ def _spend_trends(codes: np.ndarray, amount: np.ndarray, ts: pd.Series, as_of: p
              (np.nan_to_num(purchase_trend, nan=0.0) <= -drop).astype(np.float64))]
 
 
-def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], monthly: np.ndarray, months: int) -> Features:
+def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], months: int) -> Features:
     """The population-relative features (:func:`population_value`) and monthly revenue, in catalogue order."""
     return [(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
                          reason="RFM recency score {value} of 5", risk_direction=-1), pop["rfm_recency_score"]),
@@ -131,7 +131,7 @@ def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], monthly: np.n
                          reason="RFM monetary score {value} of 5", risk_direction=-1), pop["rfm_monetary_score"]),
             (FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months",
                          "currency", months * 30, reason="Pays {value} a month (typical customer: {typical})",
-                         risk_direction=0), monthly),
+                         risk_direction=0), pop["monthly_revenue"]),
             (FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
                          reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0),
              pop["lifetime_value"]),
@@ -153,7 +153,8 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
                      summary: pd.DataFrame | None = None) -> dict[str, np.ndarray | pd.Categorical]:
     """The population-relative value features from per-customer inputs (one entry per customers row).
 
-    RFM quintile scores, lifetime value (segment retention or the BG/NBD + Gamma-Gamma fit over every
+    ``monthly`` is the spend in the last ``revenue_months`` divided by that number; :func:`monthly_revenue_rate`
+    turns it into a rate over the months each customer was a customer. RFM quintile scores, lifetime value (segment retention or the BG/NBD + Gamma-Gamma fit over every
     customer's ``summary``, see :func:`rfm_history`) and the value tier. Both engines call this one function:
     the default engine inside :func:`value_features`, the Spark engine on the collected per-customer inputs.
     """
@@ -161,9 +162,11 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
 
     clv_cfg = cfg.clv
     ids = pd.Index(customers["customer_id"])
+    monthly = monthly_revenue_rate(monthly, customers["signup_date"], as_of, clv_cfg.revenue_months)
     if clv_cfg.method == "contractual":
         retention = segment_monthly_retention(customers, as_of, list(clv_cfg.segment_columns))
-        clv = contractual_clv(pd.Series(monthly, index=ids),
+        revenue = first_month_prior(monthly, customers, population, as_of, list(clv_cfg.segment_columns))
+        clv = contractual_clv(pd.Series(revenue, index=ids),
                               pd.Series(retention.reindex(ids).fillna(retention.mean()).to_numpy(), index=ids),
                               horizon_months=clv_cfg.horizon_months, discount_rate_annual=clv_cfg.discount_rate_annual,
                               margin=clv_cfg.margin).to_numpy(dtype=np.float64)
@@ -175,7 +178,47 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
     return {"rfm_recency_score": quintile_score(-recency, population, higher_is_better=True),
             "rfm_frequency_score": quintile_score(purchases_365d, population),
             "rfm_monetary_score": quintile_score(spend_365d, population),
-            "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}
+            "monthly_revenue": monthly, "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}
+
+
+def monthly_revenue_rate(monthly: np.ndarray, signup: pd.Series, as_of: pd.Timestamp, months: int) -> np.ndarray:
+    """Monthly revenue over the billing months a customer has had in the window, not over the whole window.
+
+    ``monthly`` = spend in the last ``months`` months / ``months``. A customer who signed up 40 days ago has had two
+    billing months in a 3-month window: dividing by 3 would value every new customer at a fraction of what they
+    pay. Billing months = the months since signup rounded up, between 1 and ``months``.
+    """
+    tenure = months_observed(signup, 0, as_of)  # at least one month
+    billing_months = np.clip(np.ceil(tenure - 1e-9), 1, months)
+    return monthly * (months / billing_months)
+
+
+def first_month_prior(monthly: np.ndarray, customers: pd.DataFrame, population: np.ndarray, as_of: pd.Timestamp,
+                      segments: list[str]) -> np.ndarray:
+    """Revenue for the contractual lifetime value: a customer in their first month with no payment yet takes the
+    median monthly revenue of the paying customers in the same segment (all paying customers without segments).
+
+    Future value matters more than past value: a customer who signed up last week is not worth 0. Customers
+    past their first month who pay nothing keep 0 (free accounts).
+    """
+    signup = customers["signup_date"]
+    first_month = np.asarray((as_of - signup).dt.days < DAYS_PER_MONTH, dtype=bool)
+    unpaid = population & first_month & (np.nan_to_num(monthly, nan=0.0) <= 0)
+    if not unpaid.any():
+        return monthly
+    paying = population & (monthly > 0)
+    if not paying.any():
+        return monthly
+    cols = [c for c in segments if c in customers.columns]
+    key = (customers[cols].astype(str).agg("|".join, axis=1) if cols
+           else pd.Series("all", index=customers.index)).to_numpy()
+    medians = pd.Series(monthly[paying]).groupby(key[paying]).median()
+    prior = pd.Series(key[unpaid]).map(medians).fillna(float(np.median(monthly[paying]))).to_numpy()
+    log.info("lifetime value: %d customers in their first month have not paid yet; they take the median monthly "
+             "revenue of paying customers in their segment (%s)", int(unpaid.sum()), ", ".join(cols) or "all")
+    out = monthly.copy()
+    out[unpaid] = prior
+    return out
 
 
 def value_without_transactions(frame: pd.DataFrame, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:

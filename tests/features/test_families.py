@@ -65,7 +65,8 @@ VALUE = {
     "rfm_recency_score": [4, 5, 3, 2, 1],  # recency 17, 12, 22, 143, none
     "rfm_frequency_score": [5, 3, 4, 2, 1],  # purchases in 365 days 4, 2, 3, 1, 0
     "rfm_monetary_score": [4, 3, 5, 2, 1],  # spend in 365 days 200, 40, 300, 30, 0
-    "monthly_revenue": [50.0, 40.0 / 3, 100.0, 0.0, 0.0],  # spend in the last 90 days / 3
+    # spend in the last 90 days / billing months in them: 3, except B (tenure 47 days: 2 months, 40 / 2)
+    "monthly_revenue": [50.0, 20.0, 100.0, 0.0, 0.0],
     # 5 customers, tiers 1/5/20/100%: only the top one (20%) reaches silver
     "value_tier": ["bronze", "bronze", "silver", "bronze", "bronze"],
 }
