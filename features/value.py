@@ -74,10 +74,11 @@ def value_features(transactions: pd.DataFrame, customers: pd.DataFrame, populati
                   count_by(codes[hist], n) / months_observed(customers["signup_date"], data_start, as_of)))
     rev_months = cfg.clv.revenue_months
     sl = window_slice(ts, as_of - rev_months * 30 * DAY, as_of)
-    monthly = count_by(codes[sl], n, amount[sl]) / rev_months
+    monthly = monthly_revenue_rate(count_by(codes[sl], n, amount[sl]) / rev_months, customers["signup_date"], as_of,
+                                   rev_months)
     summary = rfm_history(transactions, customers, as_of) if cfg.clv.method != "contractual" else None
     pop = population_value(recency, counts[365], sums[365], monthly, customers, population, as_of, cfg, summary)
-    pairs += _population_pairs(pop, rev_months)
+    pairs += _population_pairs(pop, monthly, rev_months)
     return FeatureBlock.from_pairs(pairs)
 
 
@@ -121,7 +122,7 @@ def _spend_trends(codes: np.ndarray, amount: np.ndarray, ts: pd.Series, as_of: p
              (np.nan_to_num(purchase_trend, nan=0.0) <= -drop).astype(np.float64))]
 
 
-def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], months: int) -> Features:
+def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], monthly: np.ndarray, months: int) -> Features:
     """The population-relative features (:func:`population_value`) and monthly revenue, in catalogue order."""
     return [(FeatureSpec("rfm_recency_score", "value", "rfm", "RFM recency score (5 = most recent)", "score",
                          reason="RFM recency score {value} of 5", risk_direction=-1), pop["rfm_recency_score"]),
@@ -131,7 +132,7 @@ def _population_pairs(pop: dict[str, np.ndarray | pd.Categorical], months: int) 
                          reason="RFM monetary score {value} of 5", risk_direction=-1), pop["rfm_monetary_score"]),
             (FeatureSpec("monthly_revenue", "value", "spend", f"Average monthly revenue, last {months} months",
                          "currency", months * 30, reason="Pays {value} a month (typical customer: {typical})",
-                         risk_direction=0), pop["monthly_revenue"]),
+                         risk_direction=0), monthly),
             (FeatureSpec("lifetime_value", "value", "lifetime_value", "Expected customer lifetime value", "currency",
                          reason="Expected lifetime value {value} (typical customer: {typical})", risk_direction=0),
              pop["lifetime_value"]),
@@ -153,8 +154,7 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
                      summary: pd.DataFrame | None = None) -> dict[str, np.ndarray | pd.Categorical]:
     """The population-relative value features from per-customer inputs (one entry per customers row).
 
-    ``monthly`` is the spend in the last ``revenue_months`` divided by that number; :func:`monthly_revenue_rate`
-    turns it into a rate over the months each customer was a customer. RFM quintile scores, lifetime value (segment retention or the BG/NBD + Gamma-Gamma fit over every
+    ``monthly`` is each customer's monthly revenue (:func:`monthly_revenue_rate`). RFM quintile scores, lifetime value (segment retention or the BG/NBD + Gamma-Gamma fit over every
     customer's ``summary``, see :func:`rfm_history`) and the value tier. Both engines call this one function:
     the default engine inside :func:`value_features`, the Spark engine on the collected per-customer inputs.
     """
@@ -162,7 +162,6 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
 
     clv_cfg = cfg.clv
     ids = pd.Index(customers["customer_id"])
-    monthly = monthly_revenue_rate(monthly, customers["signup_date"], as_of, clv_cfg.revenue_months)
     if clv_cfg.method == "contractual":
         retention = segment_monthly_retention(customers, as_of, list(clv_cfg.segment_columns))
         revenue = first_month_prior(monthly, customers, population, as_of, list(clv_cfg.segment_columns))
@@ -178,7 +177,7 @@ def population_value(recency: np.ndarray, purchases_365d: np.ndarray, spend_365d
     return {"rfm_recency_score": quintile_score(-recency, population, higher_is_better=True),
             "rfm_frequency_score": quintile_score(purchases_365d, population),
             "rfm_monetary_score": quintile_score(spend_365d, population),
-            "monthly_revenue": monthly, "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}
+            "lifetime_value": clv, "value_tier": value_tiers(clv, population, tiers)}
 
 
 def monthly_revenue_rate(monthly: np.ndarray, signup: pd.Series, as_of: pd.Timestamp, months: int) -> np.ndarray:

@@ -12,6 +12,7 @@ and ``drift.csv`` / ``report.html`` when the scores fit ``collect_limit``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -62,11 +63,15 @@ def _ship_model(spark: SparkSession, model_uri: str) -> str:
     """Download the model's ChurnModel folder on the driver and ship it with the job (``SparkContext.addFile``)."""
     import mlflow
 
-    found = sorted(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri)).rglob("model_meta.json"))
+    root = Path(tempfile.mkdtemp(prefix="churn-model-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # executors fetch the files while the job runs
+    found = sorted(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(root / "download")))
+                   .rglob("model_meta.json"))
     if not found:
         raise DataError("model", None, f"{model_uri}: no model_meta.json in the model's artifacts")
-    staged = Path(tempfile.mkdtemp(prefix="churn-model-")) / f"churn-model-{abs(hash(model_uri)) % 10**8}"
+    staged = root / f"churn-model-{abs(hash(model_uri)) % 10**8}"
     shutil.copytree(found[0].parent, staged)
+    shutil.rmtree(root / "download", ignore_errors=True)
     spark.sparkContext.addFile(str(staged), recursive=True)
     return staged.name
 

@@ -10,8 +10,10 @@ the end-to-end test, which runs ``churn demo`` in a subprocess.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ DEMO_CUSTOMERS, DEMO_SEED = 800, 7
 # the table cache (features.table_cache) never writes into the user's cache folder from the tests: session
 # fixtures share one throw-away folder, each test gets its own (see _table_cache_per_test)
 os.environ["CHURN_CACHE_DIR"] = tempfile.mkdtemp(prefix="churn-test-table-cache-")
+atexit.register(shutil.rmtree, os.environ["CHURN_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
