@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -505,8 +506,11 @@ def ui(port: int, no_browser: bool, config_path: str | None) -> None:
     uri = setup_mlflow(cfg.mlflow)
     host = f"http://127.0.0.1:{port}"
     url = runs_page_url(cfg.mlflow, host)
+    # its own process group: mlflow ui starts uvicorn workers and job runners, and all of them must stop with it
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=sys.stderr)  # stdout: the link
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=sys.stderr,  # stdout: the link
+                            start_new_session=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's kill stops the server too, not only Ctrl-C
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
@@ -526,9 +530,28 @@ def ui(port: int, no_browser: bool, config_path: str | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        _stop_group(proc)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_group(proc: Any) -> None:
+    """Stop a child started with ``start_new_session`` and every process it started: TERM to the group, wait
+    for the child, then KILL whatever of the group is left (uvicorn workers can outlive their parent)."""
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- monitor

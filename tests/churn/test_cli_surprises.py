@@ -100,6 +100,7 @@ def test_churn_ui_serves_the_store_and_links_the_runs_table(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, "-m", "churn.cli", "ui", "--no-browser", "--port", str(port),
                              "--config", str(cfg_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server: list[str] = []
     try:
         line = proc.stdout.readline()  # blocks until the server answers (or the command fails)
         m = re.search(r"(http://127\.0\.0\.1:(\d+)/#/experiments/(\d+)/runs\?workflowType=machine_learning)", line)
@@ -113,6 +114,15 @@ def test_churn_ui_serves_the_store_and_links_the_runs_table(tmp_path: Path) -> N
         assert row is not None and str(row[0]) == m.group(3)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200
+        # the server's session: mlflow ui, its uvicorn workers and job runners
+        server = subprocess.run(["pgrep", "-f", f"mlflow ui --backend-store-uri sqlite:///{tmp_path}"],
+                                capture_output=True, text=True).stdout.split()
+        assert len(server) == 1, server
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM, as a scheduler would send: the server and its workers must stop with it
         proc.wait(timeout=30)
+    assert proc.returncode == 0
+    left = subprocess.run(["pgrep", "-s", server[0]], capture_output=True, text=True).stdout.split()
+    if left:  # never leave a server behind, even when the assertion fails
+        os.killpg(int(server[0]), 9)
+    assert left == [], f"processes of `churn ui` still running after SIGTERM: {left}"
