@@ -100,6 +100,17 @@ def _poll_load(stop: threading.Event, out: list[float]) -> None:
         out.append(os.getloadavg()[0])
 
 
+def _steps(text: str) -> dict[str, Any]:
+    """Per step seconds and peak RSS so far, and every refit's rows, rounds and seconds, from the child's log."""
+    import re
+
+    steps = [{"step": m[1], "seconds": float(m[2]), "peak_rss_gb_so_far": float(m[3])}
+             for m in re.finditer(r"step (\w+): ([\d.]+)s \(peak RSS so far ([\d.]+) GB\)", text)]
+    refits = [{"purpose": m[1], "rows": int(m[2]), "rounds": int(m[3]), "seconds": float(m[4])}
+              for m in re.finditer(r"refit \((.+?)\): (\d+) rows, \d+ cutoffs, (\d+) rounds in ([\d.]+)s", text)]
+    return {"steps": steps, "refits": refits}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """`churn train` with the default budget in a child process: wall time, peak RSS, load average."""
     folder = _data(args.workdir, args.customers, args.seed, args.data)
@@ -110,18 +121,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         before = os.getloadavg()
         poller.start()
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--data",
-                               str(folder), "--out", run_dir, "--config", str(Path(args.config).resolve())],
-                              cwd=run_dir, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        log_path = args.workdir / f"train_{args.customers}.log"
+        with log_path.open("w") as child_log:
+            proc = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--data",
+                                   str(folder), "--out", run_dir, "--config", str(Path(args.config).resolve())],
+                                  cwd=run_dir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=child_log)
         wall = time.perf_counter() - t0
         stop.set()
         summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else {}
+    steps = _steps(log_path.read_text())
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
     return {"customers": args.customers, "data": str(folder), "returncode": proc.returncode, "wall_seconds": round(wall, 1),
             "wall_minutes": round(wall / 60, 2), "peak_rss_gb": round(peak, 2), "load_average_before": before,
             "load_average_after": os.getloadavg(), "load_average_1min_every_30s": samples,
             "load_average_1min_mean": round(sum(samples) / len(samples), 2) if samples else None,
-            "timings_s": summary.get("timings_s"), "metrics": summary.get("metrics"),
+            "timings_s": summary.get("timings_s"), "child_log": str(log_path), **steps,
+            "metrics": summary.get("metrics"),
             "tuning": summary.get("tuning")}
 
 
