@@ -10,6 +10,7 @@ memory of one chunk plus a quarter of the float32 table.
 The bins are the same quantile sketch that ``tree_method: hist`` computes from a ``DMatrix``, merged over
 chunks, so the model can differ from the in-memory one in the last digits of a split threshold; the refit
 uses it only above ``training.sampling.min_rows`` (the tests check both agree closely on a small table).
+Above that size the feature table itself is also held as float32 (:func:`compact_features`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,23 @@ import pandas as pd
 import xgboost as xgb
 
 CHUNK_ROWS = 250_000
+
+
+def compact_features(frame: pd.DataFrame, features: list[str], first_valid: pd.Timestamp,
+                     min_rows: int) -> pd.DataFrame:
+    """``frame`` with its float64 feature columns as float32 when its train cutoffs (before ``first_valid``)
+    have more than ``min_rows`` rows (the tuning-sample threshold): half the memory of a large table.
+
+    XGBoost trains and predicts on float32 values anyway, so the models do not change; only statistics computed
+    on the table itself (data profile, logistic baseline) see float32 rounding. Smaller tables are returned as
+    they are.
+    """
+    from training.sample import needs_sample
+
+    if not needs_sample(int((frame["cutoff"] < first_valid).sum()), min_rows):
+        return frame
+    wide = {c: np.float32 for c in features if frame[c].dtype == np.float64}
+    return frame.astype(wide) if wide else frame
 
 
 class _Chunks(xgb.DataIter):

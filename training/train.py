@@ -34,7 +34,7 @@ from model.card import evaluation_card
 from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
-from training.matrix import quantile_matrix
+from training.matrix import compact_features, quantile_matrix
 from training.refit import (
     Refitter,
     calibration_method,
@@ -258,6 +258,7 @@ def training_data(tables: Tables, cfg: Config) -> TrainingData:
     fs = FeatureBuilder(tables, cfg).build_many(build)
     specs = {s.name: s for s in fs.specs}
     features = [f for f in fs.feature_names if f not in set(tcfg.exclude_features)]
+    fs = FeatureSet(compact_features(fs.frame, features, split.valid[0], tcfg.sampling.min_rows), fs.specs)
     cats = [f for f in features if specs[f].categorical]
     event_types = sorted({s.group.removesuffix("_activity") for s in fs.specs
                           if s.group.endswith("_activity") and s.name.endswith(f"_{cfg.features.trend_recent_days}d")})

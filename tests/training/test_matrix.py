@@ -86,3 +86,17 @@ def test_refit_matrix_drops_nothing_and_reads_the_categories(chunked):
     r = Refitter({"eta": 0.3, "max_depth": 2}, 2, len(rows), FEATURES, CATS, "tuned", 0, 1, chunked=chunked)
     dm = r._matrix(rows)
     assert dm.num_row() == 400 and dm.feature_types == ["float", "float", "c"]
+
+
+def test_large_tables_are_held_as_float32_and_small_ones_unchanged():
+    from training.matrix import compact_features
+
+    frame = _table(400, seed=6).assign(count=np.arange(400))  # an int feature stays as it is
+    first_valid = pd.Timestamp("2024-04-01")  # 300 train rows before it
+    small = compact_features(frame, FEATURES + ["count"], first_valid, min_rows=300)
+    assert small is frame
+    large = compact_features(frame, FEATURES + ["count"], first_valid, min_rows=299)
+    assert {c: str(large[c].dtype) for c in ("x", "z", "plan", "count", "label")} == {
+        "x": "float32", "z": "float32", "plan": "category", "count": "int64", "label": "int8"}
+    np.testing.assert_array_equal(large["x"].to_numpy(), frame["x"].to_numpy(dtype=np.float32))
+    assert frame["x"].dtype == np.float64  # the input is not changed
