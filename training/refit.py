@@ -121,7 +121,6 @@ class Refitter:
     n_threads: int = 2
     chunked: bool = False  # large tables: a QuantileDMatrix built chunk by chunk (training/matrix.py)
     fits: list[dict[str, Any]] = field(default_factory=list)
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def fit(self, rows: pd.DataFrame, purpose: str) -> ChurnModel:
         rounds, t0 = scaled_rounds(self.best_iteration, len(rows), self.n_rows_tuned, self.rule), time.perf_counter()
@@ -135,17 +134,12 @@ class Refitter:
                           meta={"best_iteration": rounds - 1, "n_threads": self.n_threads})
 
     def _matrix(self, rows: pd.DataFrame) -> xgb.DMatrix:
-        """The training matrix of ``rows``; ``chunked``: built chunk by chunk, and the first one built is kept
-        in ``cache`` (shared by :func:`dataclasses.replace` copies) for a later fit on the same rows."""
+        """The training matrix of ``rows``; ``chunked``: built chunk by chunk (training/matrix.py). One matrix
+        at a time: keeping the evaluated model's for the baseline would hold it through the calibration folds."""
         proto = ChurnModel(xgb.Booster(), self.features, self.categories, meta={"n_threads": self.n_threads})
-        if not self.chunked:
-            return xgb.DMatrix(proto.prepare(rows), label=rows["label"], enable_categorical=True, nthread=self.n_threads)
-        if self.cache.get("rows") is rows:
-            return self.cache["matrix"]
-        dm = quantile_matrix(rows, proto.prepare, self.n_threads, max_bin=self.params.get("max_bin"))
-        if not self.cache:
-            self.cache.update(rows=rows, matrix=dm)
-        return dm
+        if self.chunked:
+            return quantile_matrix(rows, proto.prepare, self.n_threads, max_bin=self.params.get("max_bin"))
+        return xgb.DMatrix(proto.prepare(rows), label=rows["label"], enable_categorical=True, nthread=self.n_threads)
 
 
 def cutoff_dates(cutoffs: pd.Series) -> list[str]:

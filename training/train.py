@@ -193,7 +193,6 @@ def _refit(frame: pd.DataFrame, split: Any, tables: Tables, cfg: Config, params:
     model, rows, oof = evaluated_model(frame, split.test[0], tables, cfg, refitter, meta)
     base = replace(refitter, params={"eta": 0.3, "max_depth": 6}, best_iteration=int(default.best_iteration), fits=[])
     p_default = base.fit(rows, "baseline: default XGBoost").predict_proba(test_df)
-    refitter.cache.clear()
     protocol = {"refit": True, "rounds_rule": tcfg.refit.rounds, "fits": refitter.fits,
                 "fitted_cutoffs": refitter.fits[0]["cutoffs"], "calibration_method": model.calibrator.method,
                 "calibration_cutoffs": cutoff_dates(oof["cutoff"]),

@@ -11,7 +11,7 @@ import xgboost as xgb
 
 from model.artifact import ChurnModel
 from model.metrics import classification_metrics
-from training import matrix, refit
+from training import matrix
 from training.matrix import quantile_matrix
 from training.refit import Refitter
 
@@ -51,7 +51,7 @@ def test_chunked_refit_agrees_with_the_in_memory_refit(monkeypatch):
     rows, test = _table(4000, seed=1), _table(2000, seed=2)
     params = {"eta": 0.1, "max_depth": 3, "subsample": 0.8, "colsample_bytree": 0.8}
     plain = Refitter(params, 79, len(rows), FEATURES, CATS, "tuned", 0, 1)
-    chunked = replace(plain, chunked=True, fits=[], cache={})
+    chunked = replace(plain, chunked=True, fits=[])
     p_plain = plain.fit(rows, "in memory").predict_raw(test)
     p_chunked = chunked.fit(rows, "chunked").predict_raw(test)
     auc_plain = classification_metrics(test["label"].to_numpy(), p_plain)["roc_auc"]
@@ -59,25 +59,6 @@ def test_chunked_refit_agrees_with_the_in_memory_refit(monkeypatch):
     assert abs(auc_plain - auc_chunked) < 0.005
     assert np.max(np.abs(p_plain - p_chunked)) < 0.05
     assert plain.fits[0]["rounds"] == chunked.fits[0]["rounds"] == 80
-
-
-def test_chunked_refitter_builds_the_first_matrix_once_for_later_fits_on_the_same_rows(monkeypatch):
-    built: list[int] = []
-
-    def counting(rows, prepare, n_threads, **kw):
-        built.append(len(rows))
-        return quantile_matrix(rows, prepare, n_threads, **kw)
-
-    monkeypatch.setattr(refit, "quantile_matrix", counting)
-    rows, other = _table(800, seed=3), _table(400, seed=4)
-    first = Refitter({"eta": 0.3, "max_depth": 2}, 4, len(rows), FEATURES, CATS, "tuned", 0, 1, chunked=True)
-    first.fit(rows, "evaluated")
-    first.fit(other, "fold")  # other rows: built, not kept
-    replace(first, params={"eta": 0.3, "max_depth": 6}, fits=[]).fit(rows, "baseline")  # the cache is shared
-    assert built == [800, 400]
-    first.cache.clear()
-    first.fit(rows, "again")
-    assert built == [800, 400, 800]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["in-memory", "chunked"])
