@@ -1,15 +1,20 @@
 """Benchmark: training that scales (README "Training at scale").
 
-Two measurements on data from the demo generator (``churn generate``), cached under ``--workdir``:
+Three measurements on data from the demo generator (``churn generate``), cached under ``--workdir``:
 
 * ``sampling``: in one process, the same training snapshots tuned twice with the same trials and seed, once
   on every row and once on the stratified, weighted customer sample (``training.sampling``), each followed by
   the same refit on all rows (training/refit.py); prints both test ROC-AUCs, the gap and both times.
 * ``train``: ``churn train`` end to end with the default budget in a child process (fresh MLflow store);
-  wall time, the child's peak RSS and the load average (before, after, and sampled every 30 s).
+  wall time, the child's peak RSS and the load average (before, after, and sampled every 30 s); per step
+  seconds and peak RSS so far, and every refit's rows, rounds and seconds, from the child's log.
+* ``matrix``: the refit on every row before the test cutoff with an in-memory ``DMatrix`` and with the chunked
+  ``QuantileDMatrix`` the refits use above ``training.sampling.min_rows`` (training/matrix.py): seconds, memory
+  above the table's own and test ROC-AUC of both.
 
     python benchmarks/training_scale.py sampling --customers 100000 --trials 10
     python benchmarks/training_scale.py train --customers 1000000
+    python benchmarks/training_scale.py matrix --customers 100000 --rounds 30
 
 Writes ``benchmarks/results/training_scale_<mode>_<customers>.json``.
 """
@@ -95,9 +100,78 @@ def sampling(args: argparse.Namespace) -> dict[str, Any]:
             "tuning_speedup": round(full["tune_seconds"] / max(samp["tune_seconds"], 1e-9), 2)}
 
 
+class _PeakRSS:
+    """The process's peak resident memory (GiB) while the block runs, sampled every 50 ms."""
+
+    def __enter__(self) -> _PeakRSS:
+        self.start, self.peak, self._stop = _rss_gb(), 0.0, threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_gb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _rss_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def matrix(args: argparse.Namespace) -> dict[str, Any]:
+    """The refit on every row before the test cutoff, in-memory DMatrix against the chunked QuantileDMatrix:
+    seconds, memory above the process's baseline (the table itself) and the test ROC-AUC of each."""
+    import gc
+
+    from churn.config import load_config
+    from features.contract import load_tables
+    from model import metrics as ev
+    from training.refit import Refitter, embargoed_rows
+    from training.train import training_data
+
+    cfg = load_config(args.config)
+    tables = load_tables(_data(args.workdir, args.customers, args.seed, args.data), cfg.data)
+    data = training_data(tables, cfg)
+    rows = embargoed_rows(data.fs.frame, data.split.test[0], tables, cfg)
+    params = {"eta": 0.05, "max_depth": 6, "min_child_weight": 74, "subsample": 0.8, "colsample_bytree": 0.35}
+    out = []
+    for chunked in (True, False):  # chunked first: memory freed by one fit may be reused by the next
+        gc.collect()
+        refitter = Refitter(params, args.rounds - 1, len(rows), data.features, data.categories, "tuned",
+                            cfg.training.seed, cfg.training.n_threads, chunked)
+        load, t0 = os.getloadavg(), time.perf_counter()
+        with _PeakRSS() as mem:
+            model = refitter.fit(rows, "benchmark")
+        auc = ev.classification_metrics(data.test_df["label"].to_numpy(), model.predict_raw(data.test_df))["roc_auc"]
+        out.append({"matrix": "chunked QuantileDMatrix" if chunked else "in-memory DMatrix", "rows": len(rows),
+                    "rounds": args.rounds, "seconds": round(time.perf_counter() - t0, 1),
+                    "rss_before_gb": round(mem.start, 2), "peak_above_before_gb": round(mem.peak - mem.start, 2),
+                    "test_roc_auc": round(auc, 4), "load_average_before": load})
+        log.info("%s", out[-1])
+    return {"customers": args.customers, "rows": out}
+
+
 def _poll_load(stop: threading.Event, out: list[float]) -> None:
     while not stop.wait(30):
         out.append(os.getloadavg()[0])
+
+
+def _steps(text: str) -> dict[str, Any]:
+    """Per step seconds and peak RSS so far, and every refit's rows, rounds and seconds, from the child's log."""
+    import re
+
+    steps = [{"step": m[1], "seconds": float(m[2]), "peak_rss_gb_so_far": float(m[3])}
+             for m in re.finditer(r"step (\w+): ([\d.]+)s \(peak RSS so far ([\d.]+) GB\)", text)]
+    refits = [{"purpose": m[1], "rows": int(m[2]), "rounds": int(m[3]), "seconds": float(m[4])}
+              for m in re.finditer(r"refit \((.+?)\): (\d+) rows, \d+ cutoffs, (\d+) rounds in ([\d.]+)s", text)]
+    return {"steps": steps, "refits": refits}
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,26 +184,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         before = os.getloadavg()
         poller.start()
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--data",
-                               str(folder), "--out", run_dir, "--config", str(Path(args.config).resolve())],
-                              cwd=run_dir, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        log_path = args.workdir / f"train_{args.customers}.log"
+        with log_path.open("w") as child_log:
+            proc = subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "train", "--data",
+                                   str(folder), "--out", run_dir, "--config", str(Path(args.config).resolve())],
+                                  cwd=run_dir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=child_log)
         wall = time.perf_counter() - t0
         stop.set()
         summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else {}
+    steps = _steps(log_path.read_text())
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
     return {"customers": args.customers, "data": str(folder), "returncode": proc.returncode, "wall_seconds": round(wall, 1),
             "wall_minutes": round(wall / 60, 2), "peak_rss_gb": round(peak, 2), "load_average_before": before,
             "load_average_after": os.getloadavg(), "load_average_1min_every_30s": samples,
             "load_average_1min_mean": round(sum(samples) / len(samples), 2) if samples else None,
-            "timings_s": summary.get("timings_s"), "metrics": summary.get("metrics"),
+            "timings_s": summary.get("timings_s"), "child_log": str(log_path), **steps,
+            "metrics": summary.get("metrics"),
             "tuning": summary.get("tuning")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sampling", "train"])
+    ap.add_argument("mode", choices=["sampling", "train", "matrix"])
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--trials", type=int, default=10, help="sampling: Optuna trials of both studies")
+    ap.add_argument("--rounds", type=int, default=30, help="matrix: boosting rounds of both refits")
     ap.add_argument("--min-rows", type=int, default=None, help="sampling: threshold of the sampled variant")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--data", type=Path, default=None, help="an existing data folder (else generated)")
@@ -139,7 +218,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = (sampling if args.mode == "sampling" else train)(args)
+    result = {"sampling": sampling, "train": train, "matrix": matrix}[args.mode](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                          "load_average_at_end": os.getloadavg(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = args.out or ROOT / "benchmarks" / "results" / f"training_scale_{args.mode}_{args.customers}.json"
@@ -148,8 +227,7 @@ def main() -> None:
     log.info("wrote %s", out)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
     for row in result.get("rows", []):
-        print(f"{row['variant']:>9}: test ROC-AUC {row['test_roc_auc']:.4f}, tuning {row['tune_seconds']:.0f}s, "
-              f"refit {row['refit_seconds']:.0f}s")
+        print(json.dumps(row, default=str))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ so those rows are dropped, as ``drop`` does for every label.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,32 +38,53 @@ from churn.timebase import DAY
 from features.contract import Tables
 from features.timeline import censored_labels, label_window_days
 from model.artifact import Calibrator, ChurnModel
+from training.matrix import quantile_matrix
 from training.tune import BASE_PARAMS
 
 log = logging.getLogger(__name__)
 
 
+def contiguous_rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame[mask]`` with a fresh index; a mask selecting one run of consecutive rows (a cutoff range of the
+    cutoff-ordered training table) is sliced, which copy-on-write pandas shares with ``frame`` instead of
+    copying: the splits and refit row sets of a large table are not duplicated in memory."""
+    idx = np.flatnonzero(mask)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return frame.iloc[idx[0]: idx[-1] + 1].reset_index(drop=True)
+    return frame[mask].reset_index(drop=True)
+
+
 def embargoed_rows(frame: pd.DataFrame, edge: pd.Timestamp, tables: Tables, cfg: Config) -> pd.DataFrame:
-    """Rows of the cutoffs before ``edge`` that a model used at ``edge`` may train on (see the module doc).
+    """Rows of the cutoffs before ``edge`` that a model used at ``edge`` may train on (see the module doc),
+    ordered by cutoff (stable).
 
     A cutoff whose label window ends by ``edge`` keeps its rows and labels; one whose window crosses
     ``edge`` is censored at ``edge`` (``training.embargo: censor``, churn_date labels) or dropped.
     """
     window = label_window_days(cfg.label) * DAY
     cut = frame["cutoff"]
-    keep = frame[(cut < edge) & (cut + window <= edge)]
-    crossing = sorted(set(cut[(cut < edge) & (cut + window > edge)]))
-    parts = [keep]
+    before = (cut < edge).to_numpy()
+    crossing = sorted(set(cut[before & (cut + window > edge).to_numpy()]))
+    censored: dict[pd.Timestamp, np.ndarray] = {}
     for t in crossing:
         lab = censored_labels(tables, t, cfg.label, edge) if cfg.training.embargo == "censor" else None
         if lab is None:
             log.info("embargo at %s: dropped cutoff %s (label window crosses it)", edge.date(), t.date())
             continue
-        rows = frame[cut == t]
-        pos = pd.Index(tables.customers["customer_id"]).get_indexer(rows["customer_id"])
-        parts.append(rows.assign(label=lab[pos]))
+        censored[t] = lab
         log.info("embargo at %s: cutoff %s kept with its label window cut at %s", edge.date(), t.date(), edge.date())
-    out = pd.concat(parts).sort_values(["cutoff"], kind="stable").reset_index(drop=True)
+    keep = before & ~cut.isin([t for t in crossing if t not in censored]).to_numpy()
+    if cut.is_monotonic_increasing:  # the stacked training table: no reordering, rows shared with ``frame``
+        out = contiguous_rows(frame, keep)
+    else:
+        order = np.argsort(cut.to_numpy()[keep], kind="stable")
+        out = frame[keep].iloc[order].reset_index(drop=True)
+    if censored:
+        label, ids, cuts = out["label"].to_numpy().copy(), pd.Index(tables.customers["customer_id"]), out["cutoff"]
+        for t, lab in censored.items():
+            rows = (cuts == t).to_numpy()
+            label[rows] = lab[ids.get_indexer(out["customer_id"][rows])]
+        out = out.assign(label=label)
     out.attrs["censored"] = [t for t in crossing if cfg.training.embargo == "censor" and cfg.label.definition == "churn_date"]
     return out
 
@@ -97,19 +119,32 @@ class Refitter:
     rule: str = "scaled"
     seed: int = 42
     n_threads: int = 2
+    chunked: bool = False  # large tables: a QuantileDMatrix built chunk by chunk (training/matrix.py)
     fits: list[dict[str, Any]] = field(default_factory=list)
 
     def fit(self, rows: pd.DataFrame, purpose: str) -> ChurnModel:
-        rounds = scaled_rounds(self.best_iteration, len(rows), self.n_rows_tuned, self.rule)
-        proto = ChurnModel(xgb.Booster(), self.features, self.categories, meta={"n_threads": self.n_threads})
-        dm = xgb.DMatrix(proto.prepare(rows), label=rows["label"], enable_categorical=True, nthread=self.n_threads)
+        rounds, t0 = scaled_rounds(self.best_iteration, len(rows), self.n_rows_tuned, self.rule), time.perf_counter()
         full = {**BASE_PARAMS, **self.params, "seed": self.seed, "nthread": self.n_threads}
-        booster = xgb.train(full, dm, num_boost_round=rounds, verbose_eval=False)
-        cutoffs = sorted({t.date().isoformat() for t in rows["cutoff"]}) if "cutoff" in rows else []
+        booster = xgb.train(full, self._matrix(rows), num_boost_round=rounds, verbose_eval=False)
+        cutoffs = cutoff_dates(rows["cutoff"]) if "cutoff" in rows else []
         self.fits.append({"purpose": purpose, "rows": len(rows), "rounds": rounds, "cutoffs": cutoffs})
-        log.info("refit (%s): %d rows, %d cutoffs, %d rounds", purpose, len(rows), len(cutoffs), rounds)
+        log.info("refit (%s): %d rows, %d cutoffs, %d rounds in %.1fs", purpose, len(rows), len(cutoffs), rounds,
+                 time.perf_counter() - t0)
         return ChurnModel(booster, self.features, self.categories,
                           meta={"best_iteration": rounds - 1, "n_threads": self.n_threads})
+
+    def _matrix(self, rows: pd.DataFrame) -> xgb.DMatrix:
+        """The training matrix of ``rows``; ``chunked``: built chunk by chunk (training/matrix.py). One matrix
+        at a time: keeping the evaluated model's for the baseline would hold it through the calibration folds."""
+        proto = ChurnModel(xgb.Booster(), self.features, self.categories, meta={"n_threads": self.n_threads})
+        if self.chunked:
+            return quantile_matrix(rows, proto.prepare, self.n_threads, max_bin=self.params.get("max_bin"))
+        return xgb.DMatrix(proto.prepare(rows), label=rows["label"], enable_categorical=True, nthread=self.n_threads)
+
+
+def cutoff_dates(cutoffs: pd.Series) -> list[str]:
+    """The distinct cutoffs of a column as sorted ISO dates."""
+    return sorted({pd.Timestamp(t).date().isoformat() for t in cutoffs.unique()})
 
 
 def cross_fitted_predictions(frame: pd.DataFrame, edge: pd.Timestamp, tables: Tables, cfg: Config,
@@ -120,7 +155,7 @@ def cross_fitted_predictions(frame: pd.DataFrame, edge: pd.Timestamp, tables: Ta
     out = []
     for c in labelled[-cfg.training.refit.calibration_cutoffs:]:
         fold = embargoed_rows(frame, c, tables, cfg)
-        target = frame[frame["cutoff"] == c]
+        target = contiguous_rows(frame, (frame["cutoff"] == c).to_numpy())
         if fold.empty or fold["label"].nunique() < 2:
             log.info("calibration fold %s skipped: too little labelled history before it", c.date())
             continue

@@ -6,6 +6,7 @@ One function, :func:`train`, assembles the steps; the steps themselves live in `
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,16 @@ from model.card import evaluation_card
 from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
-from training.refit import Refitter, calibration_method, embargoed_rows, evaluated_model, registered_model
+from training.matrix import compact_features, quantile_matrix
+from training.refit import (
+    Refitter,
+    calibration_method,
+    contiguous_rows,
+    cutoff_dates,
+    embargoed_rows,
+    evaluated_model,
+    registered_model,
+)
 from training.sample import WEIGHT, customer_sample, needs_sample
 from training.tune import TuningResult, fit_booster, tune
 
@@ -70,8 +80,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _timed(timings: dict[str, float], key: str, start: float) -> None:
+    """Record a step's seconds since ``start`` and log them with the process's peak memory so far."""
+    import resource
+
+    timings[key] = time.perf_counter() - start
+    log.info("step %s: %.1fs (peak RSS so far %.2f GB)", key.removesuffix("_s"), timings[key],
+             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
 def _split(fs: FeatureSet, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
-    return fs.frame[fs.frame["cutoff"].isin(cutoffs)].reset_index(drop=True)
+    return contiguous_rows(fs.frame, fs.frame["cutoff"].isin(cutoffs).to_numpy())
 
 
 def data_profile(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
@@ -163,19 +182,20 @@ def _fit_survival(model: ChurnModel, frame: pd.DataFrame, tables: Tables, cfg: C
 
 def _refit(frame: pd.DataFrame, split: Any, tables: Tables, cfg: Config, params: dict[str, Any],
            meta: dict[str, Any], n_tuned: int, features: list[str], categories: dict[str, list[str]],
-           test_df: pd.DataFrame, default: xgb.Booster) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame, np.ndarray]:
+           test_df: pd.DataFrame, default: xgb.Booster, chunked: bool = False
+           ) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame, np.ndarray]:
     """The refitted, cross-fit calibrated model evaluated on the test cutoff, its protocol record and rows,
-    and the default-XGBoost baseline refitted on the same rows (see training/refit.py)."""
+    and the default-XGBoost baseline refitted on the same rows (see training/refit.py); ``chunked``: large
+    tables refit on chunk-built matrices (training/matrix.py)."""
     tcfg = cfg.training
     refitter = Refitter(params, meta["best_iteration"], n_tuned, features, categories, tcfg.refit.rounds,
-                        tcfg.seed, tcfg.n_threads)
+                        tcfg.seed, tcfg.n_threads, chunked)
     model, rows, oof = evaluated_model(frame, split.test[0], tables, cfg, refitter, meta)
-    base = Refitter({"eta": 0.3, "max_depth": 6}, int(default.best_iteration), n_tuned, features, categories,
-                    tcfg.refit.rounds, tcfg.seed, tcfg.n_threads)
+    base = replace(refitter, params={"eta": 0.3, "max_depth": 6}, best_iteration=int(default.best_iteration), fits=[])
     p_default = base.fit(rows, "baseline: default XGBoost").predict_proba(test_df)
     protocol = {"refit": True, "rounds_rule": tcfg.refit.rounds, "fits": refitter.fits,
                 "fitted_cutoffs": refitter.fits[0]["cutoffs"], "calibration_method": model.calibrator.method,
-                "calibration_cutoffs": sorted({t.date().isoformat() for t in oof["cutoff"]}),
+                "calibration_cutoffs": cutoff_dates(oof["cutoff"]),
                 "include_test": tcfg.refit.include_test, "refitter": refitter, "oof": oof}
     return model, protocol, rows, p_default
 
@@ -237,6 +257,7 @@ def training_data(tables: Tables, cfg: Config) -> TrainingData:
     fs = FeatureBuilder(tables, cfg).build_many(build)
     specs = {s.name: s for s in fs.specs}
     features = [f for f in fs.feature_names if f not in set(tcfg.exclude_features)]
+    fs = FeatureSet(compact_features(fs.frame, features, split.valid[0], tcfg.sampling.min_rows), fs.specs)
     cats = [f for f in features if specs[f].categorical]
     event_types = sorted({s.group.removesuffix("_activity") for s in fs.specs
                           if s.group.endswith("_activity") and s.name.endswith(f"_{cfg.features.trend_recent_days}d")})
@@ -252,10 +273,13 @@ def training_data(tables: Tables, cfg: Config) -> TrainingData:
     return data
 
 
-def _dmatrix(data: TrainingData, rows: pd.DataFrame, n_threads: int) -> xgb.DMatrix:
-    """An XGBoost matrix of ``rows`` with labels (and the sample's case weights when it has them)."""
+def _dmatrix(data: TrainingData, rows: pd.DataFrame, n_threads: int, chunked: bool = False) -> xgb.DMatrix:
+    """An XGBoost matrix of ``rows`` with labels (and the sample's case weights when it has them); ``chunked``:
+    built chunk by chunk for a large table (training/matrix.py)."""
     proto = ChurnModel(xgb.Booster(), data.features, data.categories, meta={"n_threads": n_threads})
     weight = rows[WEIGHT].to_numpy() if WEIGHT in rows else None
+    if chunked:
+        return quantile_matrix(rows, proto.prepare, n_threads, weight=weight)
     return xgb.DMatrix(proto.prepare(rows), label=rows["label"], weight=weight, enable_categorical=True,
                        nthread=n_threads)
 
@@ -283,7 +307,8 @@ def tune_step(data: TrainingData, cfg: Config, study: str, on_trial: Callable[[d
     train_rows, valid_rows, info = tuning_rows(data, cfg)
     dtrain, dvalid = _dmatrix(data, train_rows, tcfg.n_threads), _dmatrix(data, valid_rows, tcfg.n_threads)
     result = tune(dtrain, dvalid, tcfg.tuning, tcfg.seed, tcfg.n_threads, study, on_trial=on_trial)
-    dfit = _dmatrix(data, data.train_df, tcfg.n_threads) if info["sampled"] and not tcfg.refit.enabled else dtrain
+    dfit = _dmatrix(data, data.train_df, tcfg.n_threads, chunked=True) if info["sampled"] and not tcfg.refit.enabled \
+        else dtrain
     booster = fit_booster(result.best_params, dfit, dvalid, tcfg.tuning.max_boost_rounds,
                           tcfg.tuning.early_stopping_rounds, tcfg.seed, tcfg.n_threads)
     # baselines on the same split (refitted like the model when the refit is on)
@@ -306,7 +331,7 @@ def fit_step(data: TrainingData, tables: Tables, cfg: Config, tuned: Tuned) -> F
     tcfg, test_df = cfg.training, data.test_df
     meta = {"best_iteration": int(tuned.booster.best_iteration), "n_threads": tcfg.n_threads,
             "event_types": data.event_types, "label": cfg.label.model_dump(),
-            "train_cutoffs": sorted({t.date().isoformat() for t in data.train_df["cutoff"]}),
+            "train_cutoffs": cutoff_dates(data.train_df["cutoff"]),
             "valid_cutoffs": [t.date().isoformat() for t in data.split.valid],
             "test_cutoffs": [t.date().isoformat() for t in data.split.test], "input_hash": tables.input_hash}
     tuned_model = ChurnModel(tuned.booster, data.features, data.categories, meta=meta)
@@ -322,7 +347,7 @@ def fit_step(data: TrainingData, tables: Tables, cfg: Config, tuned: Tuned) -> F
     if tcfg.refit.enabled:
         model, protocol, fit_rows, p_default = _refit(data.fs.frame, data.split, tables, cfg, tuned.result.best_params,
                                                       meta, len(data.train_df), data.features, data.categories,
-                                                      test_df, default)
+                                                      test_df, default, tuned.sampling["sampled"])
     protocol["censored_cutoffs"] = [t.date().isoformat() for t in fit_rows.attrs.get("censored", [])]
     p_logit = logistic_baseline(evaluation_rows(fit_rows, cfg, tuned), test_df, data.features, data.cats, tcfg.seed)
     preds = {"test_raw": model.predict_raw(test_df), "test": model.predict_proba(test_df), "tuned": p_tuned,
@@ -378,12 +403,12 @@ def robustness_step(data: TrainingData, tables: Tables, cfg: Config, fitted: Fit
                                            tcfg.calibration, tcfg.tuning.max_boost_rounds,
                                            tcfg.tuning.early_stopping_rounds, tcfg.seed, tcfg.n_threads)
         metrics.update(summarize_backtest(out["backtest"]))
-        timings["backtest_s"] = time.perf_counter() - t1
+        _timed(timings, "backtest_s", t1)
     if tcfg.survival.enabled:
         t1 = time.perf_counter()
         out["survival_calibration"] = _fit_survival(fitted.model, frame, tables, cfg, data.used, data.test_df,
                                                     fitted.predictions["test"], metrics)
-        timings["survival_s"] = time.perf_counter() - t1
+        _timed(timings, "survival_s", t1)
     seg_cols = [c for c in tcfg.segment_columns if c in data.test_df.columns]
     seg_df = data.test_df.assign(p=fitted.predictions["test"])
     out["segment_metrics"] = ev.segment_metrics(seg_df, "label", "p", seg_cols) if seg_cols else pd.DataFrame()
@@ -473,7 +498,7 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = training_data(tables, cfg)
-    timings["features_s"] = time.perf_counter() - t0
+    _timed(timings, "features_s", t0)
     tracking_uri = setup_mlflow(cfg.mlflow)
     import mlflow
 
@@ -487,10 +512,10 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
                          "optuna_storage": str(cfg.training.tuning.storage), **owner_tags()})
         t1 = time.perf_counter()
         tuned = tune_step(data, cfg, study, _log_trial)
-        timings["tuning_s"] = time.perf_counter() - t1
+        _timed(timings, "tuning_s", t1)
         t1 = time.perf_counter()
         fitted = fit_step(data, tables, cfg, tuned)
-        timings["fit_eval_s"] = time.perf_counter() - t1
+        _timed(timings, "fit_eval_s", t1)
         metrics, extra = evaluation_metrics(data, cfg, fitted)
         extra.update(robustness_step(data, tables, cfg, fitted, tuned, metrics, timings))
         model, imp = final_model(data, cfg, fitted)
@@ -507,13 +532,16 @@ def train(tables: Tables, cfg: Config, data_dir: str | Path) -> dict[str, Any]:
         reg = register(log_model(model), run.info.run_id, cfg.mlflow.model_name,
                        tags={"input_hash": tables.input_hash, "test_cutoff": meta["test_cutoffs"][-1],
                              "test_roc_auc": f"{metrics['test_roc_auc']:.5f}", "run_id": run.info.run_id})
-        timings["total_s"] = time.perf_counter() - t0
+        _timed(timings, "total_s", t0)
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
+    summary = _summary(run.info.run_id, tracking_uri, cfg, reg, metrics, extra["verdict"], timings, fitted, tuned,
+                       study, len(data.features), {})
+    del data, fitted, tuned, extra  # the training table: the uplift model builds its own (memory at scale)
+    gc.collect()
     t1 = time.perf_counter()
-    uplift = _train_uplift(tables, cfg, model)
-    timings["uplift_s"] = time.perf_counter() - t1
-    return _summary(run.info.run_id, tracking_uri, cfg, reg, metrics, extra["verdict"], timings, fitted, tuned, study,
-                    len(data.features), uplift)
+    summary["uplift"] = _train_uplift(tables, cfg, model)
+    _timed(timings, "uplift_s", t1)
+    return summary
 
 
 HEADLINE = ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_lift_top10",

@@ -148,3 +148,30 @@ def test_evaluated_model_never_trains_on_the_test_cutoff():
     assert refitter.fits[0]["cutoffs"] == ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
     assert all("2024-05-01" not in f["cutoffs"] for f in refitter.fits)
     assert "2024-05-01" not in {t.date().isoformat() for t in oof["cutoff"]}
+
+
+def test_contiguous_rows_shares_a_run_of_rows_and_copies_anything_else():
+    from training.refit import contiguous_rows
+
+    frame = pd.DataFrame({"cutoff": np.repeat([1, 2, 3], 3), "x": np.arange(9, dtype=float)})
+    run = contiguous_rows(frame, (frame["cutoff"] == 2).to_numpy())
+    assert run["x"].tolist() == [3.0, 4.0, 5.0] and run.index.tolist() == [0, 1, 2]
+    assert np.shares_memory(run["x"].to_numpy(), frame["x"].to_numpy())  # a slice, not a copy
+    gaps = contiguous_rows(frame, frame["cutoff"].isin([1, 3]).to_numpy())
+    assert gaps["x"].tolist() == [0.0, 1.0, 2.0, 6.0, 7.0, 8.0] and gaps.index.tolist() == list(range(6))
+    assert contiguous_rows(frame, np.zeros(9, dtype=bool)).empty
+
+
+def test_embargoed_rows_of_an_unordered_frame_are_ordered_by_cutoff_like_the_ordered_one():
+    """The stacked training table is sliced; any other row order gives the same rows, by cutoff (stable)."""
+    tables, cfg = _tables(CHURNS)
+    frame = _frame(tables, [JAN, FEB, MAR], cfg.label)
+    ordered = embargoed_rows(frame, MAR, tables, cfg)
+    order = np.random.default_rng(0).permutation(len(frame))
+    shuffled = embargoed_rows(frame.iloc[order].reset_index(drop=True), MAR, tables, cfg)
+    assert ordered["cutoff"].tolist() == [JAN] * 4 + [FEB] * 3  # "early" churned before FEB
+    # JAN keeps its full window (to 02-15); FEB's crosses MAR: censored at MAR, "late" (02-20) churned by then
+    assert ordered["label"].tolist() == [0, 1, 1, 0, 0, 1, 1]
+    assert ordered["label"].dtype == frame["label"].dtype and ordered.attrs["censored"] == [FEB]
+    pd.testing.assert_frame_equal(shuffled.sort_values(["cutoff", "customer_id"]).reset_index(drop=True),
+                                  ordered.sort_values(["cutoff", "customer_id"]).reset_index(drop=True))
