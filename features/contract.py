@@ -992,10 +992,15 @@ def _customer_codes(ids: pd.Series, customer_ids: pd.Series) -> np.ndarray:
 
 
 def _take_text(source: pa.ChunkedArray, positions: np.ndarray, dtype: pd.StringDtype) -> pd.api.extensions.ExtensionArray:
-    """``source[positions]`` as a pandas text array of ``dtype``, Arrow to Arrow (taken in slices: no offset overflow)."""
+    """``source[positions]`` as a pandas text array of ``dtype``, Arrow to Arrow (taken in slices: no offset
+    overflow; gathered by a few threads, as Arrow's ``take`` releases the GIL)."""
     source = source.combine_chunks() if source.num_chunks != 1 else source.chunk(0)
     step = 1 << 22
-    chunks = [source.take(pa.array(positions[i:i + step])) for i in range(0, len(positions), step)] or [source[:0]]
+
+    def take(i: int) -> pa.Array:
+        return source.take(pa.array(positions[i:i + step]))
+
+    chunks = list(_threads().map(take, range(0, len(positions), step))) or [source[:0]]
     return pd.array(pa.chunked_array(chunks, type=source.type), dtype=dtype)
 
 
@@ -1017,23 +1022,34 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
     lo, hi, n_codes = int(ts_ns.min()), int(ts_ns.max()), int(codes.max()) + 1
     row_bits = (len(ts_ns) - 1).bit_length()
     if (hi - lo) < 2**62 and max(n_codes, (hi - lo) // 10**9 + 1).bit_length() + row_bits <= 63 \
-            and not (ts_ns % 10**9).any():
+            and not any((ts_ns[i:i + _SLICE] % 10**9).any() for i in range(0, len(ts_ns), _SLICE)):
         by_code = _sort_packed(codes, row_bits)  # stable by code, then stable by second: (second, code, row)
-        return by_code[_sort_packed((ts_ns[by_code] - lo) // 10**9, row_bits)]
+        seconds = ts_ns[by_code]
+        seconds -= lo
+        seconds //= 10**9
+        order = _sort_packed(seconds, row_bits, overwrite=True)
+        for i in range(0, len(order), _SLICE):  # order = by_code[order], a slice at a time (no third array)
+            order[i:i + _SLICE] = by_code[order[i:i + _SLICE]]
+        return order
     table = pa.table({"t": ts_ns, "c": codes})
     order = pc.sort_indices(table, sort_keys=[("t", "ascending"), ("c", "ascending")])
     return np.asarray(order.to_numpy(), dtype=np.int64)
 
 
-def _sort_packed(keys: np.ndarray, row_bits: int) -> np.ndarray:
+_SLICE = 1 << 21  # rows per slice of the sliced (and threaded) array steps
+
+
+def _sort_packed(keys: np.ndarray, row_bits: int, overwrite: bool = False) -> np.ndarray:
     """The stable argsort of ``keys`` (non-negative, ``key << row_bits`` below 2**63), as int64.
 
     Key and row number are packed into one int64, so the sort works on unique values and needs no stable
-    algorithm (numpy's default sort is several times faster than its stable argsort).
+    algorithm (numpy's default sort is several times faster than its stable argsort). ``overwrite``: int64
+    ``keys`` may be overwritten (the result is then that array).
     """
-    packed = keys.astype(np.int64)
+    packed = keys.astype(np.int64, copy=not overwrite)
     packed <<= row_bits
-    packed |= np.arange(len(keys), dtype=np.int64)
+    for i in range(0, len(packed), _SLICE):
+        packed[i:i + _SLICE] |= np.arange(i, min(i + _SLICE, len(packed)), dtype=np.int64)
     packed.sort()
     packed &= (1 << row_bits) - 1
     return packed
@@ -1098,6 +1114,7 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
             if values is not None and not np.isscalar(values):
                 cols[name] = None  # the unsorted column goes as its sorted copy is made
                 cols[name] = _take_column(values, order)
+    del order
     cols["customer_id"] = _customer_id_column(customers, cols["_code"])  # type: ignore[arg-type]
     return pd.DataFrame(cols, copy=False)  # absent optional columns (scalars) are broadcast in their place
 
@@ -1118,12 +1135,11 @@ def take_rows(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     memory is the result.
     """
     out = np.empty(len(order), dtype=values.dtype)
-    step = 1 << 21
 
     def gather(i: int) -> None:
-        np.take(values, order[i:i + step], out=out[i:i + step], mode="clip")
+        np.take(values, order[i:i + _SLICE], out=out[i:i + _SLICE], mode="clip")
 
-    starts = range(0, len(order), step)
+    starts = range(0, len(order), _SLICE)
     if values.dtype.hasobject or len(starts) < 2:  # Python objects hold the GIL: one pass
         np.take(values, order, out=out, mode="clip")
     else:
