@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,21 +118,63 @@ def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
     return None
 
 
-def read_table(path: Path, role: str, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(path: Path, role: str, text_columns: list[str] | tuple[str, ...] = (),
+               categorical: Sequence[str] = (), nanoseconds: Sequence[str] = ()) -> pd.DataFrame:
     """Read CSV, Parquet or a Parquet dataset folder into a DataFrame; unreadable files become a DataError.
 
     ``text_columns`` (ids) are read from CSV as text, so "0001495" keeps its leading zeros.
+    Parquet only (see :func:`read_parquet`): ``categorical`` text columns come back as categoricals and
+    ``nanoseconds`` timestamp columns as ``datetime64[ns]``.
     """
     if path.is_dir() and not dataset_files(path):
         raise DataError(role, None, f"{path} is a folder with no Parquet part files (*.parquet): "
                         "give the table as one CSV/Parquet file or a Parquet dataset folder")
     try:
         if path.is_dir() or path.name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+            return read_parquet(path, categorical, nanoseconds)
         sep = "\t" if path.name.endswith(".tsv") else ","
         return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in text_columns})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem for the user
         raise DataError(role, None, f"cannot read {path}: {exc}") from exc
+
+
+def read_parquet(path: Path, categorical: Sequence[str] = (), nanoseconds: Sequence[str] = ()) -> pd.DataFrame:
+    """``pd.read_parquet(path)`` with less memory: the frame pandas gives, except for the columns named.
+
+    Text columns in ``categorical`` are read as Parquet dictionaries and come back as pandas categoricals of
+    the same text (a code per row, no string per row); timestamp columns in ``nanoseconds`` are converted to
+    ``datetime64[ns]`` in Arrow (left as they are when nanoseconds cannot hold them: the date checks report
+    that). Arrow's buffers are released column by column as pandas takes them over.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, read_dictionary=list(categorical) or None, use_pandas_metadata=True)
+    for name in nanoseconds:
+        i = table.schema.get_field_index(name)
+        kind = table.schema.field(i).type if i >= 0 else None
+        if kind is not None and pa.types.is_timestamp(kind) and kind.unit != "ns":
+            try:
+                table = table.set_column(i, name, pc.cast(table.column(i), pa.timestamp("ns", kind.tz)))
+            except pa.ArrowInvalid:  # outside 1677..2262: kept, so the loader's range check names the rows
+                pass
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _lean_columns(role: str, tc: TableConfig) -> tuple[list[str], list[str]]:
+    """The file columns of a child table :func:`read_parquet` reads as categoricals / nanoseconds.
+
+    The event type (a few names repeated on every row) and the customer id become categoricals, the
+    timestamp nanoseconds; only columns no declared type, lookup, missing-value token or union file touches
+    (those steps keep the column as the file has it).
+    """
+    if role not in CHILD_TABLES or tc.union or tc.na_values:
+        return [], []
+    file_name = {new: old for old, new in tc.rename.items()}
+    untouched = [r for r in ("customer_id", "event_type", "timestamp") if tc.columns.get(r, r) not in tc.types
+                 and tc.columns.get(r, r) not in tc.lookups]
+    names = {r: file_name.get(tc.columns.get(r, r), tc.columns.get(r, r)) for r in untouched}
+    categorical = [names[r] for r in ("customer_id", "event_type") if r in names and (r != "event_type" or role == "events")]
+    return categorical, [names["timestamp"]] if "timestamp" in names else []
 
 
 def dataset_files(folder: Path) -> list[Path]:
@@ -318,7 +362,7 @@ def _read_tables(data_dir: Path, cfg: DataConfig, snapshot: LabelConfig | None, 
         if path is None:
             _report_missing_table(role, tc, data_dir)
             continue
-        raw = read_table(path, role, text_columns=_text_columns(tc))
+        raw = read_table(path, role, _text_columns(tc), *_lean_columns(role, tc))
         read.files.append(path)
         log.info("loaded %s: %s rows from %s", role, f"{len(raw):,}", path.name)
         raw = raw.rename(columns=tc.rename)
@@ -401,10 +445,13 @@ def _subscription_dates(frames: dict[str, pd.DataFrame], cfg: DataConfig, derive
 
 
 def _validate_children(tables: Tables, frames: dict[str, pd.DataFrame], cfg: DataConfig, limits: DataLimits) -> None:
-    """Validate the child tables and the campaign history against the validated customers."""
+    """Validate the child tables and the campaign history against the validated customers.
+
+    Each raw child frame leaves ``frames`` as it is validated, so its memory is freed before the next one.
+    """
     for role in CHILD_TABLES:
         if role in frames:
-            setattr(tables, role, validate_child(frames[role], role, tables.customers, _date_format(cfg, role), limits,
+            setattr(tables, role, validate_child(frames.pop(role), role, tables.customers, _date_format(cfg, role), limits,
                                                  extra=cfg.tables[role].extra_columns))
     if "treatments" in frames:
         from features.treatments import validate_treatments
@@ -872,6 +919,8 @@ def _check_event_types(cat: pd.Categorical, df: pd.DataFrame, role: str, cap: in
 
 def _numeric(df: pd.DataFrame, role: str, col: str) -> pd.Series:
     s = df[col]
+    if s.dtype == np.float64:  # already numbers: nothing to parse, no copy
+        return s
     parsed = pd.to_numeric(s, errors="coerce").astype("float64")
     bad = _unparsed(s, parsed)
     if bad is not None:
@@ -879,11 +928,12 @@ def _numeric(df: pd.DataFrame, role: str, col: str) -> pd.Series:
     return parsed
 
 
-def _ids(df: pd.DataFrame, role: str) -> pd.Series:
+def _ids(df: pd.DataFrame, role: str, as_text: bool = True) -> pd.Series:
+    """The customer ids (as text unless ``as_text=False``); missing ids are a DataError."""
     s = df["customer_id"]
     if s.isna().any():
         raise DataError(role, "customer_id", "missing customer ids", int(s.isna().sum()), df.loc[s.isna()].head(5))
-    return s.astype(str)
+    return s.astype(str) if as_text else s
 
 
 def validate_customers(df: pd.DataFrame, attributes: list[str], fmt: str | None,
@@ -942,18 +992,24 @@ def _customer_codes(ids: pd.Series, customer_ids: pd.Series) -> np.ndarray:
 
 
 def _take_text(source: pa.ChunkedArray, positions: np.ndarray, dtype: pd.StringDtype) -> pd.api.extensions.ExtensionArray:
-    """``source[positions]`` as a pandas text array of ``dtype``, Arrow to Arrow (taken in slices: no offset overflow)."""
+    """``source[positions]`` as a pandas text array of ``dtype``, Arrow to Arrow (taken in slices: no offset
+    overflow; gathered by a few threads, as Arrow's ``take`` releases the GIL)."""
     source = source.combine_chunks() if source.num_chunks != 1 else source.chunk(0)
     step = 1 << 22
-    chunks = [source.take(pa.array(positions[i:i + step])) for i in range(0, len(positions), step)] or [source[:0]]
+
+    def take(i: int) -> pa.Array:
+        return source.take(pa.array(positions[i:i + step]))
+
+    chunks = list(_threads().map(take, range(0, len(positions), step))) or [source[:0]]
     return pd.array(pa.chunked_array(chunks, type=source.type), dtype=dtype)
 
 
 def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
     """The row order by (timestamp, customer code), stable; None when the rows are already in it.
 
-    Whole-second timestamps (exports usually are) sort as one int64 key, ``seconds * n_codes + code``, when it
-    fits; other data by Arrow's stable two-key sort. Both give exactly ``np.lexsort((codes, ts_ns))``, faster.
+    Whole-second timestamps (exports usually are) sort by two passes of :func:`_sort_packed` (code, then
+    second), when they fit; other data by Arrow's stable two-key sort. Both give exactly
+    ``np.lexsort((codes, ts_ns))``, faster.
     """
     if len(ts_ns) < 2:
         return None
@@ -964,12 +1020,39 @@ def _time_order(ts_ns: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
             return None
     del step
     lo, hi, n_codes = int(ts_ns.min()), int(ts_ns.max()), int(codes.max()) + 1
-    if hi - lo < 2**62 and ((hi - lo) // 10**9 + 1) * n_codes < 2**62 and not (ts_ns % 10**9).any():
-        key = (ts_ns - lo) // 10**9 * n_codes + codes
-        return np.argsort(key, kind="stable")
+    row_bits = (len(ts_ns) - 1).bit_length()
+    if (hi - lo) < 2**62 and max(n_codes, (hi - lo) // 10**9 + 1).bit_length() + row_bits <= 63 \
+            and not any((ts_ns[i:i + _SLICE] % 10**9).any() for i in range(0, len(ts_ns), _SLICE)):
+        by_code = _sort_packed(codes, row_bits)  # stable by code, then stable by second: (second, code, row)
+        seconds = ts_ns[by_code]
+        seconds -= lo
+        seconds //= 10**9
+        order = _sort_packed(seconds, row_bits, overwrite=True)
+        for i in range(0, len(order), _SLICE):  # order = by_code[order], a slice at a time (no third array)
+            order[i:i + _SLICE] = by_code[order[i:i + _SLICE]]
+        return order
     table = pa.table({"t": ts_ns, "c": codes})
     order = pc.sort_indices(table, sort_keys=[("t", "ascending"), ("c", "ascending")])
     return np.asarray(order.to_numpy(), dtype=np.int64)
+
+
+_SLICE = 1 << 21  # rows per slice of the sliced (and threaded) array steps
+
+
+def _sort_packed(keys: np.ndarray, row_bits: int, overwrite: bool = False) -> np.ndarray:
+    """The stable argsort of ``keys`` (non-negative, ``key << row_bits`` below 2**63), as int64.
+
+    Key and row number are packed into one int64, so the sort works on unique values and needs no stable
+    algorithm (numpy's default sort is several times faster than its stable argsort). ``overwrite``: int64
+    ``keys`` may be overwritten (the result is then that array).
+    """
+    packed = keys.astype(np.int64, copy=not overwrite)
+    packed <<= row_bits
+    for i in range(0, len(packed), _SLICE):
+        packed[i:i + _SLICE] |= np.arange(i, min(i + _SLICE, len(packed)), dtype=np.int64)
+    packed.sort()
+    packed &= (1 << row_bits) - 1
+    return packed
 
 
 def _customer_id_column(customers: pd.DataFrame, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
@@ -980,8 +1063,16 @@ def _customer_id_column(customers: pd.DataFrame, codes: np.ndarray) -> pd.api.ex
 
 
 def _known_codes(df: pd.DataFrame, role: str, customers: pd.DataFrame) -> np.ndarray:
-    """Per row, the row of its customer in ``customers``; missing or unknown customers are a DataError."""
-    codes = _customer_codes(_ids(df, role), customers["customer_id"])
+    """Per row, the row of its customer in ``customers``; missing or unknown customers are a DataError.
+
+    Categorical ids (see :func:`read_parquet`) are looked up once per distinct id, not once per row.
+    """
+    ids = _ids(df, role, as_text=False)
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        per_id = _customer_codes(pd.Series(ids.cat.categories.astype(str)), customers["customer_id"])
+        codes = per_id[ids.cat.codes.to_numpy()] if len(per_id) else np.full(len(ids), -1, dtype=np.int32)
+    else:
+        codes = _customer_codes(ids.astype(str), customers["customer_id"])
     unknown = codes < 0
     if unknown.any():
         raise DataError(
@@ -998,50 +1089,89 @@ def validate_child(df: pd.DataFrame, role: str, customers: pd.DataFrame, fmt: st
     ``limits``: plausibility limits (amounts, values, hours, ratings, number of event types); default ``DataLimits()``.
     ``extra`` (``extra_columns``): more columns kept, numeric ones checked as numbers, the others as text.
     Every column is checked on the rows as read (so examples are the user's rows) and sorted once, by one order.
+    Once checked, the raw frame is let go (freed here when the caller holds no other reference to it) and each
+    checked column is released as soon as its sorted copy exists, so the table is never held twice over.
     """
     limits = limits or DataLimits()
     if df.empty:
         raise DataError(role, None, "table is empty (remove it from the config or the folder to switch its features off)")
-    codes = _known_codes(df, role, customers)
-    ts = _parse_dates(df, role, "timestamp", fmt, required=True).to_numpy()
-    order = _time_order(ts.view(np.int64), codes)
-
-    def arrange(values: np.ndarray) -> np.ndarray:
-        return values if order is None else values[order]
-
-    codes = arrange(codes)
-    cols: dict[str, object] = {"customer_id": _customer_id_column(customers, codes), "_code": codes,
-                               "timestamp": arrange(ts)}
-    del ts
+    cols: dict[str, object] = {"customer_id": None, "_code": _known_codes(df, role, customers),
+                               "timestamp": _parse_dates(df, role, "timestamp", fmt, required=True).to_numpy()}
     checks = {"events": _event_columns, "transactions": _transaction_columns}
     if role in checks:
-        cols.update(checks[role](df, limits, arrange))
+        cols.update(checks[role](df, limits))
     for col, kind in (extra or {}).items():
         if kind == "numeric":
-            cols[col] = arrange(_numeric(df, role, col).to_numpy())
+            cols[col] = _numeric(df, role, col).to_numpy()
         else:
-            cols[col] = arrange(df[col].astype("string").fillna("").astype(str).to_numpy())
+            cols[col] = df[col].astype("string").fillna("").astype(str).to_numpy()
     if role == "interactions":
-        cols.update(_interaction_columns(df, limits, order, arrange))
+        cols.update(_interaction_columns(df, limits))
+    del df
+    order = _time_order(cols["timestamp"].view(np.int64), cols["_code"])  # type: ignore[union-attr]
+    if order is not None:
+        for name, values in cols.items():
+            if values is not None and not np.isscalar(values):
+                cols[name] = None  # the unsorted column goes as its sorted copy is made
+                cols[name] = _take_column(values, order)
+    del order
+    cols["customer_id"] = _customer_id_column(customers, cols["_code"])  # type: ignore[arg-type]
     return pd.DataFrame(cols, copy=False)  # absent optional columns (scalars) are broadcast in their place
 
 
-_Arrange = Callable[[np.ndarray], np.ndarray]
+def _take_column(values: Any, order: np.ndarray) -> Any:
+    """``values`` in ``order``: a NumPy array, a Categorical (its codes) or another pandas array."""
+    if isinstance(values, np.ndarray):
+        return take_rows(values, order)
+    if isinstance(values, pd.Categorical):
+        return pd.Categorical.from_codes(take_rows(values.codes, order), dtype=values.dtype, validate=False)
+    return values.take(order)
 
 
-def _event_columns(df: pd.DataFrame, limits: DataLimits, arrange: _Arrange) -> dict[str, object]:
-    """``event_type`` (categorical, its codes sorted: no text per row) and ``value`` (checked numbers or NaN)."""
+def take_rows(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values[order]`` (``order``: valid int64 positions), gathered in slices by a few threads.
+
+    NumPy's ``take`` releases the GIL, so the slices of one column are gathered in parallel; the only extra
+    memory is the result.
+    """
+    out = np.empty(len(order), dtype=values.dtype)
+
+    def gather(i: int) -> None:
+        np.take(values, order[i:i + _SLICE], out=out[i:i + _SLICE], mode="clip")
+
+    starts = range(0, len(order), _SLICE)
+    if values.dtype.hasobject or len(starts) < 2:  # Python objects hold the GIL: one pass
+        np.take(values, order, out=out, mode="clip")
+    else:
+        list(_threads().map(gather, starts))
+    return out
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _threads() -> ThreadPoolExecutor:
+    """This process's gather threads (a forked child does not inherit the parent's threads: it starts its own)."""
+    pid = os.getpid()
+    if pid not in _POOLS:
+        _POOLS.clear()
+        _POOLS[pid] = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="loader")
+    return _POOLS[pid]
+
+
+def _event_columns(df: pd.DataFrame, limits: DataLimits) -> dict[str, object]:
+    """``event_type`` (categorical: no text per row) and ``value`` (checked numbers or NaN)."""
     role = "events"
     et = df["event_type"]
     if et.isna().any():
         raise DataError(role, "event_type", "missing event types", int(et.isna().sum()), df.loc[et.isna()].head(5))
     cat = event_type_categorical(et)
     _check_event_types(cat, df, role, limits.max_event_types)
-    cols: dict[str, object] = {"event_type": pd.Categorical.from_codes(arrange(cat.codes), cat.categories)}
+    cols: dict[str, object] = {"event_type": cat}
     if "value" in df:
         value = _numeric(df, role, "value")
         _check_range(value, df, role, "value", -limits.max_abs_amount, limits.max_abs_amount)
-        cols["value"] = arrange(value.to_numpy())
+        cols["value"] = value.to_numpy()
     else:
         cols["value"] = np.nan
     return cols
@@ -1054,18 +1184,20 @@ def event_type_categorical(et: pd.Series) -> pd.Categorical:
     is re-coded on its few categories instead of being turned into one string per row and back.
     """
     if isinstance(et.dtype, pd.CategoricalDtype):
-        cat = et.array.remove_unused_categories()
-        names = pd.Index(cat.categories.astype(str))
+        codes = et.array.codes
+        present = np.flatnonzero(np.bincount(codes, minlength=len(et.cat.categories)))  # a count, not a sort
+        names = pd.Index(et.cat.categories[present].astype(str))
         if names.is_unique:
             order = names.argsort(kind="stable")
-            new_pos = np.empty(len(order), dtype=np.int64)
-            new_pos[order] = np.arange(len(order))
-            codes = new_pos[cat.codes].astype(cat.codes.dtype, copy=False) if len(order) else cat.codes
-            return pd.Categorical.from_codes(codes, pd.Index(names[order].astype(str)))
+            new_pos = np.full(len(et.cat.categories), -1, dtype=np.int64)
+            new_pos[present[order]] = np.arange(len(order))
+            cats = pd.Index(names[order].astype(str))
+            small = pd.Categorical.from_codes([], cats).codes.dtype  # the code width pandas picks for them
+            return pd.Categorical.from_codes(new_pos[codes].astype(small) if len(order) else codes, cats)
     return pd.Categorical(et.astype(str))  # a few distinct types: integer codes, no string per row
 
 
-def _transaction_columns(df: pd.DataFrame, limits: DataLimits, arrange: _Arrange) -> dict[str, object]:
+def _transaction_columns(df: pd.DataFrame, limits: DataLimits) -> dict[str, object]:
     """``amount``: present, not negative, within the limit."""
     role = "transactions"
     amount = _numeric(df, role, "amount")
@@ -1076,24 +1208,23 @@ def _transaction_columns(df: pd.DataFrame, limits: DataLimits, arrange: _Arrange
         raise DataError(role, "amount", "negative amounts (record refunds as a separate table)", int(neg.sum()),
                         df.loc[neg].head(5))
     _check_range(amount, df, role, "amount", 0.0, limits.max_abs_amount)
-    return {"amount": arrange(amount.to_numpy())}
+    return {"amount": amount.to_numpy()}
 
 
-def _interaction_columns(df: pd.DataFrame, limits: DataLimits, order: np.ndarray | None,
-                         arrange: _Arrange) -> dict[str, object]:
+def _interaction_columns(df: pd.DataFrame, limits: DataLimits) -> dict[str, object]:
     """Channel, category, text (filled when absent), the rating and the optional response/resolution hours."""
     role = "interactions"
     cols: dict[str, object] = {}
     for col, fill in (("channel", "unknown"), ("category", "unknown"), ("text", "")):
         if col in df:
             text = df[col].astype("string").fillna(fill).astype(str)
-            cols[col] = text.array if order is None else text.array.take(order)
+            cols[col] = text.array
         else:
             cols[col] = fill
     if "rating" in df:
         rating = _numeric(df, role, "rating")
         _check_range(rating, df, role, "rating", limits.rating_min, limits.rating_max)
-        cols["rating"] = arrange(rating.to_numpy())
+        cols["rating"] = rating.to_numpy()
     else:
         cols["rating"] = np.nan
     for col in ("response_hours", "resolution_hours"):  # optional: only present when mapped / in the file
@@ -1103,7 +1234,7 @@ def _interaction_columns(df: pd.DataFrame, limits: DataLimits, order: np.ndarray
             if neg.any():
                 raise DataError(role, col, "negative hours", int(neg.sum()), df.loc[neg].head(5))
             _check_range(hours, df, role, col, 0.0, limits.max_abs_amount)
-            cols[col] = arrange(hours.to_numpy())
+            cols[col] = hours.to_numpy()
     return cols
 
 
