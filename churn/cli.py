@@ -9,6 +9,7 @@ Expected failures (bad data, bad config, missing model) print a clear message an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -360,9 +361,10 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     else:
         from churn.publish import output_lock
 
-        with output_lock(out):  # a second scorer into the same --out is refused before any work
+        with output_lock(out), contextlib.ExitStack() as stack:  # a second scorer into --out is refused first
             # before any data is read: a missing model fails in seconds
             check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
+            worker = _mlflow_worker(stack, cfg)
             if cfg.label.definition == "snapshot":
                 from inference.score import snapshot_as_of
 
@@ -373,9 +375,19 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
                 as_of = default_cutoff(tables.data_end) if as_of is None else as_of
                 _check_as_of(tables.data_end, as_of, after_end)
             summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all,
-                                previous=previous)
+                                previous=previous, mlflow_worker=worker)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
+
+
+def _mlflow_worker(stack: contextlib.ExitStack, cfg: Any) -> Any:
+    """The MLflow helper process of `churn score` (:mod:`model.mlflow_worker`), started now so that it loads MLflow
+    while this process scores; None when this process has loaded MLflow already (it then logs the run itself)."""
+    if "mlflow" in sys.modules:
+        return None
+    from model.mlflow_worker import MlflowWorker
+
+    return stack.enter_context(MlflowWorker(cfg.mlflow.model_dump()))
 
 
 # --------------------------------------------------------------------------- demo
