@@ -128,7 +128,9 @@ class MlflowWorker:
     def __enter__(self) -> MlflowWorker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # the command failed: no request of it is pending that matters (SQLite is atomic)
+            self._proc.kill()
         self.close()
 
 
