@@ -17,12 +17,14 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churn.config import MlflowConfig
 from churn.errors import InputNotFoundError
 from churn.mlflow_runs import mlflow_client
-from model.artifact import ChurnModel
+
+if TYPE_CHECKING:  # imported where a model is loaded: the MLflow helper process never needs XGBoost
+    from model.artifact import ChurnModel
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -251,6 +253,8 @@ def load_churn_model(uri: str) -> ChurnModel:
     When the store keeps its artifacts on this machine (the default ``mlruns/``), the booster JSON and the
     metadata are read in place; other stores are downloaded first.
     """
+    from model.artifact import ChurnModel
+
     if Path(uri).is_dir():
         return ChurnModel.load(uri)
     local = _local_artifact_dir(uri)
