@@ -10,13 +10,11 @@ loaded, each run in a fresh subprocess (its own peak RSS), interleaved in one ru
 * ``load_tables (no cache)``: ``features.contract.load_tables(..., cache=False)``;
 * ``load_tables (cache miss)`` on an empty cache folder (load + write the entry), then ``(cache hit)``.
 
-``score``: ``churn score`` end to end (a fresh ``churn`` process: imports, MLflow, model, features, alerts,
-report) on a ``churn generate`` folder of ``--customers`` customers, with the model of an existing store
-(``--store``: a folder holding ``mlruns/``, e.g. where ``churn demo`` ran); the first run fills the table
-cache, the next ones are warm.
+``score``: moved to ``benchmarks/score_small.py`` (``churn score`` end to end on a small folder); this
+subcommand runs it.
 
     PYTHONPATH=. python benchmarks/loader_scale.py load --scale 0.2
-    PYTHONPATH=. python benchmarks/loader_scale.py score --store /tmp/demo_run --customers 2000
+    PYTHONPATH=. python benchmarks/score_small.py --store /tmp/demo_run --customers 2000
 
 Writes ``benchmarks/results/loader_scale_<scale>.json`` / ``score_small.json`` with ``os.getloadavg()``.
 """
@@ -29,7 +27,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -166,31 +163,10 @@ def run_load(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- churn score on a small folder
 def run_score(args: argparse.Namespace) -> dict:
-    store = Path(args.store).resolve()
-    work = Path(args.workdir) / f"score_{args.customers}"
-    data, cache = work / "data", work / "cache"
-    churn = [sys.executable, "-c", "from churn.cli import main; main()"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CHURN_CACHE_DIR": str(cache)}
-    if not (data / "customers.parquet").is_file():
-        subprocess.run([*churn, "generate", "--customers", str(args.customers), "--seed", "11", "--out", str(data)],
-                       check=True, cwd=store, env=env, capture_output=True)
-    shutil.rmtree(cache, ignore_errors=True)
-    runs = []
-    for i in range(args.repeat + 1):
-        la0 = os.getloadavg()
-        t0 = time.perf_counter()
-        proc = subprocess.run([*churn, "-q", "score", "--data", str(data), "--out", str(work / "out")], cwd=store,
-                              env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(proc.stdout[-2000:] + proc.stderr[-3000:])
-        timings = json.loads((work / "out" / "summary.json").read_text())["timings_s"]
-        runs.append({"run": "cold (cache miss)" if i == 0 else "warm", "wall_s": wall, "timings_s": timings,
-                     "loadavg_start": la0, "loadavg_end": os.getloadavg()})
-    warm = [r["wall_s"] for r in runs[1:]]
-    return {"benchmark": "score_small", "customers": args.customers, "runs": runs,
-            "warm_median_s": statistics.median(warm), "warm_min_s": min(warm), "cold_s": runs[0]["wall_s"],
-            "loadavg_end": os.getloadavg(), "cpus": os.cpu_count()}
+    """Moved to ``benchmarks/score_small.py`` (same command line there); kept here as a pointer."""
+    from benchmarks.score_small import run
+
+    return run(args.store, args.customers, args.repeat, args.workdir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ Expected failures (bad data, bad config, missing model) print a clear message an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -336,10 +337,6 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     Outputs in --out: scores.parquet, alerts.parquet/.csv/.jsonl, drift.csv, report.html, summary.json.
     """
     from churn.config import load_config
-    from churn.timebase import default_cutoff
-    from features.contract import load_tables
-    from inference.score import score as run_score
-    from model.registry import check_model_available
 
     cfg = load_config(config_path)
     if cfg.label.definition == "snapshot" and engine == "spark":
@@ -349,6 +346,9 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
     if engine == "spark" and previous:
         raise click.BadParameter("works with --engine pandas only", param_hint="--previous")
     if engine == "spark":
+        from churn.timebase import default_cutoff
+        from model.registry import check_model_available
+
         check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
         from features.spark import data_end_spark, get_spark
         from inference.spark import score_spark
@@ -359,24 +359,52 @@ def score(data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | 
         summary = score_spark(spark, data_dir, cfg, as_of, out, model_uri=model_uri, n_buckets=n_buckets,
                               explain_all=explain_all)
     else:
-        from churn.publish import output_lock
-
-        with output_lock(out):  # a second scorer into the same --out is refused before any work
-            # before any data is read: a missing model fails in seconds
-            check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
-            if cfg.label.definition == "snapshot":
-                from inference.score import snapshot_as_of
-
-                tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
-                as_of = snapshot_as_of(tables, as_of)
-            else:
-                tables = load_tables(data_dir, cfg)
-                as_of = default_cutoff(tables.data_end) if as_of is None else as_of
-                _check_as_of(tables.data_end, as_of, after_end)
-            summary = run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all,
-                                previous=previous)
+        summary = _score_local(cfg, data_dir, as_of, out, model_uri, explain_all, previous, after_end)
     click.echo(f"scored {summary['n_scored']:,} customers at {summary['cutoff']}: {summary['n_alerts']:,} alerts "
                f"({summary['n_selected']:,} selected, {summary['n_control']:,} control) -> {out}/report.html")
+
+
+def _score_local(cfg: Any, data_dir: str, as_of: pd.Timestamp | None, out: str, model_uri: str | None,
+                 explain_all: bool, previous: str | None, after_end: bool) -> dict[str, Any]:
+    """`churn score --engine pandas`. The MLflow helper process starts first (nothing heavy is imported before it),
+    then the model check (a missing model fails in seconds, before any data is read), the data and the scoring."""
+    from churn.publish import output_lock
+
+    with output_lock(out), contextlib.ExitStack() as stack:  # a second scorer into --out is refused first
+        worker = _mlflow_worker(stack, cfg, model_uri)
+        from churn.timebase import default_cutoff
+        from features.contract import load_tables
+        from inference.score import score as run_score
+        from model.registry import check_model_available
+
+        check_model_available(cfg.mlflow, model_uri, cfg.scoring.model_alias)
+        if cfg.label.definition == "snapshot":
+            from inference.score import snapshot_as_of
+
+            tables = load_tables(data_dir, cfg, require_label=False)  # current customers: no label yet
+            as_of = snapshot_as_of(tables, as_of)
+        else:
+            tables = load_tables(data_dir, cfg)
+            as_of = default_cutoff(tables.data_end) if as_of is None else as_of
+            _check_as_of(tables.data_end, as_of, after_end)
+        return run_score(tables, cfg, as_of, out, model_uri=model_uri, explain_all=explain_all, previous=previous,
+                         mlflow_worker=worker)
+
+
+def _mlflow_worker(stack: contextlib.ExitStack, cfg: Any, model_uri: str | None) -> Any:
+    """The MLflow helper process of `churn score` (:mod:`model.mlflow_worker`), started now so that it loads MLflow
+    while this process scores. Only for the registry's model in a local SQLite store that holds it (so the helper
+    never creates a store); None otherwise, or when this process has loaded MLflow already: it logs the run itself."""
+    from churn.mlflow_runs import sqlite_alias_lookup
+
+    if "mlflow" in sys.modules or model_uri is not None:
+        return None
+    found = sqlite_alias_lookup(cfg.mlflow.tracking_uri, cfg.mlflow.model_name, cfg.scoring.model_alias)
+    if found is None or found[0] is None:
+        return None
+    from model.mlflow_worker import MlflowWorker
+
+    return stack.enter_context(MlflowWorker(cfg.mlflow.model_dump()))
 
 
 # --------------------------------------------------------------------------- demo

@@ -85,3 +85,80 @@ def reap_dead_runs(experiment: str) -> list[str]:
     if dead:
         log.warning("marked %d MLflow run(s) of killed processes as KILLED: %s", len(dead), sorted(dead))
     return sorted(dead)
+
+
+_ALIAS_SQL = ("SELECT a.version, COALESCE(NULLIF(v.storage_location, ''), v.source) FROM registered_model_aliases a "
+              "JOIN model_versions v ON v.workspace = a.workspace AND v.name = a.name AND v.version = a.version "
+              "WHERE a.workspace = 'default' AND a.name = ? AND a.alias = ? AND v.current_stage != 'Deleted_Internal'")
+
+
+def sqlite_alias_lookup(tracking_uri: str, name: str, alias: str) -> tuple[str | None, str | None] | None:
+    """``(version, download URI)`` of ``name@alias`` read straight from a local SQLite store, without MLflow.
+
+    ``(None, None)``: the store has no such alias. ``None``: this cannot be told here (not a local SQLite
+    store, workspaces on, a schema this query does not know): ask MLflow. Read-only, one query, a few
+    milliseconds against the 2 s that importing MLflow and building its SQLAlchemy store cost a process.
+    Same answer as ``MlflowClient.get_model_version_by_alias`` + ``get_model_version_download_uri``.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    if not tracking_uri.startswith("sqlite:///") or os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in (
+            "true", "1") or os.environ.get("MLFLOW_WORKSPACE"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            row = con.execute(_ALIAS_SQL, (name, alias)).fetchone()
+    except sqlite3.Error as exc:
+        log.debug("registry fast path unavailable (%s): asking MLflow", exc)
+        return None
+    return (str(row[0]), str(row[1])) if row else (None, None)
+
+
+_RUN_COUNTS = ("n_scored", "n_alerts", "n_selected", "n_control", "value_at_risk_total", "expected_net_value")
+
+
+def scoring_run_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the scoring run logs from a scoring summary (plain JSON: it may travel to the MLflow helper process)."""
+    return {"cutoff": summary["cutoff"], "input_hash": summary["input_hash"], "model_uri": summary["model_uri"],
+            "model_version": str(summary["model_version"]), "counts": {k: float(summary[k]) for k in _RUN_COUNTS},
+            "estimate": estimate_metrics(summary.get("performance_estimate")),
+            "output_dir": str(Path(summary["outputs"]["summary"]).resolve().parent)}
+
+
+def log_scoring_run(record: dict[str, Any], staged: Path, owner: dict[str, str]) -> str:
+    """Start the scoring batch's MLflow run (left active for the caller to end) and log the input hash, model
+    version, counts, estimate and the alert and drift files of ``staged``; its run id."""
+    import mlflow
+
+    run = mlflow.start_run(run_name=f"score-{record['cutoff']}")
+    try:
+        mlflow.set_tags({"stage": "score", "input_hash": record["input_hash"], "model_uri": record["model_uri"],
+                         "model_version": record["model_version"], "cutoff": record["cutoff"], **owner})
+        mlflow.log_metrics(record["counts"])
+        mlflow.log_metrics(record["estimate"])
+        mlflow.set_tag("output_dir", record["output_dir"])
+        for name in ("alerts.csv", "drift.csv"):
+            if (staged / name).exists():
+                mlflow.log_artifact(str(staged / name), artifact_path="scoring")
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    return run.info.run_id
+
+
+def estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
+    """The label-free estimate as flat MLflow metrics (est_roc_auc, est_roc_auc_low, ...)."""
+    import math
+
+    out: dict[str, float] = {}
+    for key, name in (("roc_auc", "est_roc_auc"), ("precision_at_alert", "est_precision_at_alert"),
+                      ("churners_in_alerts", "est_churners_in_alerts")):
+        for part, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+            v = ((estimate or {}).get(key) or {}).get(part)
+            if v is not None and math.isfinite(v):
+                out[name + suffix] = float(v)
+    return out

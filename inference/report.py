@@ -1,6 +1,6 @@
 """Self-contained HTML report for retention analysts.
 
-One file that opens offline: inline CSS, charts as inline SVG (matplotlib) or HTML/CSS bars, one
+One file that opens offline: inline CSS, charts as inline SVG (:mod:`inference.svg_chart`) or HTML/CSS bars, one
 inline script (``templates/report.js``: filter, sort, search, detail panel) and no network resources.
 The Content-Security-Policy allows only that script, by its SHA-256, so nothing else can run or load.
 All data reaches the page through Jinja2 with autoescaping on, or as a JSON data block with ``<``, ``>``
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import logging
 import math
@@ -22,16 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import PercentFormatter
 
 from churn.io import write_text
 from churn.vocab import DEFAULT_VALUE_TIERS, RISK_TIERS
+from inference.svg_chart import AXIS, TAB10, Chart, LegendEntry, nice_ticks, number_format, percent
 
 logger = logging.getLogger(__name__)
 
@@ -253,56 +249,16 @@ def _ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
     return [t for t in known if t in present] + sorted(present - set(known))
 
 
-# --------------------------------------------------------------------------- SVG charts
-
-
-def _svg(fig: Figure, label: str) -> Markup:
-    """Serialise a figure to an inline ``<svg>`` element: no XML header, metadata or namespaces."""
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buf.getvalue()
-    svg = svg[svg.find("<svg") :]
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-
-    def _root(m: re.Match[str]) -> str:
-        # HTML5 parsers put inline <svg> in the SVG namespace themselves; dropping the xmlns URLs
-        # keeps the document free of any http(s) string. Fixed size attributes go so CSS can scale it.
-        tag = re.sub(r'\s(?:xmlns(?::\w+)?|width|height)="[^"]*"', "", m.group(0))
-        return tag[:-1] + f' class="chart" role="img" aria-label="{_attr(label)}">'
-
-    return Markup(re.sub(r"<svg\b[^>]*>", _root, svg, count=1))
+# --------------------------------------------------------------------------- SVG charts (inference.svg_chart)
 
 
 def _attr(text: str) -> str:
     return str(Markup.escape(text))
 
 
-def _plain(text: str) -> str:
-    """Escape ``$`` so matplotlib shows the text literally instead of parsing mathtext."""
-    return str(text).replace("$", r"\$")
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    fig.patch.set_alpha(0.0)
-    return fig
-
-
-def _style_axes(ax: Any) -> None:
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_color("#9aa5b1")
-    ax.tick_params(colors="#3e4c59", labelsize=9)
-    ax.grid(axis="x" if ax.get_xlabel() == "" else "y", color="#e4e7eb", linewidth=0.6)
-    ax.set_axisbelow(True)
-
-
-def _rc() -> Any:
-    """Temporary rcParams for deterministic, compact SVG (text kept as text, stable ids)."""
-    return matplotlib.rc_context(
-        {"svg.fonttype": "none", "svg.hashsalt": "churn-report", "font.size": 9, "axes.titlesize": 10}
-    )
+def _ymax(top: float) -> float:
+    """An upper axis limit with 5% headroom (as a plotting library's default margin)."""
+    return top * 1.05 if top > 0 else 1.0
 
 
 def _histogram_svg(prob: pd.Series, tier: pd.Series) -> Markup | None:
@@ -310,74 +266,75 @@ def _histogram_svg(prob: pd.Series, tier: pd.Series) -> Markup | None:
     mask = prob.notna()
     if not mask.any():
         return None
-    p, t = prob[mask].clip(0.0, 1.0), tier[mask]
+    p, t = prob[mask].clip(0.0, 1.0).to_numpy(dtype=float), tier[mask].to_numpy()
     bins = np.linspace(0.0, 1.0, 21)
-    tiers = _ordered(t.unique(), RISK_TIERS)
-    with _rc():
-        fig = _figure(7.5, 2.6)
-        ax = fig.add_subplot()
-        ax.hist(
-            [p[t == k].to_numpy() for k in tiers],
-            bins=bins,
-            stacked=True,
-            color=[RISK_COLOURS.get(k, _OTHER_COLOUR) for k in tiers],
-            label=[_plain(k) for k in tiers],
-            edgecolor="white",
-            linewidth=0.6,
-        )
-        ax.set_xlim(0, 1)
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        ax.set_xlabel("Churn probability")
-        ax.set_ylabel("Customers")
-        ax.legend(frameon=False, fontsize=8, title="Risk tier", title_fontsize=8)
-        _style_axes(ax)
-        return _svg(fig, "Histogram of churn probability by risk tier")
+    tiers = _ordered(pd.unique(t), RISK_TIERS)
+    counts = [np.histogram(p[t == k], bins=bins)[0] for k in tiers]
+    top = _ymax(float(np.sum(counts, axis=0).max()))
+    yt = nice_ticks(0.0, top)
+    xt = nice_ticks(0.0, 1.0, 5)
+    chart = Chart(7.5, 2.6, (0.0, 1.0), (0.0, top), "Churn probability", "Customers", xt, yt,
+                  [percent(v) for v in xt], [number_format(yt)(v) for v in yt])
+    below = np.zeros(len(bins) - 1)
+    for k, c in zip(tiers, counts, strict=True):
+        colour = RISK_COLOURS.get(k, _OTHER_COLOUR)
+        for i in np.flatnonzero(c):
+            chart.bar(bins[i], bins[i + 1], below[i], below[i] + c[i], colour, edge="white")
+        below += c
+    chart.legend([LegendEntry(str(k), RISK_COLOURS.get(k, _OTHER_COLOUR)) for k in tiers], title="Risk tier")
+    return chart.svg("Histogram of churn probability by risk tier")
+
+
+def _hbars(values: pd.Series, labels: list[str], colours: list[str], height: float, xlabel: str) -> Chart:
+    """Horizontal bars, the first row at the bottom (callers reverse their rows to put the largest on top)."""
+    v = values.to_numpy(dtype=float)
+    lo, hi = min(0.0, float(v.min())), float(v.max())
+    hi = _ymax(hi) if hi > 0 else (0.05 * -lo if lo < 0 else 1.0)
+    xt = nice_ticks(lo, hi)
+    y = list(range(len(v)))
+    chart = Chart(7.5, height, (lo, hi), (-0.6, len(v) - 0.4), xlabel, "", xt, y, [number_format(xt)(x) for x in xt],
+                  labels)
+    for i, (val, colour) in enumerate(zip(v, colours, strict=True)):
+        chart.bar(0.0, val, i - 0.35, i + 0.35, colour)
+    return chart
 
 
 def _importance_svg(imp: pd.DataFrame) -> Markup:
     """Horizontal bars of mean |impact| per feature group, coloured by family."""
     families = list(dict.fromkeys(imp["family"]))
     imp = imp.iloc[::-1]  # largest at the top
-    palette = matplotlib.colormaps["tab10"]
-    colour = {f: palette(i % 10) for i, f in enumerate(families)}
-    with _rc():
-        fig = _figure(7.5, 0.8 + 0.28 * len(imp))
-        ax = fig.add_subplot()
-        y = np.arange(len(imp))
-        ax.barh(y, imp["mean_abs_impact"], color=[colour[f] for f in imp["family"]], height=0.7)
-        ax.set_yticks(y, labels=list(imp["group"]), parse_math=False)
-        ax.set_xlabel("Mean |impact| (probability points)")
-        if len(families) > 1:
-            handles = [Patch(color=colour[f], label=_plain(f)) for f in families]
-            ax.legend(
-                handles=handles,
-                frameon=False,
-                fontsize=8,
-                title="Family",
-                title_fontsize=8,
-                loc="lower right",
-            )
-        _style_axes(ax)
-        return _svg(fig, "Global feature-group importance")
+    colour = {f: TAB10[i % 10] for i, f in enumerate(families)}
+    chart = _hbars(imp["mean_abs_impact"], [str(g) for g in imp["group"]], [colour[f] for f in imp["family"]],
+                   0.8 + 0.28 * len(imp), "Mean |impact| (probability points)")
+    if len(families) > 1:
+        chart.legend([LegendEntry(str(f), colour[f]) for f in families], loc="lower right", title="Family")
+    return chart.svg("Global feature-group importance")
 
 
 def _survival_svg(alerts: pd.DataFrame, horizons: list[int]) -> Markup:
     """Survival curves of the top alerts through the model's horizon probabilities (S(0) = 1)."""
     days = [0, *horizons]
-    with _rc():
-        fig = _figure(7.5, 3.2)
-        ax = fig.add_subplot()
-        for _, row in alerts.iterrows():
-            surv = [1.0] + [1.0 - float(row[f"churn_within_{h}d"]) for h in horizons]
-            ax.plot(days, [100 * v for v in surv], marker="o", linewidth=1.2, label=_plain(str(row["customer_id"])))
-        ax.set_xlabel("Days after the cutoff")
-        ax.set_ylabel("Still a customer (%)")
-        ax.set_ylim(0, 100)
-        ax.set_xticks(days)
-        ax.legend(frameon=False, fontsize=7, loc="lower left", ncol=2)
-        _style_axes(ax)
-        return _svg(fig, "Survival curves of the top alerts")
+    pad = 0.05 * days[-1]
+    yt = nice_ticks(0.0, 100.0, 5)
+    chart = Chart(7.5, 3.2, (-pad, days[-1] + pad), (0.0, 100.0), "Days after the cutoff", "Still a customer (%)",
+                  days, yt, [str(d) for d in days], [number_format(yt)(v) for v in yt])
+    entries = []
+    for i, (_, row) in enumerate(alerts.iterrows()):
+        surv = [1.0] + [1.0 - float(row[f"churn_within_{h}d"]) for h in horizons]
+        colour = TAB10[i % 10]
+        chart.line(days, [100 * v for v in surv], colour, width=1.2, markers=True)
+        entries.append(LegendEntry(str(row["customer_id"]), colour, "marker"))
+    if entries:
+        chart.legend(entries, loc="lower left", size=7, ncol=2)
+    return chart.svg("Survival curves of the top alerts")
 
+
+def _unit_chart(ylim: tuple[float, float], xlabel: str, ylabel: str, y_percent: bool) -> Chart:
+    """A 3.6 x 3.2 inch chart over x in [0, 1] shown as percentages (calibration, lift)."""
+    xt = nice_ticks(0.0, 1.0, 5)
+    yt = nice_ticks(*ylim) if not y_percent else xt
+    ylabels = [percent(v) for v in yt] if y_percent else [number_format(yt)(v) for v in yt]
+    return Chart(3.6, 3.2, (0.0, 1.0), ylim, xlabel, ylabel, xt, yt, [percent(v) for v in xt], ylabels)
 
 def _survival_section(alerts: pd.DataFrame, n: int = 8) -> dict[str, Any] | None:
     """Time to churn of the top alerts: a curve per customer and a table, when the model has a survival part."""
@@ -395,39 +352,23 @@ def _survival_section(alerts: pd.DataFrame, n: int = 8) -> dict[str, Any] | None
 
 def _calibration_svg(bins: list[Mapping[str, Any]]) -> Markup:
     """Reliability diagram: mean predicted probability against observed churn rate per bin."""
-    with _rc():
-        fig = _figure(3.6, 3.2)
-        ax = fig.add_subplot()
-        ax.plot([0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="perfect")
-        ax.plot([float(b["p_mean"]) for b in bins], [float(b["y_rate"]) for b in bins], marker="o",
-                color="#1f4e79", label="model")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        ax.set_xlabel("Predicted churn probability")
-        ax.set_ylabel("Observed churn rate")
-        ax.legend(frameon=False, fontsize=8, loc="upper left")
-        _style_axes(ax)
-        return _svg(fig, "Calibration: predicted against observed churn, out of time")
+    chart = _unit_chart((0.0, 1.0), "Predicted churn probability", "Observed churn rate", y_percent=True)
+    chart.line([0, 1], [0, 1], AXIS, width=1, dashed=True)
+    chart.line([float(b["p_mean"]) for b in bins], [float(b["y_rate"]) for b in bins], "#1f4e79", markers=True)
+    chart.legend([LegendEntry("perfect", AXIS, "dashed"), LegendEntry("model", "#1f4e79", "marker")],
+                 loc="upper left")
+    return chart.svg("Calibration: predicted against observed churn, out of time")
 
 
 def _lift_svg(points: list[Mapping[str, Any]]) -> Markup:
     """Lift of contacting the top X% by predicted risk, against random (lift 1)."""
-    with _rc():
-        fig = _figure(3.6, 3.2)
-        ax = fig.add_subplot()
-        ax.plot([float(p["fraction"]) for p in points], [float(p["lift"]) for p in points], marker="o",
-                color="#c0392b", label="model")
-        ax.axhline(1.0, linestyle="--", color="#9aa5b1", linewidth=1, label="random")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        ax.set_xlabel("Share of customers contacted (highest risk first)")
-        ax.set_ylabel("Lift (× churn rate of random picks)")
-        ax.legend(frameon=False, fontsize=8, loc="upper right")
-        _style_axes(ax)
-        return _svg(fig, "Lift curve, out of time")
+    xs, ys = [float(p["fraction"]) for p in points], [float(p["lift"]) for p in points]
+    chart = _unit_chart((0.0, _ymax(max([1.0, *ys]))), "Share of customers contacted (highest risk first)",
+                        "Lift (× churn rate of random picks)", y_percent=False)
+    chart.line(xs, ys, "#c0392b", markers=True)
+    chart.line([0, 1], [1.0, 1.0], AXIS, width=1, dashed=True)
+    chart.legend([LegendEntry("model", "#c0392b", "marker"), LegendEntry("random", AXIS, "dashed")])
+    return chart.svg("Lift curve, out of time")
 
 
 _CARD_LABELS = {"test_roc_auc": ("ROC-AUC", "num"), "test_pr_auc": ("PR-AUC", "num"),
@@ -953,16 +894,10 @@ def _drift_svg(rows: pd.DataFrame) -> Markup:
     """Horizontal bars of effect size for the drift rows shown, coloured by status."""
     rows = rows.iloc[::-1]
     colours = {"drift": RISK_COLOURS["high"], "warning": RISK_COLOURS["medium"], "stable": RISK_COLOURS["low"]}
-    with _rc():
-        fig = _figure(7.5, 0.7 + 0.26 * len(rows))
-        ax = fig.add_subplot()
-        y = np.arange(len(rows))
-        ax.barh(y, rows["effect"].fillna(0.0), color=[colours.get(s, _OTHER_COLOUR) for s in rows["status"]],
-                height=0.7)
-        ax.set_yticks(y, labels=list(rows["feature"]), parse_math=False)
-        ax.set_xlabel("Effect size (Wasserstein / reference sd, or total variation)")
-        _style_axes(ax)
-        return _svg(fig, "Effect size of the largest drifts")
+    chart = _hbars(rows["effect"].fillna(0.0), [str(f) for f in rows["feature"]],
+                   [colours.get(s, _OTHER_COLOUR) for s in rows["status"]], 0.7 + 0.26 * len(rows),
+                   "Effect size (Wasserstein / reference sd, or total variation)")
+    return chart.svg("Effect size of the largest drifts")
 
 
 def _estimate_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:

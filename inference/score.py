@@ -55,16 +55,21 @@ def snapshot_as_of(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
 
 def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path, model_uri: str | None = None,
           explain_all: bool = False, log_to_mlflow: bool = True,
-          publish_as: str | Path | None = None, previous: str | Path | None = None) -> dict[str, Any]:
+          publish_as: str | Path | None = None, previous: str | Path | None = None,
+          mlflow_worker: Any = None) -> dict[str, Any]:
     """Score, explain, assign playbooks and write scores, alerts, report and summary into ``out_dir``.
 
     Everything is staged beside ``out_dir`` and published as one set (:mod:`churn.publish`); the MLflow
     scoring run is finished only after that. ``publish_as``: the path the summary names the outputs under
     when ``out_dir`` is itself inside a staging folder (``churn demo``). ``previous``: an earlier scoring run
     (its folder or MLflow run id): every alert then says how and why its score changed since
-    (:mod:`inference.change`) and whether it is new.
+    (:mod:`inference.change`) and whether it is new. ``mlflow_worker``: a started
+    :class:`model.mlflow_worker.MlflowWorker` that does the MLflow work (``churn score``); default: this process.
     """
+    from model.mlflow_worker import LocalMlflow
+
     t0 = time.perf_counter()
+    runs = mlflow_worker or LocalMlflow()
     timings: dict[str, float] = {}
     run = _open_model(cfg, model_uri, as_of)
     builder, frame, specs = _timed(timings, "features_s", _features, tables, cfg, run.model, as_of)
@@ -86,16 +91,21 @@ def score(tables: Tables, cfg: Config, as_of: pd.Timestamp, out_dir: str | Path,
     if previous is not None:
         from inference.change import compare_with_previous
 
+        if not Path(previous).is_dir():  # an MLflow run id: this process reads the store
+            from model.registry import setup_mlflow
+
+            setup_mlflow(cfg.mlflow)
+
         alerts, changes = compare_with_previous(previous, tables, cfg, run.model, frame, scores["customer_id"], as_of,
                                                 alerts, specs)
     drift, drift_evidence, estimate = _monitoring(run.model, frame, p, alert_idx, cfg)
     importance = (global_group_importance(np.vstack(contribs), p[explain_idx], run.model.features, specs,
                                           run.model.calibrator.transform) if contribs else None)
-    summary = _score_summary(tables, cfg, run, as_of, model_uri, scores, alerts, builder) | {
+    summary = _score_summary(tables, cfg, run, as_of, model_uri, scores, alerts, builder, runs) | {
         "drift_recommendation": drift_evidence.get("recommendation") if drift_evidence else None,
         "drift": drift_evidence, "performance_estimate": estimate, "score_change": changes, "decisions": decisions}
     shown = _publish_outputs(cfg, summary, Path(out_dir), scores, alerts, drift, importance, timings, t0, publish_as,
-                             log_to_mlflow)
+                             runs if log_to_mlflow else None)
     log.info("scored %s customers, %s alerts (%s selected, %s control) in %.1fs -> %s (report %s)",
              f"{len(frame):,}", len(alerts), summary["n_selected"], summary["n_control"], timings["total_s"], shown,
              summary["outputs"].get("report.html"))
@@ -122,15 +132,23 @@ class _ModelRun:
 
 
 def _open_model(cfg: Config, model_uri: str | None, as_of: pd.Timestamp) -> _ModelRun:
-    """Validate the playbooks (before any heavy work), point MLflow at the store and load the model."""
+    """Validate the playbooks (before any heavy work) and load the model: the registry's alias read straight from a
+    local SQLite store when it can be (no MLflow import), else through MLflow."""
     from inference.playbooks import load_playbooks
-    from model.registry import load_churn_model, resolve_model_uri, setup_mlflow
+    from model.artifact import ChurnModel
+    from model.registry import load_churn_model, local_alias_model, resolve_model_uri, setup_mlflow
 
     tier_names = [t.name for t in cfg.features.value_tiers]
     book = load_playbooks(resolve_path(cfg.scoring.playbooks), tier_names)
-    tracking_uri = setup_mlflow(cfg.mlflow)
-    uri, version = resolve_model_uri(cfg.mlflow.model_name, model_uri, cfg.scoring.model_alias)
-    model = load_churn_model(uri)
+    name, alias = cfg.mlflow.model_name, cfg.scoring.model_alias
+    local = local_alias_model(cfg.mlflow.tracking_uri, name, alias) if model_uri is None else None
+    if local is not None:
+        (version, folder), uri, tracking_uri = local, f"models:/{name}@{alias}", cfg.mlflow.tracking_uri
+        model = ChurnModel.load(folder)
+    else:
+        tracking_uri = setup_mlflow(cfg.mlflow)
+        uri, version = resolve_model_uri(name, model_uri, alias)
+        model = load_churn_model(uri)
     log.info("model %s (version %s), cutoff %s", uri, version, as_of.date())
     return _ModelRun(model, uri, version, tracking_uri, book)
 
@@ -254,10 +272,9 @@ def _decide(alerts: pd.DataFrame, scores: pd.DataFrame, tables: Tables, cfg: Con
 
 
 def _score_summary(tables: Tables, cfg: Config, run: _ModelRun, as_of: pd.Timestamp, model_uri: str | None,
-                   scores: pd.DataFrame, alerts: pd.DataFrame, builder: FeatureBuilder) -> dict[str, Any]:
-    """The summary's identity, counts and totals (monitoring and decisions are added by the caller)."""
-    from model.card import model_card
-
+                   scores: pd.DataFrame, alerts: pd.DataFrame, builder: FeatureBuilder, runs: Any) -> dict[str, Any]:
+    """The summary's identity, counts and totals (monitoring and decisions are added by the caller); the model card's
+    registry facts come from ``runs`` (:mod:`model.mlflow_worker`)."""
     meta = run.model.meta
     return {
         "command": "score", "cutoff": as_of.date().isoformat(), "input_hash": tables.input_hash,
@@ -272,13 +289,14 @@ def _score_summary(tables: Tables, cfg: Config, run: _ModelRun, as_of: pd.Timest
         "time_to_churn": _timing_summary(scores, alerts, meta) if run.model.survival is not None else None,
         "complaint_disagreements": builder.complaint_checks,  # category vs content (features.sentiment)
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_card": model_card(meta, cfg.mlflow.model_name, run.version, run.uri),
+        "model_card": runs.call("card", mlflow_cfg=cfg.mlflow.model_dump(), meta=meta, name=cfg.mlflow.model_name,
+                                version=run.version, uri=run.uri),
     }
 
 
 def _publish_outputs(cfg: Config, summary: dict[str, Any], out_dir: Path, scores: pd.DataFrame, alerts: pd.DataFrame,
                      drift: pd.DataFrame | None, importance: Any, timings: dict[str, float], t0: float,
-                     publish_as: str | Path | None, log_to_mlflow: bool) -> Path:
+                     publish_as: str | Path | None, runs: Any) -> Path:
     """Stage every output (tables, report, summary), publish them as one set and log the run; the shown path."""
     from inference.report import render_report
 
@@ -297,7 +315,7 @@ def _publish_outputs(cfg: Config, summary: dict[str, Any], out_dir: Path, scores
         outputs["summary"] = str(shown / "summary.json")
         summary.update({"outputs": outputs, "timings_s": timings})
         fault_point("staged")
-        _finish(cfg, summary, staged, out_dir, log_to_mlflow)
+        _finish(cfg, summary, staged, out_dir, runs)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -569,47 +587,32 @@ def _write_outputs(st: Path, scores: pd.DataFrame, alerts: pd.DataFrame, drift: 
         write_csv(st / "drift.csv", drift)
 
 
-def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, log_to_mlflow: bool) -> None:
-    """Write summary.json and publish the staged set; with MLflow, the run ends (FINISHED) only after publication."""
-    if not log_to_mlflow:
+def _finish(cfg: Config, summary: dict[str, Any], staged: Path, out_dir: Path, runs: Any) -> None:
+    """Write summary.json and publish the staged set; with MLflow (``runs``), the run ends (FINISHED) only after
+    publication."""
+    if runs is None:
         write_json(staged / "summary.json", summary)
         publish(staged, out_dir)
         return
-    with _scoring_run(cfg, summary, staged):
+    with _scoring_run(cfg, summary, staged, runs):
         write_json(staged / "summary.json", summary)
         publish(staged, out_dir)
 
 
 @contextmanager
-def _scoring_run(cfg: Config, summary: dict[str, Any], staged: Path) -> Iterator[str]:
+def _scoring_run(cfg: Config, summary: dict[str, Any], staged: Path, runs: Any = None) -> Iterator[str]:
     """The scoring batch's MLflow run (input hash, model version, counts, estimate, alert and drift files), open
-    while the caller publishes; ``summary["run_id"]`` is set before the caller writes the summary."""
-    import mlflow
+    while the caller publishes; ``summary["run_id"]`` is set before the caller writes the summary. ``runs``: where
+    the MLflow requests go (:mod:`model.mlflow_worker`; default: this process)."""
+    from churn.mlflow_runs import owner_tags, scoring_run_record
+    from model.mlflow_worker import LocalMlflow
 
-    from churn.mlflow_runs import owner_tags, reap_dead_runs
-
-    reap_dead_runs(cfg.mlflow.experiment)
-    with mlflow.start_run(run_name=f"score-{summary['cutoff']}") as run:
-        mlflow.set_tags({"stage": "score", "input_hash": summary["input_hash"], "model_uri": summary["model_uri"],
-                         "model_version": str(summary["model_version"]), "cutoff": summary["cutoff"], **owner_tags()})
-        mlflow.log_metrics({k: float(summary[k]) for k in ("n_scored", "n_alerts", "n_selected", "n_control",
-                                                            "value_at_risk_total", "expected_net_value")})
-        mlflow.log_metrics(_estimate_metrics(summary.get("performance_estimate")))
-        mlflow.set_tag("output_dir", str(Path(summary["outputs"]["summary"]).resolve().parent))
-        for name in ("alerts.csv", "drift.csv"):
-            if (staged / name).exists():
-                mlflow.log_artifact(str(staged / name), artifact_path="scoring")
-        summary["run_id"] = run.info.run_id
-        yield run.info.run_id
-
-
-def _estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
-    """The label-free estimate as flat MLflow metrics (est_roc_auc, est_roc_auc_low, ...)."""
-    out: dict[str, float] = {}
-    for key, name in (("roc_auc", "est_roc_auc"), ("precision_at_alert", "est_precision_at_alert"),
-                      ("churners_in_alerts", "est_churners_in_alerts")):
-        for part, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
-            v = ((estimate or {}).get(key) or {}).get(part)
-            if v is not None and np.isfinite(v):
-                out[name + suffix] = float(v)
-    return out
+    runs = runs or LocalMlflow()
+    summary["run_id"] = runs.call("start", mlflow_cfg=cfg.mlflow.model_dump(), record=scoring_run_record(summary),
+                                  staged=str(staged), owner=owner_tags())
+    try:
+        yield summary["run_id"]
+    except BaseException:
+        runs.call("end", status="FAILED")
+        raise
+    runs.call("end", status="FINISHED")

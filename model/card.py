@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from model import metrics as ev
-
 log = logging.getLogger(__name__)
 
 CARD_METRICS = ("test_roc_auc", "test_pr_auc", "test_lift_top10", "test_capture_top10", "test_ece", "test_brier",
@@ -35,6 +33,8 @@ def _clean(x: Any) -> float | None:
 
 def evaluation_card(y: np.ndarray, p: np.ndarray, metrics: dict[str, Any], cutoffs: dict[str, list[str]]) -> dict:
     """Out-of-time evaluation for the model's metadata: headline metrics, reliability bins, lift curve."""
+    from model import metrics as ev  # scipy / scikit-learn: training only, not the scoring's MLflow helper
+
     rel = ev.reliability_table(y, p, n_bins=10)
     lift = ev.lift_table(y, p, LIFT_FRACTIONS)
     return {

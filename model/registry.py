@@ -17,12 +17,14 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churn.config import MlflowConfig
 from churn.errors import InputNotFoundError
 from churn.mlflow_runs import mlflow_client
-from model.artifact import ChurnModel
+
+if TYPE_CHECKING:  # imported where a model is loaded: the MLflow helper process never needs XGBoost
+    from model.artifact import ChurnModel
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -133,8 +135,24 @@ def check_model_available(cfg: MlflowConfig, model_uri: str | None, alias: str) 
             f"no MLflow store at {store.resolve()} (mlflow.tracking_uri {cfg.tracking_uri}, relative paths are "
             "taken from the current folder): run `churn train` or `churn demo` first, run from the folder that "
             "holds mlruns/, or pass --model")
+    if model_uri is None and local_alias_model(cfg.tracking_uri, cfg.model_name, alias) is not None:
+        return  # found without importing MLflow (the scoring run's MLflow set-up happens later)
     setup_mlflow(cfg)
     resolve_model_uri(cfg.model_name, model_uri, alias)
+
+
+def local_alias_model(tracking_uri: str, name: str, alias: str) -> tuple[str, Path] | None:
+    """``(version, local folder)`` of ``name@alias`` read from a local SQLite store without MLflow, or None
+    (another store, no such alias, a folder not on this machine): then ask MLflow."""
+    from urllib.parse import unquote
+
+    from churn.mlflow_runs import sqlite_alias_lookup
+
+    hit = sqlite_alias_lookup(tracking_uri, name, alias)
+    if hit is None or hit[0] is None or hit[1] is None:
+        return None
+    local = _local_path(unquote(hit[1])) if hit[1].startswith("file://") else _local_path(hit[1])
+    return (hit[0], local) if local is not None and local.is_dir() else None
 
 
 def _now() -> str:
@@ -235,6 +253,8 @@ def load_churn_model(uri: str) -> ChurnModel:
     When the store keeps its artifacts on this machine (the default ``mlruns/``), the booster JSON and the
     metadata are read in place; other stores are downloaded first.
     """
+    from model.artifact import ChurnModel
+
     if Path(uri).is_dir():
         return ChurnModel.load(uri)
     local = _local_artifact_dir(uri)

@@ -219,25 +219,45 @@ def uplift_model_name(cfg: Config) -> str:
 
 
 def load_uplift_model(cfg: Config, alias: str) -> tuple[UpliftModel | None, str | None]:
-    """The registered uplift model under ``alias`` and its version, or (None, None): cold start."""
-    import mlflow
+    """The registered uplift model under ``alias`` and its version, or (None, None): cold start.
 
+    A local SQLite store is read in place without importing MLflow (:func:`model.registry.local_alias_model`)."""
+    from churn.mlflow_runs import sqlite_alias_lookup
     from model.artifact import UNSAFE_SUFFIXES, ModelFormatError
-    from model.registry import get_alias_version
+    from model.registry import local_alias_model
 
     name = uplift_model_name(cfg)
+    found = local_alias_model(cfg.mlflow.tracking_uri, name, alias)
+    if found is not None:
+        version, local = found
+    elif sqlite_alias_lookup(cfg.mlflow.tracking_uri, name, alias) == (None, None):
+        return None, None  # the store has no such alias
+    else:
+        version, local = _download_uplift_model(cfg, name, alias)
+        if version is None:
+            return None, None
+    unsafe = [p.name for p in local.rglob("*") if p.suffix.lower() in UNSAFE_SUFFIXES or p.name == "MLmodel"]
+    if unsafe or not (local / "uplift_meta.json").is_file():
+        raise ModelFormatError(f"uplift model {name} version {version}: refused ({', '.join(unsafe) or 'no uplift_meta.json'}"
+                               "): models load from XGBoost JSON and JSON only; retrain it with this version")
+    return UpliftModel.load(local), version
+
+
+def _download_uplift_model(cfg: Config, name: str, alias: str) -> tuple[str | None, Path | None]:
+    """The version under ``alias`` and a local copy of its folder through MLflow, or (None, None)."""
+    import mlflow
+
+    from model.registry import get_alias_version, setup_mlflow
+
+    setup_mlflow(cfg.mlflow)
+
     try:
         version = get_alias_version(name, alias)
     except Exception:  # noqa: BLE001 - a store without the model at all
         version = None
     if version is None:
         return None, None
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}"))
-    unsafe = [p.name for p in local.rglob("*") if p.suffix.lower() in UNSAFE_SUFFIXES or p.name == "MLmodel"]
-    if unsafe or not (local / "uplift_meta.json").is_file():
-        raise ModelFormatError(f"uplift model {name} version {version}: refused ({', '.join(unsafe) or 'no uplift_meta.json'}"
-                               "): models load from XGBoost JSON and JSON only; retrain it with this version")
-    return UpliftModel.load(local), version
+    return version, Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}"))
 
 
 def estimate_effects(cfg: Config, alias: str, frame: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, Any]]:
