@@ -23,6 +23,8 @@ ALERT_COLUMNS: dict[str, str] = {
     "cutoff": "scoring cutoff: features use data strictly before it",
     "churn_probability": "calibrated P(churn within the horizon)",
     "risk_tier": "high, medium or low (scoring.risk_tiers thresholds)",
+    "alert_kind": "at_risk: risk tier at or above scoring.alert_min_tier; chosen_contact: a customer below it chosen "
+                  "for a contact because it pays (scoring.contact_pool: scored)",
     "value_tier": "customer pyramid tier by lifetime value",
     "lifecycle_stage": "new, active, at_risk, dormant or lapsed",
     "lifetime_value": "expected lifetime value (features.clv)",

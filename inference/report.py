@@ -462,7 +462,7 @@ def _kpis(summary: Mapping[str, Any], scores: pd.DataFrame, alerts: pd.DataFrame
         {
             "label": "Alerts",
             "value": _fmt_num(n_alerts),
-            "note": _share_note(n_alerts, n_scored, "of scored"),
+            "note": _kind_note(alerts) or _share_note(n_alerts, n_scored, "of scored"),
         },
         {
             "label": "High risk",
@@ -504,6 +504,16 @@ def _kpis(summary: Mapping[str, Any], scores: pd.DataFrame, alerts: pd.DataFrame
     for c in cards:
         c.setdefault("tone", "")
     return cards
+
+
+def _kind_note(alerts: pd.DataFrame) -> str:
+    """'145 at risk + 1,160 low-risk contacts' when the files list chosen contacts below the alert tier."""
+    if "alert_kind" not in alerts.columns:
+        return ""
+    n_chosen = int((alerts["alert_kind"].astype(str) == "chosen_contact").sum())
+    if not n_chosen:
+        return ""
+    return f"{len(alerts) - n_chosen:,} at risk + {n_chosen:,} lower-risk contacts chosen because they pay"
 
 
 def _share_note(part: Any, whole: Any, what: str) -> str:

@@ -472,11 +472,16 @@ def explain_chosen(decided: pd.DataFrame, chosen: np.ndarray, feats: pd.DataFram
 
 def alert_rows(decided: pd.DataFrame, alert_ids: pd.Series) -> pd.DataFrame:
     """The alert files' rows: the alerts and every selected customer of the pool, ranks renumbered (both engines)."""
-    keep = decided["customer_id"].isin(set(alert_ids.astype(str))) | decided["selected"]
+    at_risk = decided["customer_id"].isin(set(alert_ids.astype(str)))
+    keep = at_risk | decided["selected"]
     out = decided[keep.to_numpy()].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
-    log.info("control group: %d of %d selected alerts held out (%d alerts in all)", int(out["control_group"].sum()),
-             int(out["selected"].sum()), len(out))
+    out.insert(out.columns.get_loc("risk_tier") + 1, "alert_kind",  # schema order (inference.alerts.ALERT_COLUMNS)
+               np.where(at_risk[keep].to_numpy(), "at_risk", "chosen_contact"))
+    n_risk = int((out["alert_kind"] == "at_risk").sum())
+    log.info("control group: %d of %d selected alerts held out (%d alerts in all: %d at risk, %d chosen contacts "
+             "below the alert tier)", int(out["control_group"].sum()), int(out["selected"].sum()), len(out), n_risk,
+             len(out) - n_risk)
     return out
 
 

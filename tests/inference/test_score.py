@@ -91,6 +91,8 @@ def test_alerts_schema_and_population(alerts: pd.DataFrame, scores: pd.DataFrame
     assert alerts["customer_id"].is_unique
     assert set(alerts["customer_id"]) >= at_risk
     assert alerts.loc[~alerts["customer_id"].isin(at_risk), "selected"].all()
+    # each row says which of the two it is
+    assert (alerts["alert_kind"] == np.where(alerts["customer_id"].isin(at_risk), "at_risk", "chosen_contact")).all()
     assert alerts["rank"].tolist() == list(range(1, len(alerts) + 1))
     # selected ones first, each part by expected net value
     sel = alerts["selected"].to_numpy()
@@ -296,7 +298,9 @@ def test_log_files_and_report_agree_on_control_count_and_name_the_final_path(
     text = "\n".join(r.getMessage() for r in caplog.records)
     files = pd.read_parquet(tmp_path / "out" / "alerts.parquet")
     n_control, n_selected = int(files["control_group"].sum()), int(files["selected"].sum())
-    assert f"control group: {n_control} of {n_selected} selected alerts held out ({len(files)} alerts in all)" in text
+    n_risk = int((files["alert_kind"] == "at_risk").sum())
+    assert (f"control group: {n_control} of {n_selected} selected alerts held out ({len(files)} alerts in all: "
+            f"{n_risk} at risk, {len(files) - n_risk} chosen contacts below the alert tier)") in text
     assert summary["n_control"] == n_control
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     kpi = re.search(r'Control group</div><div class="value">([\d,]+)<', html)
