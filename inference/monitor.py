@@ -505,7 +505,7 @@ def _realized_auc_sampling(row: dict[str, Any], result: dict[str, Any]) -> dict[
     se = auc_standard_error(float(row["realized"]), n_pos, n - n_pos)
     if not math.isfinite(se):
         return {"realized_se": None, "realized_ci95": None, "estimate_inside_realized_ci95": None}
-    lo, hi = float(row["realized"]) - 1.96 * se, float(row["realized"]) + 1.96 * se
+    lo, hi = max(0.0, float(row["realized"]) - 1.96 * se), min(1.0, float(row["realized"]) + 1.96 * se)
     inside = None if row["estimate"] is None else bool(lo <= float(row["estimate"]) <= hi)
     return {"realized_se": se, "realized_ci95": [lo, hi], "estimate_inside_realized_ci95": inside}
 
