@@ -210,7 +210,8 @@ def describe_recalibration(estimate: dict[str, Any] | None) -> str | None:
     raw = estimate.get("roc_auc_uncorrected")
     rng = f" (90% range {rec['slope_low']:.2f}-{rec['slope_high']:.2f})" if "slope_low" in rec else ""
     before = f"; ROC-AUC {raw:.3f} before the correction" if isinstance(raw, (int, float)) else ""
-    return (f"Recalibrated on the model's labelled out-of-time window ({rec.get('window')}, {rec.get('churners')} "
-            f"churners): calibration slope {rec['window_slope']:.2f} there{rng}, applied as "
-            f"{rec['slope']:.2f} (shrunk towards 1 by the window's noise){before}. The interval includes the "
-            "correction's uncertainty.")
+    applied = ("within the window's noise, so no correction" if rec.get("shrinkage_weight") == 0 else
+               f"applied as {rec['slope']:.2f} (shrunk towards 1 by the window's noise){before}")
+    return (f"Checked against the model's labelled out-of-time window ({rec.get('window')}, {rec.get('churners')} "
+            f"churners): calibration slope {rec['window_slope']:.2f} there{rng}, {applied}. The interval includes "
+            "the correction's uncertainty.")

@@ -86,7 +86,7 @@ class Recalibration:
     def effective(self) -> tuple[float, float]:
         """The (slope, intercept) the estimate applies."""
         w = self.weight
-        return 1.0 + w * (self.slope - 1.0), w * self.intercept
+        return 1.0 + w * (self.slope - 1.0), w * self.intercept + 0.0  # + 0.0: no "-0.0" in the summary
 
     def apply(self, p: np.ndarray, slope: float | None = None, intercept: float | None = None) -> np.ndarray:
         """``sigmoid(intercept + slope * logit(p))``, by default with the :meth:`effective` pair."""
