@@ -66,6 +66,9 @@ def _outcome_probabilities(p: np.ndarray, rec: Recalibration | None, first: int,
     if not rec.draws:
         return np.broadcast_to(rec.apply(p), (b, p.size))
     pairs = np.array([rec.draws[(first + k) % len(rec.draws)] for k in range(b)])
+    # each draw's deviation from the fitted pair, around the pair applied: the full spread of the correction,
+    # centred on the estimate (so the interval contains it whatever the shrinkage)
+    pairs += np.array(rec.effective()) - np.array([rec.slope, rec.intercept])
     return sigmoid(pairs[:, 1:2] + pairs[:, 0:1] * logit(p)[None, :])
 
 

@@ -62,8 +62,9 @@ class Recalibration:
     The pair the estimate applies is shrunk towards the identity (slope 1, intercept 0) by the weight
     ``max(0, 1 - var / (slope - 1)^2)``, ``var`` the bootstrap variance of the slope: a deviation the window's
     own noise explains is mostly dropped, a clear one is kept (a positive-part James-Stein weight;
-    ``shrink=False`` applies the fitted pair). The draws stay unshrunk, so the interval carries the full
-    uncertainty of the correction.
+    ``shrink=False`` applies the fitted pair). The draws are kept as fitted: the estimate's interval moves
+    each draw's deviation from the fitted pair onto the applied pair, so it carries the correction's full
+    uncertainty and is centred on the estimate.
     """
 
     slope: float

@@ -165,3 +165,17 @@ def test_the_report_sentence_says_what_the_estimate_did() -> None:
         describe_recalibration({"recalibration": shrunk, "roc_auc_uncorrected": 0.702})
     assert describe_recalibration({"recalibration": None}).startswith("The probabilities were taken as calibrated")
     assert describe_recalibration(None) is None
+
+
+def test_the_interval_is_centred_on_the_estimate_whatever_the_shrinkage() -> None:
+    # a window with a noisy slope (dropped: weight 0) and a large fitted intercept: the interval must still
+    # contain the estimate, which uses the applied (identity) pair
+    rng = np.random.default_rng(7)
+    p = sigmoid(rng.normal(-2.0, 1.0, 2_000))
+    draws = tuple((float(a), float(b)) for a, b in zip(rng.normal(0.95, 0.2, 100), rng.normal(0.8, 0.1, 100)))
+    rec = Recalibration(0.95, 0.8, 500, 40, "w", draws)
+    assert rec.weight == 0.0
+    est = estimate_performance(p, p >= 0.3, n_draws=200, seed=0, recalibration=rec)
+    for key in ("roc_auc", "precision_at_alert", "churners_in_alerts"):
+        assert est[key]["low"] <= est[key]["estimate"] <= est[key]["high"], key
+    assert est["precision_at_alert"]["estimate"] == pytest.approx(p[p >= 0.3].mean())
