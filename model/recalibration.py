@@ -148,9 +148,12 @@ META_KEY = "estimate_recalibration"  # the key in a model's metadata (model_meta
 
 
 def test_window_recalibration(p: np.ndarray, y: np.ndarray, cutoffs: list[str], seed: int = 0) -> dict[str, Any] | None:
-    """The model's own out-of-time test window as plain data for its metadata, or ``None`` (one class only)."""
+    """The model's own out-of-time test window as plain data for its metadata, or ``None`` (one class only).
+
+    Named "training test window <dates>" (not "cutoff <date>"): the report's cutoff is the scoring run's.
+    """
     try:
-        return fit_recalibration(p, y, source="test cutoff " + ", ".join(cutoffs), seed=seed).to_dict()
+        return fit_recalibration(p, y, source="training test window " + ", ".join(cutoffs), seed=seed).to_dict()
     except ValueError as exc:
         log.warning("no recalibration for the performance estimate: %s", exc)
         return None

@@ -154,10 +154,10 @@ def test_a_malformed_recalibration_in_a_model_is_a_model_format_error() -> None:
 def test_the_report_sentence_says_what_the_estimate_did() -> None:
     from inference.estimate import describe_recalibration
 
-    noise = {"applied": True, "window": "test cutoff 2025-12-01", "churners": 124, "window_slope": 0.957,
+    noise = {"applied": True, "window": "training test window 2025-12-01", "churners": 124, "window_slope": 0.957,
              "slope": 1.0, "shrinkage_weight": 0.0, "slope_low": 0.86, "slope_high": 1.08}
     assert describe_recalibration({"recalibration": noise, "roc_auc_uncorrected": 0.795}) == (
-        "Checked against the model's labelled out-of-time window (test cutoff 2025-12-01, 124 churners): "
+        "Checked against the model's labelled out-of-time window (training test window 2025-12-01, 124 churners): "
         "calibration slope 0.96 there (90% range 0.86-1.08), within the window's noise, so no correction. "
         "The interval includes the correction's uncertainty.")
     shrunk = {**noise, "window_slope": 0.8, "slope": 0.94, "shrinkage_weight": 0.3}

@@ -91,7 +91,7 @@ def test_estimate_is_recalibrated_on_the_models_own_test_window(stationary: tupl
     est = json.loads((stationary[1] / "summary.json").read_text())["performance_estimate"]
     rec = est["recalibration"]
     assert rec["applied"] is True
-    assert rec["window"] == "test cutoff " + ", ".join(trained_store.summary["cutoffs"]["test"])
+    assert rec["window"] == "training test window " + ", ".join(trained_store.summary["cutoffs"]["test"])
     assert 0.0 <= rec["shrinkage_weight"] <= 1.0
     assert rec["slope"] == pytest.approx(1 + rec["shrinkage_weight"] * (rec["window_slope"] - 1))
     assert rec["slope_low"] < rec["window_slope"] < rec["slope_high"]
