@@ -115,8 +115,71 @@ def _row(test_cutoff: pd.Timestamp, y: np.ndarray, p: np.ndarray, threshold: flo
     return row
 
 
+VARIANTS = ("raw", "full", "pretest", "shrunk")
+
+
+def recal_variants(rec: Any) -> dict[str, Any]:
+    """The recalibrations measured side by side: none (raw CBPE), the fitted pair (full), the fitted pair only when
+    its 90% bootstrap interval excludes slope 1 (pretest), shrunk towards 1 by the window's noise (shrunk: what
+    ``churn score`` applies, :class:`model.recalibration.Recalibration`)."""
+    from dataclasses import replace
+
+    lo, hi = np.quantile([d[0] for d in rec.draws], [0.05, 0.95])
+    full = replace(rec, shrink=False)
+    return {"raw": None, "full": full, "pretest": None if lo <= 1 <= hi else full, "shrunk": rec}
+
+
+def product_row(model: Any, window: tuple[pd.Timestamp, np.ndarray, np.ndarray], target: pd.DataFrame,
+                threshold: float) -> dict[str, Any]:
+    """The product's situation: a model whose out-of-time test window ``window`` (cutoff, labels, probabilities) is
+    labelled scores a later month ``target``; CBPE raw and recalibrated on that window, against the realised value."""
+    from inference.estimate import auc_standard_error, estimate_performance
+    from model.recalibration import fit_recalibration
+
+    c0, y0, p0 = window
+    y, p = target["label"].to_numpy(), model.predict_proba(target)
+    rec = fit_recalibration(p0, y0, source=c0.date().isoformat(), n_boot=200, seed=0)
+    row = _row(pd.Timestamp(target["cutoff"].iloc[0]), y, p, threshold)
+    row.update({"model_test_cutoff": rec.source, "window_slope": rec.slope, "window_intercept": rec.intercept,
+                "realised_se_hanley_mcneil": auc_standard_error(row["roc_auc_real"], int(y.sum()),
+                                                                int(y.size - y.sum()))})
+    lo, hi = row["roc_auc_real_ci95"]
+    for name, r in recal_variants(rec).items():
+        est = estimate_performance(p, p >= threshold, n_draws=500, level=0.9, seed=0, recalibration=r)
+        cell = est["roc_auc"]
+        row[name] = {"estimate": cell["estimate"], "low": cell["low"], "high": cell["high"],
+                     "error": cell["estimate"] - row["roc_auc_real"], "applied": r is not None,
+                     "slope": None if r is None else r.effective()[0],
+                     "est_in_real_ci95": bool(lo <= cell["estimate"] <= hi),
+                     "real_in_interval": bool(cell["low"] <= row["roc_auc_real"] <= cell["high"]),
+                     "expected_churners": (est["expected_churn_rate_recalibrated"] or est["expected_churn_rate"])
+                     * row["n"]}
+    return row
+
+
+def variant_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant: max and mean |error|, months within 0.03, estimate inside the realised 95% CI, coverage."""
+    from scipy.stats import norm
+
+    se = np.array([r["realised_se_hanley_mcneil"] for r in rows])
+    out: dict[str, Any] = {
+        "rms_realised_se": float(np.sqrt(np.mean(se**2))) if rows else None,
+        # if an estimate equalled the true expected AUC every month, the chance that every realised value
+        # still lands within 0.03 of it (normal approximation with the realised SEs)
+        "p_all_within_0.03_if_exact": float(np.prod(2 * norm.cdf(0.03 / se) - 1)) if rows else None}
+    for name in VARIANTS:
+        err = np.abs([r[name]["error"] for r in rows])
+        out[name] = {"max_abs_error": float(err.max()) if rows else None,
+                     "mean_abs_error": float(err.mean()) if rows else None,
+                     "rmse": float(np.sqrt(np.mean(err**2))) if rows else None,
+                     "within_0.03": int((err <= 0.03).sum()), "months": len(rows),
+                     "est_in_real_ci95": int(sum(r[name]["est_in_real_ci95"] for r in rows)),
+                     "interval_coverage": float(np.mean([r[name]["real_in_interval"] for r in rows])) if rows else None}
+    return out
+
+
 def refit_window(fs: Any, upto: list[pd.Timestamp], tables: Any, cfg: Any, features: list[str],
-                 categories: dict[str, list[str]]) -> tuple[pd.Timestamp, np.ndarray, np.ndarray] | None:
+                 categories: dict[str, list[str]]) -> tuple[Any, pd.Timestamp, pd.DataFrame, dict[str, Any]] | None:
     """The shipped protocol (``training.refit``): rounds early-stopped on train -> validation, refitted on every
     cutoff labelled by the test cutoff, calibrated on cross-fitted out-of-time predictions of the latest
     labelled cutoffs (no calibration month was used to pick the rounds of the model that predicts it)."""
@@ -144,14 +207,45 @@ def refit_window(fs: Any, upto: list[pd.Timestamp], tables: Any, cfg: Any, featu
     bst = fit_booster(params, dm[0], dm[1], 400, 40, tc.seed, tc.n_threads)
     refitter = Refitter(params, int(bst.best_iteration), len(train), features, categories, tc.refit.rounds, tc.seed,
                         tc.n_threads)
-    model, _, _ = evaluated_model(frame, split.test[0], tables, cfg, refitter, {})
-    return split.test[0], test["label"].to_numpy(), model.predict_proba(test)
+    model, _, oof = evaluated_model(frame, split.test[0], tables, cfg, refitter, {})
+    from sklearn.metrics import roc_auc_score
+
+    y = test["label"].to_numpy()
+    cal = model.calibrator
+    diag = {"raw_roc_auc": float(roc_auc_score(y, model.predict_raw(test))), "calibrator": cal.method,
+            "platt_a": cal.a, "platt_b": cal.b,
+            "calibration_folds": {str(c.date()): [int(len(g)), int(g["label"].sum())] for c, g in oof.groupby("cutoff")},
+            "fits": [{k: f[k] for k in ("purpose", "rows", "rounds")} for f in refitter.fits]}
+    log.info("refit %s: raw ROC-AUC %.3f, calibrator %s a=%.3f b=%.3f, folds %s", split.test[0].date(),
+             diag["raw_roc_auc"], cal.method, cal.a, cal.b, diag["calibration_folds"])
+    return model, split.test[0], test, diag
+
+
+def _fitted_windows(fs: Any, cutoffs: list[pd.Timestamp], months: int, tables: Any, cfg: Any, protocol: str,
+                    calibration: str | None, features: list[str],
+                    categories: dict[str, list[str]]) -> list[tuple[Any, pd.Timestamp, pd.DataFrame, dict[str, Any]]]:
+    """(model, test cutoff, test rows, diagnostics) for each of the latest ``months`` test cutoffs that can be fitted."""
+    from features.timeline import label_window_days
+    from training.backtest import fit_window_model
+
+    out = []
+    for k in range(min(months, len(cutoffs)) - 1, -1, -1):
+        upto = cutoffs[: len(cutoffs) - k]
+        if protocol == "refit":
+            res = refit_window(fs, upto, tables, cfg, features, categories)
+        else:
+            fitted = fit_window_model(fs.frame, upto, features, categories, PARAMS, label_window_days(cfg.label),
+                                      calibration or cfg.training.calibration, 400, 40, cfg.training.seed,
+                                      cfg.training.n_threads, 1)
+            res = None if fitted is None else (*fitted, {})
+        if res is not None:
+            out.append(res)
+    return out
 
 
 def backtest(dataset: str, months: int, calibration: str | None = None, protocol: str = "window") -> dict[str, Any]:
     from features.build import FeatureBuilder
     from features.timeline import label_window_days, training_cutoffs
-    from training.backtest import fit_window
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,19 +261,17 @@ def backtest(dataset: str, months: int, calibration: str | None = None, protocol
     categories = {c: [str(x) for x in fs.frame[c].cat.categories] for c in features if specs[c].categorical}
     threshold = getattr(cfg.scoring.risk_tiers, cfg.scoring.alert_min_tier) if cfg.scoring.alert_min_tier != "low" \
         else 0.0
-    window = label_window_days(cfg.label)
-    rows = []
-    for k in range(min(months, len(cutoffs)) - 1, -1, -1):
-        if protocol == "refit":
-            res = refit_window(fs, cutoffs[: len(cutoffs) - k], tables, cfg, features, categories)
-        else:
-            res = fit_window(fs.frame, cutoffs[: len(cutoffs) - k], features, categories, PARAMS, window,
-                             calibration or cfg.training.calibration, 400, 40, cfg.training.seed,
-                             cfg.training.n_threads, 1)
-        if res is not None:
-            rows.append(_row(*res, threshold))
-            log.info("%s: estimate %.3f realised %.3f", rows[-1]["cutoff"], rows[-1]["roc_auc_est"],
-                     rows[-1]["roc_auc_real"])
+    horizon = pd.Timedelta(days=label_window_days(cfg.label))
+    rows, product = [], []
+    for model, cutoff, test, diag in _fitted_windows(fs, cutoffs, months, tables, cfg, protocol, calibration,
+                                                     features, categories):
+        y, p = test["label"].to_numpy(), model.predict_proba(test)
+        rows.append({**_row(cutoff, y, p, threshold), "diagnostics": diag})
+        later = [c for c in cutoffs if c >= cutoff + horizon]  # the next month whose outcomes are also in the data
+        if later:
+            product.append(product_row(model, (cutoff, y, p), fs.frame[fs.frame["cutoff"] == later[0]], threshold))
+            log.info("model tested %s scores %s: raw %.3f full %.3f realised %.3f", cutoff.date(), later[0].date(),
+                     product[-1]["raw"]["estimate"], product[-1]["full"]["estimate"], product[-1]["roc_auc_real"])
     err = np.abs([r["auc_error"] for r in rows])
     return {"dataset": dataset, "data": source, "protocol": protocol,
             "calibration": calibration or cfg.training.calibration,
@@ -191,30 +283,51 @@ def backtest(dataset: str, months: int, calibration: str | None = None, protocol
             "mean_real_ci95_width": float(np.mean([r["roc_auc_real_ci95"][1] - r["roc_auc_real_ci95"][0] for r in rows]))
             if rows else None,
             "auc_interval_coverage": float(np.mean([r["auc_in_interval"] for r in rows])) if rows else None,
+            "product_rows": product, "product_summary": variant_summary(product),
             "seconds": {"features": round(t_features, 1), "total": round(time.perf_counter() - t0, 1)},
             "load_average": os.getloadavg()}
 
 
 def _table(res: dict[str, Any]) -> str:
-    lines = [f"### {res['dataset']} ({res['data']}), protocol {res['protocol']}, {res['calibration']} calibration, "
-             "alerts: p >= "
-             f"{res['alert_threshold']}",
-             "| cutoff | n | churners | ROC-AUC est [90% interval] | realised [95% bootstrap CI] | error | "
-             "calibration slope | expected churners | alerts | precision est | realised | churners in alerts est "
-             "| realised |", "|" + "---|" * 13]
+    head = (f"### {res['dataset']} ({res['data']}), protocol {res['protocol']}, {res['calibration']} calibration, "
+            f"alerts: p >= {res['alert_threshold']}")
+    lines = [head, "", "Model fitted for the month, raw CBPE (no labelled out-of-time window exists for it):", "",
+             "| cutoff | n | churners | realised [95% bootstrap CI] | raw est [90%] | error | slope on month |",
+             "|" + "---|" * 7]
     for r in res["rows"]:
-        lines.append(f"| {r['cutoff']} | {r['n']} | {r['churners']} | {r['roc_auc_est']:.3f} "
-                     f"[{r['roc_auc_low']:.3f}, {r['roc_auc_high']:.3f}] | {r['roc_auc_real']:.3f} "
-                     f"[{r['roc_auc_real_ci95'][0]:.3f}, {r['roc_auc_real_ci95'][1]:.3f}] | {r['auc_error']:+.3f} | "
-                     f"{r['calibration_slope']:.2f} | {r['expected_churners']:.0f} | {r['n_alerts']} | {_f(r['precision_at_alert_est'])} | "
-                     f"{_f(r['precision_at_alert_real'])} | {_f(r['churners_in_alerts_est'], '.1f')} | "
-                     f"{r['churners_in_alerts_real']:.0f} |")
-    lines.append(f"\nmax |error| {res['max_abs_auc_error']:.3f}, mean |error| {res['mean_abs_auc_error']:.3f}, "
-                 f"{res['months_within_0.03']}/{res['months']} months within 0.03, realised AUC inside the 90% "
-                 f"interval in {res['auc_interval_coverage']:.0%} of months, the estimate inside the realised "
-                 f"value's 95% bootstrap CI in {res['months_est_in_real_ci95']}/{res['months']} months (mean CI "
-                 f"width {res['mean_real_ci95_width']:.3f}); {res['seconds']['total']}s, "
-                 f"load average {tuple(round(x, 2) for x in res['load_average'])}")
+        lines.append(f"| {r['cutoff']} | {r['n']} | {r['churners']} | {r['roc_auc_real']:.3f} "
+                     f"[{r['roc_auc_real_ci95'][0]:.3f}, {r['roc_auc_real_ci95'][1]:.3f}] | {r['roc_auc_est']:.3f} "
+                     f"[{r['roc_auc_low']:.3f}, {r['roc_auc_high']:.3f}] | {r['auc_error']:+.3f} | "
+                     f"{r['calibration_slope']:.2f} |")
+    lines.append(f"\n{res['months_within_0.03']}/{res['months']} within 0.03, max |error| {res['max_abs_auc_error']:.3f}")
+    lines += ["", "Product: the model tested on the month before scores the month; CBPE raw and recalibrated on its "
+              "own test window (shrunk = what `churn score` applies):", "",
+              "| cutoff | churners | model tested | window slope (applied) | realised [95% CI] (SE) | raw est (error) | "
+              "full (error) | pretest (error) | shrunk est [90%] (error) | in real CI | slope on month |",
+              "|" + "---|" * 11]
+    for r in res["product_rows"]:
+        f = r["shrunk"]
+        lines.append(f"| {r['cutoff']} | {r['churners']} | {r['model_test_cutoff']} | {r['window_slope']:.2f} "
+                     f"({f['slope']:.2f}) | {r['roc_auc_real']:.3f} [{r['roc_auc_real_ci95'][0]:.3f}, "
+                     f"{r['roc_auc_real_ci95'][1]:.3f}] ({r['realised_se_hanley_mcneil']:.3f}) | "
+                     f"{r['raw']['estimate']:.3f} ({r['raw']['error']:+.3f}) | {r['full']['estimate']:.3f} "
+                     f"({r['full']['error']:+.3f}) | {r['pretest']['estimate']:.3f} ({r['pretest']['error']:+.3f}) | "
+                     f"{f['estimate']:.3f} [{f['low']:.3f}, {f['high']:.3f}] ({f['error']:+.3f}) | "
+                     f"{'yes' if f['est_in_real_ci95'] else 'no'} | {r['calibration_slope']:.2f} |")
+    lines.append("")
+    ps = res["product_summary"]
+    if res["product_rows"]:
+        lines.append(f"realised ROC-AUC's own sampling SE (Hanley-McNeil, rms over months) {ps['rms_realised_se']:.3f}; "
+                     f"an exact estimate would have all months within 0.03 with probability "
+                     f"{ps['p_all_within_0.03_if_exact']:.2f}")
+    for name in VARIANTS:
+        v = ps[name]
+        if v["months"]:
+            lines.append(f"{name}: {v['within_0.03']}/{v['months']} within 0.03, max |error| {v['max_abs_error']:.3f}, "
+                         f"mean {v['mean_abs_error']:.3f}, rmse {v['rmse']:.3f}, estimate inside the realised 95% CI "
+                         f"{v['est_in_real_ci95']}/{v['months']}, realised inside the 90% interval "
+                         f"{v['interval_coverage']:.0%}")
+    lines.append(f"{res['seconds']['total']}s, load average {tuple(round(x, 2) for x in res['load_average'])}")
     return "\n".join(lines)
 
 

@@ -562,6 +562,8 @@ class MonitoringConfig(_Strict):
     max_auc_drop: float = Field(0.03, gt=0)  # estimated ROC-AUC drop since training that calls for a retrain
     estimate_draws: int = Field(200, ge=10)  # simulated outcome sets for the estimate's interval
     estimate_level: float = Field(0.9, gt=0, lt=1)
+    # recalibrate the estimate on the model's own labelled out-of-time test window (model.recalibration)
+    estimate_recalibration: bool = True
     report_drift_rows: int = Field(8, ge=1)  # drift rows shown in the report (the full table is drift.csv)
     change_groups: int = Field(3, ge=1, le=5)  # groups named in a score-change sentence
     retrain_every_days: int | None = Field(90, ge=1)  # refresh: retrain on this cadence (None: on evidence only)

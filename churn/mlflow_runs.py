@@ -161,4 +161,7 @@ def estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
             v = ((estimate or {}).get(key) or {}).get(part)
             if v is not None and math.isfinite(v):
                 out[name + suffix] = float(v)
+    extra = {"est_roc_auc_uncorrected": (estimate or {}).get("roc_auc_uncorrected"),
+             "est_recalibration_slope": ((estimate or {}).get("recalibration") or {}).get("slope")}
+    out.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float)) and math.isfinite(v)})
     return out

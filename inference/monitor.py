@@ -360,6 +360,7 @@ def evaluate_alerts(scores_dir: str | Path, tables: Tables, label_cfg: LabelConf
         "notes": notes,
     }
     result = {key: parts[key] for key in _RESULT_ORDER}  # the monitor.json key order
+    result["realized_calibration"] = realized_calibration(per_customer)
     result["estimate_vs_realized"] = estimate_vs_realized(summary.get("performance_estimate"), result)
     log.info("monitor %s: %s scored, realized churn %.3f, ROC-AUC %s", result["cutoff"], f"{len(per_customer):,}",
              result["realized_churn_rate"], (result["metrics"] or {}).get("roc_auc"))
@@ -488,7 +489,39 @@ def estimate_vs_realized(estimate: dict[str, Any] | None, result: dict[str, Any]
         rows.append({"metric": key, "estimate": est, "low": lo, "high": hi, "realized": value,
                      "error": float(est) - float(value) if ok else None,
                      "inside_interval": bool(lo <= value <= hi) if ok and lo is not None else None})
+    rows[0].update(_realized_auc_sampling(rows[0], result))
     return rows
+
+
+def _realized_auc_sampling(row: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The realised ROC-AUC's own sampling error (Hanley-McNeil), its 95% range, and whether the estimate lies
+    inside it: an error smaller than that range is as close as one month's outcomes can check."""
+    from inference.estimate import auc_standard_error
+
+    n, rate = result.get("n_scored") or 0, result.get("realized_churn_rate")
+    if row["realized"] is None or rate is None or not math.isfinite(float(rate)):
+        return {"realized_se": None, "realized_ci95": None, "estimate_inside_realized_ci95": None}
+    n_pos = int(round(float(rate) * n))
+    se = auc_standard_error(float(row["realized"]), n_pos, n - n_pos)
+    if not math.isfinite(se):
+        return {"realized_se": None, "realized_ci95": None, "estimate_inside_realized_ci95": None}
+    lo, hi = max(0.0, float(row["realized"]) - 1.96 * se), min(1.0, float(row["realized"]) + 1.96 * se)
+    inside = None if row["estimate"] is None else bool(lo <= float(row["estimate"]) <= hi)
+    return {"realized_se": se, "realized_ci95": [lo, hi], "estimate_inside_realized_ci95": inside}
+
+
+def realized_calibration(per_customer: pd.DataFrame) -> dict[str, Any] | None:
+    """Calibration slope and intercept of the run's probabilities on its realised outcomes
+    (:func:`model.recalibration.fit_recalibration`): a slope below 1 says the scores were over-confident, the
+    reason a label-free estimate of the next run is optimistic. ``None`` without both classes."""
+    from model.recalibration import fit_recalibration
+
+    y = per_customer["churned"].to_numpy(dtype=float)
+    p = per_customer["churn_probability"].to_numpy(dtype=float)
+    if not len(y) or y.min() == y.max():
+        return None
+    rec = fit_recalibration(p, y, n_boot=0)
+    return {"slope": rec.slope, "intercept": rec.intercept, "n": rec.n, "churners": rec.churners}
 
 
 def write_monitor_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:

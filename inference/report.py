@@ -921,7 +921,10 @@ def _estimate_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         cell = est.get(key) or {}
         rows.append({"label": label, "fmt": fmt, "estimate": _float(cell.get("estimate")),
                      "low": _float(cell.get("low")), "high": _float(cell.get("high"))})
-    return {"rows": rows, "level": _float(est.get("level")), "n_alerts": est.get("n_alerts")}
+    from inference.estimate import describe_recalibration
+
+    return {"rows": rows, "level": _float(est.get("level")), "n_alerts": est.get("n_alerts"),
+            "note": describe_recalibration(dict(est))}
 
 
 def _playbook_section(alerts: pd.DataFrame) -> list[dict[str, Any]]:

@@ -549,12 +549,13 @@ def _monitoring(model: Any, frame: pd.DataFrame, p: np.ndarray, alert_idx: np.nd
                 cfg: Config) -> tuple[pd.DataFrame | None, dict[str, Any] | None, dict[str, Any]]:
     """Label-free performance estimate of this run, and drift evidence against the training reference."""
     from inference.drift import DriftSettings, assess_scoring_drift, booster_importance
-    from inference.estimate import estimate_performance
+    from inference.estimate import estimate_performance, recalibration_for
 
     m = cfg.monitoring
     alert = np.zeros(len(p), dtype=bool)
     alert[alert_idx] = True
-    estimate = estimate_performance(p, alert, m.estimate_draws, m.estimate_level, seed=cfg.training.seed)
+    estimate = estimate_performance(p, alert, m.estimate_draws, m.estimate_level, seed=cfg.training.seed,
+                                    recalibration=recalibration_for(model, m.estimate_recalibration))
     if model.reference is None:
         return None, None, estimate
     settings = DriftSettings(psi_warn=m.psi_warn, psi_alert=m.psi_alert, min_effect=m.min_effect,

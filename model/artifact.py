@@ -63,6 +63,11 @@ class Calibrator:
 
             z = np.log(np.clip(p_raw, 1e-7, 1 - 1e-7) / (1 - np.clip(p_raw, 1e-7, 1 - 1e-7))).reshape(-1, 1)
             lr = LogisticRegression(C=1e6).fit(z, y)
+            if lr.coef_[0, 0] <= 0:  # a non-positive slope would invert (or erase) the model's ranking
+                log.warning("calibration: Platt slope %.3f <= 0 on %d rows (%d churners): the calibration rows do not "
+                            "rank like the model; probabilities left uncalibrated", lr.coef_[0, 0], len(y),
+                            int(np.sum(y)))
+                return cls("none")
             return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
         return cls("none")
 

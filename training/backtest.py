@@ -31,6 +31,20 @@ def fit_window(frame: pd.DataFrame, upto: list[pd.Timestamp], features: list[str
 
     ``None`` when the window has too little history or a split has one label class only.
     """
+    fitted = fit_window_model(frame, upto, features, categories, params, window_days, calibration, rounds,
+                              early_stopping, seed, n_threads, min_train_cutoffs)
+    if fitted is None:
+        return None
+    model, test_cutoff, test = fitted
+    return test_cutoff, test["label"].to_numpy(), model.predict_proba(test)
+
+
+def fit_window_model(frame: pd.DataFrame, upto: list[pd.Timestamp], features: list[str],
+                     categories: dict[str, list[str]], params: dict[str, Any], window_days: int,
+                     calibration: str = "isotonic", rounds: int = 500, early_stopping: int = 40, seed: int = 42,
+                     n_threads: int = 2,
+                     min_train_cutoffs: int = 2) -> tuple[ChurnModel, pd.Timestamp, pd.DataFrame] | None:
+    """:func:`fit_window`'s model itself, with its test cutoff and test rows (to score later cutoffs with it)."""
     try:
         split = split_cutoffs(sorted(upto), 1, 1, window_days)
     except ValueError:
@@ -46,7 +60,7 @@ def fit_window(frame: pd.DataFrame, upto: list[pd.Timestamp], features: list[str
     model = ChurnModel(booster, features, categories, meta={"best_iteration": booster.best_iteration,
                                                              "n_threads": n_threads})
     model.calibrator = Calibrator.fit(calibration, model.predict_raw(parts[1]), parts[1]["label"].to_numpy())
-    return split.test[0], parts[2]["label"].to_numpy(), model.predict_proba(parts[2])
+    return model, split.test[0], parts[2]
 
 
 def rolling_backtest(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features: list[str],

@@ -31,6 +31,8 @@ from features.timeline import label_window_days, split_cutoffs, training_cutoffs
 from model import metrics as ev
 from model.artifact import Calibrator, ChurnModel
 from model.card import evaluation_card
+from model.recalibration import META_KEY as RECAL_KEY
+from model.recalibration import test_window_recalibration
 from training import plots
 from training.backtest import rolling_backtest
 from training.backtest import summarize as summarize_backtest
@@ -426,6 +428,9 @@ def final_model(data: TrainingData, cfg: Config, fitted: Fitted) -> tuple[ChurnM
         protocol["fitted_cutoffs"] = refitter.fits[-1]["cutoffs"]
         p_ref = model.predict_proba(test_df)
     model.meta["protocol"] = protocol
+    if refitter is None or not tcfg.refit.include_test:  # the registered model was tested out of time: its own window
+        model.meta[RECAL_KEY] = test_window_recalibration(p_ref, test_df["label"].to_numpy(), fitted.meta["test_cutoffs"],
+                                                          tcfg.seed)
     # reference sample for drift monitoring: features and scores of the latest training-time snapshot
     ref = test_df[data.features].sample(n=min(len(test_df), 20000), random_state=tcfg.seed).sort_index()
     ref = ref.assign(churn_probability=p_ref[ref.index.to_numpy()]).reset_index(drop=True)

@@ -82,3 +82,17 @@ def test_a_real_shift_recommends_retraining(trained_store: Store, tmp_path: Path
     assert ev["drifted_important"], "the important engagement inputs moved"
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "retraining recommended" in html
+
+
+def test_estimate_is_recalibrated_on_the_models_own_test_window(stationary: tuple[dict[str, Any], Path],
+                                                                 trained_store: Store) -> None:
+    """Training stores the calibration slope of the registered model on its out-of-time test cutoff; scoring
+    applies it (shrunk by the window's noise) before the estimate and says so in the summary."""
+    est = json.loads((stationary[1] / "summary.json").read_text())["performance_estimate"]
+    rec = est["recalibration"]
+    assert rec["applied"] is True
+    assert rec["window"] == "training test window " + ", ".join(trained_store.summary["cutoffs"]["test"])
+    assert 0.0 <= rec["shrinkage_weight"] <= 1.0
+    assert rec["slope"] == pytest.approx(1 + rec["shrinkage_weight"] * (rec["window_slope"] - 1))
+    assert rec["slope_low"] < rec["window_slope"] < rec["slope_high"]
+    assert 0.5 < est["roc_auc_uncorrected"] < 1.0

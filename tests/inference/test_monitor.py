@@ -323,6 +323,28 @@ def test_monitor_sets_the_recorded_estimate_beside_the_realised_values(tmp_path:
     assert evaluate_alerts(_write_run(tmp_path / "old"), _tables(), LABEL)["estimate_vs_realized"] is None
 
 
+def test_monitor_gives_the_realised_auc_sampling_error_and_calibration(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["performance_estimate"] = {"roc_auc": {"estimate": 0.75, "low": 0.6, "high": 0.9}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    res = evaluate_alerts(run, _tables(), LABEL)
+    auc = res["estimate_vs_realized"][0]
+    # Hanley-McNeil with A = 17/24, 4 churners, 6 non-churners: Q1 = 17/31, Q2 = 2A^2 / (1 + A),
+    # var = (A(1 - A) + 3 (Q1 - A^2) + 5 (Q2 - A^2)) / 24 = 0.032286 -> SE 0.17968
+    assert auc["realized_se"] == pytest.approx(0.17968, abs=1e-5)
+    assert auc["realized_ci95"] == [pytest.approx(17 / 24 - 1.96 * 0.17968, abs=1e-4), 1.0]  # capped at 1
+    assert auc["estimate_inside_realized_ci95"] is True
+    # calibration slope of the run's probabilities on its outcomes, as an (almost) unpenalised logistic regression
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.array([r[1] for r in RUN])
+    y = np.array([CHURN[r[0]][1] for r in RUN])
+    lr = LogisticRegression(C=1e9).fit(np.log(p / (1 - p)).reshape(-1, 1), y)
+    assert res["realized_calibration"]["slope"] == pytest.approx(lr.coef_[0, 0], rel=1e-3)
+    assert (res["realized_calibration"]["n"], res["realized_calibration"]["churners"]) == (10, 4)
+
+
 def test_pooled_effect_weighs_playbooks_by_treated_customers() -> None:
     # A: 10 treated (2 churn), 10 control (6 churn): uplift 0.4; B: 90 treated (45), 10 control (5): uplift 0
     # weighted by treated: 0.1*0.4 + 0.9*0 = 0.04; raw pooling (47/100 vs 11/20) would say 0.08

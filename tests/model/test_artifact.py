@@ -62,6 +62,16 @@ def test_platt_fit_and_transform_by_hand() -> None:
                                rtol=1e-12)
 
 
+def test_platt_never_inverts_the_ranking() -> None:
+    # calibration rows where risk falls with the raw score (a fold model fitted on too little history):
+    # a Platt slope < 0 would reverse every customer's rank, so the probabilities are left uncalibrated
+    p_raw = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    cal = Calibrator.fit("platt", p_raw, y)
+    assert cal.method == "none"
+    np.testing.assert_array_equal(cal.transform(GRID), GRID)
+
+
 def test_none_is_identity() -> None:
     cal = Calibrator.fit("none", P_RAW, Y)
     assert cal.method == "none"
