@@ -455,8 +455,8 @@ class UpliftConfig(_Strict):
     """The uplift model learned from the campaign history (training.uplift); see README "Decisions"."""
 
     enabled: bool = True  # train it when the data has a treatments table
-    # shift (two-stage log-odds shift), two-model, X-learner (cross-fitted) or single-model; see README
-    learner: Literal["shift", "t", "x", "s"] = "shift"
+    # shift (two-stage log-odds shift), two-model, X-learner (cross-fitted), single-model or R-learner; see README
+    learner: Literal["shift", "t", "x", "s", "r"] = "shift"
     test_campaigns: int = Field(3, ge=1)  # latest campaigns held out for the out-of-time evaluation
     min_group: int = Field(100, ge=1)  # fewer treated or control outcomes than this: priors, with a warning
     rounds: int = Field(200, ge=10)  # boosting rounds per model (fixed, regularised parameters)

@@ -12,11 +12,22 @@ its accuracy:
 * about half the churners fade out over their last 1-3 months (fewer events, shorter sessions, fewer
   purchases), about a third (overlapping) complain increasingly angrily before leaving, the rest leave
   abruptly; loyal customers also have engagement dips, satisfaction shocks and chronic complaints;
-* monthly retention campaigns (the 9 months before the last) contact customers, more often the riskier
-  ones, with a random playbook and a randomized 30 % control group; the contact shifts that month's churn
-  hazard by a heterogeneous effect (:func:`contact_effect`: persuadables, sure things, lost causes,
-  sleeping dogs). The campaigns have their own random stream, so never-contacted customers churn on
-  exactly the same day as without campaigns. The true effect at the end is kept apart (:func:`simulate_demo`).
+* monthly retention campaigns (the 9 months before the last) contact a large share of the base, more often
+  the riskier customers (P = 0.25 + 8 x monthly risk, at most 0.8), with the playbook a retention team's
+  rules pick from what it sees (:func:`rule_playbook`: billing problem, complaints, new, low usage,
+  price-sensitive, else the automated check-in) and, for 30 % of contacts, a random playbook (an A/B arm,
+  so every playbook has evidence), and a randomized 30 % control group. The contact shifts that month's
+  churn hazard by a heterogeneous effect (:func:`contact_effect`) shaped on the field evidence (Ascarza
+  2018, "Retention futility"; Ascarza, Iyengar & Schleicher 2016): persuadables (moderately unhappy, new,
+  price-sensitive, a billing problem) respond to the playbook that fits them; sure things (very satisfied)
+  and lost causes (very unhappy, satisfaction below -0.8: they concentrate at the top of the risk ranking)
+  do not respond; sleeping dogs (:func:`dormant`: over 9 months' tenure and low usage) churn more when
+  contacted, whatever their satisfaction, and are somewhat riskier anyway (+0.5 log-odds: a forgotten
+  subscription gets noticed), so a churn model ranks them high. The effects are tied to observable traits
+  (tenure, event volume, complaint tone and ratings, billing complaints, plan, channel), but satisfaction is
+  only seen through noisy, sparse signals: a model can learn them, not trivially. The campaigns have their
+  own random stream, so never-contacted customers churn on exactly the same day as without campaigns. The
+  true effect at the end is kept apart (:func:`simulate_demo`).
 
 Customer-months are simulated as arrays (a loop over months only); events are expanded with ``np.repeat``
 and placed in time with sorted uniform spacings mapped through an hour-of-day/day-of-week intensity, so no
@@ -107,19 +118,24 @@ _TONE_CONTACT = np.array([  # P(contact channel | tone)
 _SRC_BASE, _SRC_BILLING, _SRC_OUTAGE, _SRC_CHURN = range(4)
 
 # ---- past retention campaigns (configs/playbooks.yaml ids) ------------------------------------------------
-# Contacts change the month's churn log-odds by an amount that depends on the customer's state at contact:
-# persuadables (unhappy, new, price-sensitive) respond to the playbook that fits them, sure things (very
-# satisfied) and lost causes (very unhappy) do not respond, and "sleeping dogs" (long-tenured customers
-# who barely use the product) are reminded of a subscription they had forgotten and churn MORE.
+# Contacts change the month's churn log-odds by an amount that depends on the customer's state at contact
+# (Ascarza 2018, "Retention futility"): persuadables (moderately unhappy, new, price-sensitive) respond to the
+# playbook that fits them; sure things (very satisfied) and lost causes (very unhappy: the top of the risk
+# ranking) do not respond; "sleeping dogs" (long-tenured customers who barely use the product, who look risky
+# to a churn model and are somewhat riskier) are reminded of a subscription they had forgotten and churn MORE.
 PLAYBOOK_IDS: tuple[str, ...] = ("exec-review", "cs-call", "support-escalation", "billing-review", "onboarding-help",
                                  "survey-followup", "winback-discount", "reengage-nudge", "auto-checkin")
 _N_CAMPAIGNS = 9           # monthly campaigns, the months before the last one
 _CAMPAIGN_CONTROL = 0.3    # randomized hold-out share
+_CAMPAIGN_REACH = (0.25, 8.0)  # P(contacted) = 0.25 + 8 x monthly churn risk (at most 0.8): risk-led
+_CAMPAIGN_EXPLORE = 0.3    # share of contacts given a uniformly random playbook (the rest: the rule's playbook)
 _UNHAPPY = np.array([-1.4, -0.9, -1.6, -1.0, -0.2, -0.4, -0.5, -0.1, -0.1])
 _NEW = np.array([-0.6, -0.8, -0.2, -0.1, -1.6, -0.1, -0.2, -0.5, -0.3])
 _SLEEPING = np.array([0.4, 0.4, 0.2, 0.3, 0.2, 0.9, 0.8, 0.6, 1.0])
 _BILLING = np.array([0.0, 0.0, -0.2, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0])     # on top of unhappy
 _PRICE_SENSITIVE = np.array([0.0, 0.0, 0.0, -0.3, 0.0, 0.0, -0.9, 0.0, 0.0])
+_UNHAPPY_AT, _LOST_AT, _SURE_AT = -0.2, -0.8, 0.8  # satisfaction thresholds: unhappy, lost cause, sure thing
+_DORMANT_HAZARD = 0.5      # a dormant long-tenured subscriber is somewhat likelier to notice and cancel
 TRUTH_FILE = "_truth/treatment_effects.parquet"
 
 
@@ -331,7 +347,8 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
         sat[:, m] = s
         tenure = np.maximum((lo_m + hi_m) / 2 - signup, 0) / DAYS_PER_MONTH
         logit = (static_logit - 0.9 * s + 1.0 * np.exp(-tenure / 3) + 0.6 * (seg == 4) * np.exp(-tenure / 4)
-                 + _SEASON_HAZARD[cal["month_of_year"][m]] + rng.normal(0, 0.3, n))
+                 + _DORMANT_HAZARD * dormant(cust, tenure) + _SEASON_HAZARD[cal["month_of_year"][m]]
+                 + rng.normal(0, 0.3, n))
         if m == cal["price_rise_month"] or m == cal["price_rise_month"] + 1:
             logit += np.where(seg == 2, 0.7, 0.2) * (1.0 if m == cal["price_rise_month"] else 0.5)
         if campaigns is not None:
@@ -372,6 +389,11 @@ def _simulate_months(cust: dict[str, np.ndarray], cal: dict[str, Any], rng: np.r
 # ---- past retention campaigns ------------------------------------------------------------------------------
 
 
+def dormant(cust: dict[str, np.ndarray], tenure: np.ndarray) -> np.ndarray:
+    """Long-tenured (over 9 months) customers who barely use the product: the would-be sleeping dogs."""
+    return (cust["engagement"] < 0.5) & (tenure > 9)
+
+
 def contact_effect(cust: dict[str, np.ndarray], s: np.ndarray, tenure: np.ndarray,
                    billing_recent: np.ndarray) -> np.ndarray:
     """Change in the month's churn log-odds if contacted, customers x :data:`PLAYBOOK_IDS`.
@@ -379,15 +401,32 @@ def contact_effect(cust: dict[str, np.ndarray], s: np.ndarray, tenure: np.ndarra
     Traits a model can see in the tables: satisfaction ``s`` (through complaint tone, ratings, support
     views), tenure, engagement (event volume), a recent billing problem, plan and channel.
     """
-    unhappy = (s < -0.2)[:, None]
+    unhappy = (s < _UNHAPPY_AT)[:, None]
     new = (tenure < 4)[:, None]
-    sleeping = ((cust["engagement"] < 0.5) & (tenure > 9))[:, None]
+    sleeping = dormant(cust, tenure)[:, None]
     price_sensitive = ((cust["plan"] == 0) | (cust["channel"] == 2))[:, None]
     delta = (unhappy * (_UNHAPPY + billing_recent[:, None] * _BILLING + price_sensitive * _PRICE_SENSITIVE)
              + new * _NEW + sleeping * _SLEEPING)
-    no_response = ((s < -1.3) | (s > 0.8))[:, None]  # lost causes and sure things: no response to the offer
+    no_response = ((s < _LOST_AT) | (s > _SURE_AT))[:, None]  # lost causes and sure things: no response to the offer
     # ... but a forgotten subscription, once recalled, is cancelled whatever the satisfaction
     return np.where(no_response, sleeping * _SLEEPING, delta).astype(np.float32)
+
+
+def rule_playbook(cust: dict[str, np.ndarray], s: np.ndarray, tenure: np.ndarray,
+                  billing_recent: np.ndarray) -> np.ndarray:
+    """The past campaigns' routing rule (index into :data:`PLAYBOOK_IDS`), first match wins.
+
+    Like a retention team's rules, on what it sees: a billing problem -> billing review, complaints
+    (satisfaction below -0.5) -> support escalation, new (under 4 months) -> onboarding, low usage ->
+    re-engagement nudge, price-sensitive (basic plan or partner channel) -> win-back discount, else the
+    automated check-in.
+    """
+    ix = {p: i for i, p in enumerate(PLAYBOOK_IDS)}
+    conditions = [billing_recent, s < -0.5, tenure < 4, cust["engagement"] < 0.5,
+                  (cust["plan"] == 0) | (cust["channel"] == 2)]
+    choices = [ix["billing-review"], ix["support-escalation"], ix["onboarding-help"], ix["reengage-nudge"],
+               ix["winback-discount"]]
+    return np.select(conditions, choices, ix["auto-checkin"]).astype(np.int64)
 
 
 class _Campaigns:
@@ -397,9 +436,9 @@ class _Campaigns:
     would without campaigns; a contacted customer's churn draw uses the same uniform with a shifted hazard.
     """
 
-    def __init__(self, cal: dict[str, Any], rng: np.random.Generator, n_campaigns: int = _N_CAMPAIGNS) -> None:
+    def __init__(self, cal: dict[str, Any], rng: np.random.Generator, n_campaigns: int | None = None) -> None:
         last = cal["n_months"] - 1  # no campaign in the final month: its outcomes would run past the data
-        self.months = set(range(max(1, last - n_campaigns), last))
+        self.months = set(range(max(1, last - (n_campaigns or _N_CAMPAIGNS)), last))
         self.rng, self.cal = rng, cal
         self.rows: list[pd.DataFrame] = []
 
@@ -412,10 +451,12 @@ class _Campaigns:
         lo_m = self.cal["bounds"][m]
         eligible = alive & (cust["signup_rel"] < lo_m - 30)
         risk = 1 / (1 + np.exp(-logit))
-        target = eligible & (self.rng.random(n) < np.clip(0.05 + 4 * risk, 0, 0.6))  # risk-led targeting
-        playbook = self.rng.integers(0, len(PLAYBOOK_IDS), n)
-        control = self.rng.random(n) < _CAMPAIGN_CONTROL
+        target = eligible & (self.rng.random(n) < np.clip(_CAMPAIGN_REACH[0] + _CAMPAIGN_REACH[1] * risk, 0, 0.8))
         billing = months["billing"][:, m] | months["billing"][:, max(m - 1, 0)]
+        explore = self.rng.random(n) < _CAMPAIGN_EXPLORE
+        playbook = np.where(explore, self.rng.integers(0, len(PLAYBOOK_IDS), n),
+                            rule_playbook(cust, months["sat"][:, m], tenure, billing))
+        control = self.rng.random(n) < _CAMPAIGN_CONTROL
         delta = contact_effect(cust, months["sat"][:, m], tenure, billing)[np.arange(n), playbook]
         who = np.flatnonzero(target)
         self.rows.append(pd.DataFrame({"cidx": who, "month": m, "playbook": playbook[who],
@@ -455,7 +496,8 @@ def _truth_effects(cust: dict[str, np.ndarray], months: dict[str, np.ndarray], c
     tenure = (n_days - cust["signup_rel"]) / DAYS_PER_MONTH
     s = months["sat"][:, last]
     logit = (months["static_logit"] - 0.9 * s + 1.0 * np.exp(-tenure / 3)
-             + 0.6 * (cust["seg"] == 4) * np.exp(-tenure / 4) + _SEASON_HAZARD[(cal["month_of_year"][last] + 1) % 12])
+             + 0.6 * (cust["seg"] == 4) * np.exp(-tenure / 4) + _DORMANT_HAZARD * dormant(cust, tenure)
+             + _SEASON_HAZARD[(cal["month_of_year"][last] + 1) % 12])
     billing = months["billing"][:, last] | months["billing"][:, max(last - 1, 0)]
     delta = contact_effect(cust, s, tenure, billing)[who]
     base = 1 / (1 + np.exp(-logit[who]))

@@ -97,17 +97,38 @@ class UpliftModel:
             b0 = self._fit(x0, y[~t], "binary:logistic")
             base = self._predict(b0, self._x(data[t]), output_margin=True)
             return {"mu0": b0, "shift": self._fit(x1, y[t], "binary:logistic", base, _SHIFT_PARAMS)}
+        if self.learner == "r":
+            return {"tau": self._fit_r(data, t, y, pb)}
         m0, m1 = self._cross_fitted(data, t, y, pb)
         return {"tau1": self._fit(x1, y[t] - m0[t], "reg:squarederror"),
                 "tau0": self._fit(self._x(data[~t], pb[~t]), m1[~t] - y[~t], "reg:squarederror")}
 
-    def _cross_fitted(self, data: pd.DataFrame, t: np.ndarray, y: np.ndarray,
-                      pb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Out-of-fold mu0(x) and mu1(x, own playbook) for every row; folds by customer (seeded hash)."""
+    def _folds(self, data: pd.DataFrame) -> np.ndarray:
+        """Cross-fitting fold of every row, by customer (seeded hash): a customer's rows share a fold."""
         from churn.io import stable_uniform
 
         draw = stable_uniform(data["customer_id"].astype(str).tolist(), f"uplift-folds-{self.seed}")
-        fold = np.minimum((draw * N_FOLDS).astype(int), N_FOLDS - 1)
+        return np.minimum((draw * N_FOLDS).astype(int), N_FOLDS - 1)
+
+    def _fit_r(self, data: pd.DataFrame, t: np.ndarray, y: np.ndarray, pb: np.ndarray) -> xgb.Booster:
+        """R-learner (Nie & Wager 2021) with the known randomisation share ``e``: the outcome's residual on a
+        cross-fitted ``m(x, playbook)`` = E[churn | x, playbook] from EVERY row, regressed on the treatment's
+        residual ``t - e``: tau minimises sum (t - e)^2 ((y - m) / (t - e) - tau(x, playbook))^2."""
+        fold, x_pb = self._folds(data), self._x(data, pb)
+        m = np.zeros(len(data))
+        for k in range(N_FOLDS):
+            b = self._fit(x_pb[fold != k], y[fold != k], "binary:logistic")
+            m[fold == k] = self._predict(b, x_pb[fold == k])
+        resid_t = t.astype(float) - self.propensity_
+        params = {**_PARAMS, **_SHIFT_PARAMS, "objective": "reg:squarederror", "seed": self.seed,
+                  "nthread": self.n_threads}
+        d = xgb.DMatrix(x_pb, label=(y - m) / resid_t, weight=resid_t**2, enable_categorical=True)
+        return xgb.train(params, d, self.rounds)
+
+    def _cross_fitted(self, data: pd.DataFrame, t: np.ndarray, y: np.ndarray,
+                      pb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold mu0(x) and mu1(x, own playbook) for every row; folds by customer (seeded hash)."""
+        fold = self._folds(data)
         m0, m1 = np.zeros(len(data)), np.zeros(len(data))
         x_all, x_all_pb = self._x(data), self._x(data, pb)
         for k in range(N_FOLDS):
@@ -152,6 +173,8 @@ class UpliftModel:
         if self.learner == "s":
             none = x_pb.assign(**{_PB + p: np.float32(0) for p in self.playbooks})
             return self._predict(b["mu"], dx_pb) - self._predict(b["mu"], none)
+        if self.learner == "r":
+            return self._predict(b["tau"], dx_pb)
         e = self.propensity_
         return e * self._predict(b["tau0"], dx_pb) + (1 - e) * self._predict(b["tau1"], dx_pb)
 

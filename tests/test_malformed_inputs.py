@@ -181,7 +181,8 @@ def _duplicate_first_customer(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _latin1_text(b: bytes) -> bytes:
-    return b.replace(b"Still", "Ça coûte trop cher, Stíll".encode("latin-1"), 1)
+    assert b"The " in b, "no anchor in the interactions text for the latin-1 bytes"  # never a silent no-op
+    return b.replace(b"The ", "Ça coûte trop cher, Stíll. The ".encode("latin-1"), 1)
 
 
 def _mixed_delimiters(b: bytes) -> bytes:

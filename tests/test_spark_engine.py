@@ -98,7 +98,10 @@ def _binding_scoring_config(cfg, folder: Path, pre: dict | None = None, pre_dir:
         text = text[: text.index("\nrules:")] + ("\nrules:\n  - id: high-nudge\n    playbook: reengage-nudge\n"
                                                   "    when:\n      risk_tier: [high]\n")
         (folder / "playbooks.yaml").write_text(text, encoding="utf-8")
-        scoring = cfg.scoring.model_copy(update={"playbooks": str(folder / "playbooks.yaml"), "budget": None})
+        # contact_pool "alerts": the cap applies to the alerts; over every scored customer the alert files also
+        # list the chosen contacts outside them (most of the rows on this data) and a cap of two below would not bind
+        scoring = cfg.scoring.model_copy(update={"playbooks": str(folder / "playbooks.yaml"), "budget": None,
+                                                 "contact_pool": "alerts"})
         return cfg.model_copy(update={"scoring": scoring})
     alerts = pd.read_parquet(pre_dir / "alerts.parquet")
     alerts = alerts[alerts["expected_net_value"] > 0]

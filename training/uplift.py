@@ -15,6 +15,8 @@ Meta-learners on XGBoost (``training.uplift.learner``):
   ``e`` (share treated): effect = ``e * tau0 + (1 - e) * tau1``.
 * ``s`` (single model): one classifier on all rows with the playbook one-hot set only when treated;
   effect = ``mu(x, playbook) - mu(x, none)``.
+* ``r`` (R-learner, Nie & Wager 2021): the outcome's residual on a cross-fitted ``m(x, playbook)`` from every
+  row, regressed on the treatment's residual ``t - e`` with the known randomisation share ``e``.
 * ``shift`` (default): ``mu0`` as in ``t``, then a shallow, slow, strongly regularised booster on the treated
   rows STARTING FROM ``logit mu0(x)`` (XGBoost base margin) learns only the contact's log-odds shift
   ``delta(x, playbook)``; effect = ``sigmoid(logit mu0 + delta) - mu0``. With little evidence the shift shrinks

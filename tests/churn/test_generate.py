@@ -308,3 +308,33 @@ def test_truth_has_persuadables_sleeping_dogs_and_no_effect(tmp_path: Path) -> N
     assert (effect < -0.01).mean() > 0.05 and (effect > 0.01).mean() > 0.01 and (effect == 0).mean() > 0.2
     write_demo(tables, tmp_path, truth=truth)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / TRUTH_FILE), truth)
+
+
+def test_contact_effects_follow_the_retention_futility_world() -> None:
+    """Persuadable (moderately unhappy) respond; lost causes (very unhappy) and sure things do not; dormant
+    long-tenured customers (sleeping dogs) churn more whatever their satisfaction."""
+    from churn.generate import PLAYBOOK_IDS, contact_effect, dormant
+
+    cust = {"engagement": np.array([1.0, 1.0, 1.0, 0.3, 0.3], np.float32), "plan": np.array([1, 1, 1, 1, 1]),
+            "channel": np.array([0, 0, 0, 0, 0])}
+    s = np.array([-0.5, -1.2, 1.0, 0.0, -1.2], np.float32)
+    tenure = np.array([12.0, 12.0, 12.0, 24.0, 24.0])
+    eff = contact_effect(cust, s, tenure, np.zeros(5, bool))
+    esc = PLAYBOOK_IDS.index("support-escalation")
+    assert eff[0, esc] == pytest.approx(-1.6)                     # persuadable
+    assert (eff[1] == 0).all() and (eff[2] == 0).all()            # lost cause, sure thing
+    assert (eff[3] > 0).all() and (eff[4] > 0).all()              # sleeping dogs, even when very unhappy
+    assert dormant(cust, tenure).tolist() == [False, False, False, True, True]
+
+
+def test_past_campaigns_route_playbooks_by_rule_with_random_exploration() -> None:
+    from churn.generate import PLAYBOOK_IDS, rule_playbook
+
+    cust = {"engagement": np.array([1.0, 1.0, 1.0, 0.3, 1.0, 1.0], np.float32),
+            "plan": np.array([1, 1, 1, 1, 0, 1]), "channel": np.array([0, 0, 0, 0, 0, 0])}
+    s = np.array([0.0, -0.8, 0.0, 0.0, 0.0, 0.0], np.float32)
+    tenure = np.array([12.0, 12.0, 2.0, 12.0, 12.0, 12.0])
+    billing = np.array([True, False, False, False, False, False])
+    got = [PLAYBOOK_IDS[i] for i in rule_playbook(cust, s, tenure, billing)]
+    assert got == ["billing-review", "support-escalation", "onboarding-help", "reengage-nudge", "winback-discount",
+                   "auto-checkin"]

@@ -286,7 +286,12 @@ def test_demo_report_filters_to_a_playbook_in_headless_chromium(runs: dict[str, 
     detail = _detail(dom)
     assert str(pick["customer_id"]) in detail and str(pick["playbook_rule"]) in detail
     assert f"Act within</dt><dd>{pick['playbook_sla_hours']:g} h" in detail
-    assert _shown_count(_dom(report, "action=control")) == int(alerts["control_group"].sum())
+    control = alerts["control_group"].astype(bool)
+    selected = alerts["selected"].astype(bool)
+    by_action = {"control": control, "contact": selected & ~control, "not_selected": ~selected & ~control}
+    present = {a: rows for a, rows in by_action.items() if rows.any()}  # the page offers only actions present
+    for action, rows in present.items():
+        assert _shown_count(_dom(report, f"action={action}")) == int(rows.sum())
 
 
 def test_log_files_and_report_agree_on_control_count_and_name_the_final_path(
@@ -314,10 +319,16 @@ def test_control_group_does_not_depend_on_pseudonymisation(in_store: Store, aler
                                                             tmp_path: Path) -> None:
     from inference.alerts import pseudonymize
 
-    scoring = in_store.cfg.scoring.model_copy(update={"pseudonymize_key": "another-key"})
-    score(in_store.tables, in_store.cfg.model_copy(update={"scoring": scoring}), AS_OF, tmp_path, log_to_mlflow=False)
-    pseudo = pd.read_parquet(tmp_path / "alerts.parquet").set_index("customer_id")
-    plain = alerts.assign(customer_id=pseudonymize(alerts["customer_id"], "another-key")).set_index("customer_id")
+    # effect_weight 0: the priors decide (every contact helps), so the run selects and holds out customers;
+    # on this small demo the uplift model's pessimistic estimates say no contact pays (issue 17's world)
+    up = in_store.cfg.training.uplift.model_copy(update={"effect_weight": 0.0})
+    cfg = in_store.cfg.model_copy(update={"training": in_store.cfg.training.model_copy(update={"uplift": up})})
+    score(in_store.tables, cfg, AS_OF, tmp_path / "plain", log_to_mlflow=False)
+    scoring = cfg.scoring.model_copy(update={"pseudonymize_key": "another-key"})
+    score(in_store.tables, cfg.model_copy(update={"scoring": scoring}), AS_OF, tmp_path / "pseudo", log_to_mlflow=False)
+    pseudo = pd.read_parquet(tmp_path / "pseudo" / "alerts.parquet").set_index("customer_id")
+    plain = pd.read_parquet(tmp_path / "plain" / "alerts.parquet")
+    plain = plain.assign(customer_id=pseudonymize(plain["customer_id"], "another-key")).set_index("customer_id")
     assert plain["control_group"].sum() > 0
     pd.testing.assert_series_equal(pseudo["control_group"].sort_index(), plain["control_group"].sort_index())
     pd.testing.assert_series_equal(pseudo["playbook_id"].sort_index(), plain["playbook_id"].sort_index())
@@ -330,7 +341,7 @@ def test_summary_and_report_show_decisions_per_value_tier(runs: dict[str, Any], 
     if decisions["effects_source"] == "priors":
         assert decisions["notes"] and "prior" in decisions["notes"][0]
     tiers = decisions["by_value_tier"]
-    assert set(tiers) == set(alerts["value_tier"])
+    assert set(alerts["value_tier"]) <= set(tiers)  # decisions cover the contact pool, a superset of the alerts
     contacted = alerts[alerts["selected"]].groupby("value_tier").size().to_dict()
     assert {t: v["contacted"] for t, v in tiers.items() if v["contacted"]} == contacted
     assert decisions["spend_selected"] == pytest.approx(alerts.loc[alerts["selected"], "playbook_cost"].sum(), abs=0.01)

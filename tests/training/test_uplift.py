@@ -53,7 +53,7 @@ def _synthetic(n: int = 4000, seed: int = 0) -> pd.DataFrame:
 
 # the shift learner is slower by design (eta 0.03, depth 2: shrinks towards no effect), hence more rounds
 @pytest.mark.parametrize(("learner", "n_boot", "rounds"), [("t", 0, 100), ("x", 0, 100), ("shift", 0, 300),
-                                                           ("shift", 3, 300)])
+                                                           ("shift", 3, 300), ("r", 0, 300)])
 def test_learners_recover_planted_effects_and_round_trip(learner: str, n_boot: int, rounds: int,
                                                          tmp_path: Path) -> None:
     data = _synthetic(3000)
