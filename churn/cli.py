@@ -575,11 +575,13 @@ def _stop_group(proc: Any) -> None:
         proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    proc.wait(timeout=5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until no process of the group is left (killed ones go at once)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- monitor

@@ -476,8 +476,8 @@ def alert_rows(decided: pd.DataFrame, alert_ids: pd.Series) -> pd.DataFrame:
     keep = at_risk | decided["selected"]
     out = decided[keep.to_numpy()].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
-    out.insert(out.columns.get_loc("risk_tier") + 1, "alert_kind",  # schema order (inference.alerts.ALERT_COLUMNS)
-               np.where(at_risk[keep].to_numpy(), "at_risk", "chosen_contact"))
+    at = out.columns.get_loc("risk_tier") + 1 if "risk_tier" in out else len(out.columns)  # schema order
+    out.insert(at, "alert_kind", np.where(at_risk[keep].to_numpy(), "at_risk", "chosen_contact"))
     n_risk = int((out["alert_kind"] == "at_risk").sum())
     log.info("control group: %d of %d selected alerts held out (%d alerts in all: %d at risk, %d chosen contacts "
              "below the alert tier)", int(out["control_group"].sum()), int(out["selected"].sum()), len(out), n_risk,

@@ -123,6 +123,9 @@ def test_churn_ui_serves_the_store_and_links_the_runs_table(tmp_path: Path) -> N
         proc.wait(timeout=30)
     assert proc.returncode == 0
     left = subprocess.run(["pgrep", "-s", server[0]], capture_output=True, text=True).stdout.split()
+    if left:  # name what is left
+        left = subprocess.run(["ps", "-o", "pid,stat,args", "-s", server[0]], capture_output=True, text=True
+                              ).stdout.strip().splitlines()[1:]
     if left:  # never leave a server behind, even when the assertion fails
         os.killpg(int(server[0]), 9)
     assert left == [], f"processes of `churn ui` still running after SIGTERM: {left}"

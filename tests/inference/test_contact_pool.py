@@ -41,6 +41,7 @@ def test_alert_rows_keep_alerts_and_selected_and_renumber_ranks() -> None:
     out = alert_rows(decided, pd.Series(["b", "d"]))
     assert out["customer_id"].tolist() == ["c", "b", "d"]   # c chosen though not an alert; a neither: dropped
     assert out["rank"].tolist() == [1, 2, 3]
+    assert out["alert_kind"].tolist() == ["chosen_contact", "at_risk", "at_risk"]
 
 
 def test_scored_pool_without_any_alert_has_empty_explanations() -> None:
