@@ -142,11 +142,13 @@ class UpliftModel:
         """Estimated change in churn probability if row i is contacted with ``playbook[i]`` (replicates' mean)."""
         return self._replicate_effects(frame, playbook).mean(axis=0)
 
-    def _replicate_effects(self, frame: pd.DataFrame, playbook: np.ndarray,
-                           prepared: pd.DataFrame | None = None) -> np.ndarray:
+    def _replicate_effects(self, frame: pd.DataFrame, playbook: np.ndarray, prepared: pd.DataFrame | None = None,
+                           bases: list[np.ndarray] | None = None) -> np.ndarray:
         """Replicates x rows: each fit's estimate (NaN for playbooks the model does not know).
 
         ``prepared``: ``self._x(frame)`` when the caller already has it (one preparation for every playbook).
+        ``bases``: per replicate, the shift learner's mu0 margin of every row of ``frame`` (it does not depend
+        on the playbook: computed once for all of them).
         """
         playbook = np.asarray(playbook, dtype=object)
         known = np.isin(playbook, self.playbooks)
@@ -158,16 +160,19 @@ class UpliftModel:
         x_pb = x.assign(**{_PB + p: (pb == p).astype(np.float32) for p in self.playbooks})
         dx, dx_pb = xgb.DMatrix(x, enable_categorical=True), xgb.DMatrix(x_pb, enable_categorical=True)
         for r, boosters in enumerate(self.replicates_):
-            out[r, known] = np.clip(self._estimate(boosters, dx, dx_pb, x_pb), -1.0, 1.0)
+            base = bases[r][known] if bases is not None else None
+            out[r, known] = np.clip(self._estimate(boosters, dx, dx_pb, x_pb, base), -1.0, 1.0)
         return out
 
     def _estimate(self, b: dict[str, xgb.Booster], dx: xgb.DMatrix, dx_pb: xgb.DMatrix,
-                  x_pb: pd.DataFrame) -> np.ndarray:
-        """One fit's effects; ``dx`` / ``dx_pb``: the rows without / with the playbook columns."""
+                  x_pb: pd.DataFrame, base: np.ndarray | None = None) -> np.ndarray:
+        """One fit's effects; ``dx`` / ``dx_pb``: the rows without / with the playbook columns; ``base``: the
+        shift learner's mu0 margin of these rows when the caller has it."""
         if self.learner == "t":
             return self._predict(b["mu1"], dx_pb) - self._predict(b["mu0"], dx)
         if self.learner == "shift":  # dx_pb's base margin is set on every call: never a stale one
-            base = self._predict(b["mu0"], dx, output_margin=True)
+            if base is None:
+                base = self._predict(b["mu0"], dx, output_margin=True)
             shifted = self._predict(b["shift"], dx_pb, base, output_margin=True)
             return 1 / (1 + np.exp(-shifted)) - 1 / (1 + np.exp(-base))
         if self.learner == "s":
@@ -184,9 +189,12 @@ class UpliftModel:
         ``z`` > 0: the pessimistic effect ``mean + z x sd`` over the bootstrap replicates (the benefit the
         evidence supports at z standard errors; a contact that raises churn looks worse, never better).
         """
-        cols, prepared = {}, self._x(frame)
+        cols, prepared, bases = {}, self._x(frame), None
+        if self.learner == "shift" and len(frame):  # mu0 does not depend on the playbook: once, not per playbook
+            dx = xgb.DMatrix(prepared, enable_categorical=True)
+            bases = [self._predict(b["mu0"], dx, output_margin=True) for b in self.replicates_]
         for p in self.playbooks:
-            reps = self._replicate_effects(frame, np.full(len(frame), p, dtype=object), prepared)
+            reps = self._replicate_effects(frame, np.full(len(frame), p, dtype=object), prepared, bases)
             sd = reps.std(axis=0, ddof=1) if len(reps) > 1 else np.zeros(len(frame))
             cols[p] = reps.mean(axis=0) + z * sd
         return pd.DataFrame(cols, index=frame.index)

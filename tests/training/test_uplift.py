@@ -79,6 +79,10 @@ def test_bagged_effects_carry_their_uncertainty_and_pessimism_only_lowers_the_be
     assert reps.shape == (4, 2) and (reps.std(axis=0) > 0).all()   # the replicates differ: bootstrap samples
     np.testing.assert_allclose(mean["A"], reps.mean(axis=0))
     np.testing.assert_allclose(cautious["A"] - mean["A"], reps.std(axis=0, ddof=1))
+    # effects() computes mu0 once for every playbook: bit for bit what the per-playbook path gives
+    for p in ("A", "B"):
+        alone = m._replicate_effects(probe, np.full(2, p, dtype=object)).mean(axis=0)
+        np.testing.assert_array_equal(mean[p].to_numpy(), alone)
     assert (cautious.to_numpy() > mean.to_numpy()).all()           # never more benefit than the mean
     again = UpliftModel("shift", ["x", "noise"], {}, ["A", "B"], rounds=60, seed=3, n_boot=4).fit(data)
     pd.testing.assert_frame_equal(again.effects(probe), mean)      # seeded
