@@ -209,8 +209,8 @@ def first_month_prior(monthly: np.ndarray, customers: pd.DataFrame, population: 
     if not paying.any():
         return monthly
     cols = [c for c in segments if c in customers.columns]
-    key = (customers[cols].astype(str).agg("|".join, axis=1) if cols
-           else pd.Series("all", index=customers.index)).to_numpy()
+    key = (customers.groupby(cols, dropna=False, observed=True, sort=False).ngroup().to_numpy() if cols
+           else np.zeros(len(customers), dtype=np.int64))  # segment number per row (vectorised, no text per row)
     medians = pd.Series(monthly[paying]).groupby(key[paying]).median()
     prior = pd.Series(key[unpaid]).map(medians).fillna(float(np.median(monthly[paying]))).to_numpy()
     log.info("lifetime value: %d customers in their first month have not paid yet; they take the median monthly "
