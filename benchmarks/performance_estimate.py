@@ -43,7 +43,7 @@ PARAMS: dict[str, Any] = {"objective": "binary:logistic", "eval_metric": "loglos
 log = logging.getLogger("performance_estimate")
 
 
-def _load(dataset: str, tmp: Path) -> tuple[Any, Any, str]:
+def _load(dataset: str, tmp: Path, customers: int = 8000) -> tuple[Any, Any, str]:
     from churn.config import load_config
     from features.contract import load_tables
 
@@ -51,8 +51,8 @@ def _load(dataset: str, tmp: Path) -> tuple[Any, Any, str]:
         from churn.generate import generate_demo, write_demo
 
         cfg = load_config(ROOT / "configs" / "default.yaml")
-        write_demo(generate_demo(n_customers=8000, seed=42), tmp / "demo")
-        return load_tables(tmp / "demo", cfg), cfg, "generate_demo(n_customers=8000, seed=42)"
+        write_demo(generate_demo(n_customers=customers, seed=42), tmp / "demo")
+        return load_tables(tmp / "demo", cfg), cfg, f"generate_demo(n_customers={customers}, seed=42)"
     cfg = load_config(ROOT / "configs" / "socialnet7.yaml")
     # 28 days of history before the first cutoff (config: 60) so that two months can be tested out of time
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"min_history_days": 28})})
@@ -243,13 +243,14 @@ def _fitted_windows(fs: Any, cutoffs: list[pd.Timestamp], months: int, tables: A
     return out
 
 
-def backtest(dataset: str, months: int, calibration: str | None = None, protocol: str = "window") -> dict[str, Any]:
+def backtest(dataset: str, months: int, calibration: str | None = None, protocol: str = "window",
+             customers: int = 8000) -> dict[str, Any]:
     from features.build import FeatureBuilder
     from features.timeline import label_window_days, training_cutoffs
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tables, cfg, source = _load(dataset, Path(tmp))
+        tables, cfg, source = _load(dataset, Path(tmp), customers)
         cutoffs = training_cutoffs(tables, cfg.label, 36, cfg.training.cutoff_frequency, cfg.training.min_history_days)
         # plus the first day with enough history: a training cutoff for the earliest test month (socialnet7: April)
         first = (tables.data_start + pd.Timedelta(days=cfg.training.min_history_days)).normalize()
@@ -344,16 +345,20 @@ def main() -> None:
     ap.add_argument("--protocol", choices=["window", "refit"], default="window",
                     help="window: early-stopped and calibrated on the month before (training.backtest.fit_window); "
                          "refit: the shipped protocol, refit + cross-fitted calibration (training.refit)")
+    ap.add_argument("--customers", type=int, default=8000,
+                    help="demo: customers generated (more customers, more churners a month, a smaller realised SE)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("features", "training", "churn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    res = backtest(args.dataset, args.months, args.calibration, args.protocol)
+    res = backtest(args.dataset, args.months, args.calibration, args.protocol, args.customers)
     res["command"] = (f"python benchmarks/performance_estimate.py --dataset {args.dataset} --months {args.months}"
                       + (f" --calibration {args.calibration}" if args.calibration else "")
-                      + (f" --protocol {args.protocol}" if args.protocol != "window" else ""))
+                      + (f" --protocol {args.protocol}" if args.protocol != "window" else "")
+                      + (f" --customers {args.customers}" if args.customers != 8000 else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = (f"_{args.calibration}" if args.calibration else "") + ("_refit" if args.protocol == "refit" else "")
+    suffix = ((f"_{args.calibration}" if args.calibration else "") + ("_refit" if args.protocol == "refit" else "")
+              + (f"_{args.customers}" if args.customers != 8000 else ""))
     (RESULTS / f"performance_estimate_{args.dataset}{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
     sys.stdout.write(_table(res) + "\n")
 
