@@ -42,14 +42,18 @@ if str(ROOT) not in sys.path:
 log = logging.getLogger("bench")
 
 
-def _data(workdir: Path, customers: int, seed: int, given: Path | None = None) -> Path:
-    """The generated data folder for ``customers`` (generated once, untimed), or ``given``."""
-    folder = given or workdir / f"demo_{customers}"
-    if given is None and not (folder / "summary.json").exists():
+def _data(workdir: Path, customers: int, seed: int, given: Path | None = None,
+          events_per_month: float = 20.0) -> Path:
+    """The generated data folder for ``customers`` (generated once, untimed; ``events_per_month`` as in
+    :func:`churn.generate.generate_demo`), or ``given``."""
+    suffix = "" if events_per_month == 20.0 else f"_epm{events_per_month:g}"
+    folder = given or workdir / f"demo_{customers}{suffix}"
+    if given is None and not (folder / "customers.parquet").exists():
         log.info("generating %d customers under %s (untimed)", customers, folder)
-        subprocess.run([sys.executable, "-c", "from churn.cli import main; main()", "generate", "--customers",
-                        str(customers), "--seed", str(seed), "--out", str(folder)], check=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code = ("from churn.generate import generate_demo, write_demo; "
+                f"write_demo(generate_demo(n_customers={customers}, seed={seed}, events_per_month={events_per_month}), "
+                f"{str(folder)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return folder
 
 
@@ -176,7 +180,7 @@ def _steps(text: str) -> dict[str, Any]:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """`churn train` with the default budget in a child process: wall time, peak RSS, load average."""
-    folder = _data(args.workdir, args.customers, args.seed, args.data)
+    folder = _data(args.workdir, args.customers, args.seed, args.data, args.events_per_month)
     samples: list[float] = []
     stop = threading.Event()
     poller = threading.Thread(target=_poll_load, args=(stop, samples), daemon=True)
@@ -212,6 +216,8 @@ def main() -> None:
     ap.add_argument("--min-rows", type=int, default=None, help="sampling: threshold of the sampled variant")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--data", type=Path, default=None, help="an existing data folder (else generated)")
+    ap.add_argument("--events-per-month", type=float, default=20.0,
+                    help="generated data: mean events per active customer-month (the 1M run uses 5: 48M events)")
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/churn_training_scale"))
     ap.add_argument("--out", type=Path, default=None)

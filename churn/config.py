@@ -463,6 +463,9 @@ class UpliftConfig(_Strict):
     effect_weight: float = Field(1.0, ge=0.0, le=1.0)  # scoring: weight x uplift + (1 - weight) x prior
     n_boot: int = Field(8, ge=0)  # bootstrap replicates (by customer): bagged effects and their uncertainty
     pessimism_z: float = Field(1.0, ge=0.0)  # scoring: decide on mean + z x sd of the replicates' effects
+    # more contacted customers than this: the model learns from a seeded uniform sample of them (a random
+    # sample of customers keeps the campaigns' randomisation; training time stays bounded at scale)
+    max_customers: int | None = Field(25_000, ge=100)
 
 
 class TrainingConfig(_Strict):

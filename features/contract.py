@@ -97,6 +97,28 @@ class Tables:
         stamps = [t["timestamp"].iloc[0] for n in CHILD_TABLES if (t := self.child(n)) is not None and len(t)]
         return min(stamps) if stamps else self.customers["signup_date"].min()
 
+    def subset(self, keep: np.ndarray) -> Tables:
+        """The tables of the customers where ``keep`` (one bool per customers row) is true, every child row of
+        theirs with its ``_code`` renumbered, child order kept; the data's end stays this set's (a sample of
+        customers was observed for as long as all of them were), so labels are the same."""
+        keep = np.asarray(keep, dtype=bool)
+        new_code = np.cumsum(keep, dtype=np.int64) - 1
+
+        def rows(df: pd.DataFrame | None) -> pd.DataFrame | None:
+            if df is None:
+                return None
+            mask = keep[df["_code"].to_numpy()]
+            out = df[mask].reset_index(drop=True)
+            return out.assign(_code=new_code[df["_code"].to_numpy()[mask]].astype(df["_code"].dtype))
+
+        return Tables(customers=self.customers[keep].reset_index(drop=True), events=rows(self.events),
+                      transactions=rows(self.transactions), interactions=rows(self.interactions),
+                      attributes=list(self.attributes), files=list(self.files), input_hash=self.input_hash,
+                      subscriptions=rows(self.subscriptions),
+                      snapshot_label=None if self.snapshot_label is None else self.snapshot_label[keep],
+                      observed_until=self.data_end if pd.notna(self.data_end) else None, derived=dict(self.derived),
+                      treatments=rows(self.treatments))
+
 
 def find_table_file(data_dir: Path, tc: TableConfig | str) -> Path | None:
     """Locate a table's file (``tc`` or a file name): the exact name if it exists, else the stem with a known suffix.

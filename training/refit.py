@@ -149,11 +149,26 @@ def cutoff_dates(cutoffs: pd.Series) -> list[str]:
 
 def cross_fitted_predictions(frame: pd.DataFrame, edge: pd.Timestamp, tables: Tables, cfg: Config,
                              refitter: Refitter) -> pd.DataFrame:
-    """Out-of-time raw predictions for the latest calibration cutoffs before ``edge`` (columns label, p_raw, cutoff)."""
+    """Out-of-time raw predictions for the latest calibration cutoffs before ``edge`` (columns label, p_raw, cutoff),
+    in cutoff order.
+
+    Folds are taken from the latest cutoff back; once the pooled predictions hold more than
+    ``training.sampling.min_rows`` rows no further fold is fitted: each fold is a refit on almost every row, and
+    a large table's latest month alone is plenty to calibrate on (a small table keeps every configured fold).
+    """
     window = label_window_days(cfg.label) * DAY
     labelled = sorted(t for t in set(frame["cutoff"]) if t + window <= edge)
+    chosen: list[pd.Timestamp] = []
+    n_rows, cut = 0, frame["cutoff"]
+    for c in reversed(labelled[-cfg.training.refit.calibration_cutoffs:]):
+        if n_rows > cfg.training.sampling.min_rows:
+            log.info("calibration fold %s not fitted: the later fold(s) already give %s out-of-time predictions "
+                     "(more than training.sampling.min_rows)", c.date(), f"{n_rows:,}")
+            break
+        chosen.insert(0, c)
+        n_rows += int((cut == c).sum())
     out = []
-    for c in labelled[-cfg.training.refit.calibration_cutoffs:]:
+    for c in chosen:
         fold = embargoed_rows(frame, c, tables, cfg)
         target = contiguous_rows(frame, (frame["cutoff"] == c).to_numpy())
         if fold.empty or fold["label"].nunique() < 2:

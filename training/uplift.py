@@ -154,6 +154,24 @@ def campaign_dataset(tables: Tables, cfg: Config, playbooks: list[str],
     return data.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True), features, categories
 
 
+def contacted_sample(tables: Tables, max_customers: int | None, seed: int) -> tuple[Tables, dict[str, int] | None]:
+    """``tables`` restricted to a seeded uniform sample of ``max_customers`` contacted customers when more were
+    contacted (else unchanged, and None). Customers are drawn regardless of their group, so treated and control
+    stay randomised within the sample; every contact of a drawn customer is kept."""
+    tr = tables.treatments
+    if tr is None or max_customers is None:
+        return tables, None
+    codes = np.unique(tr["_code"].to_numpy())
+    if len(codes) <= max_customers:
+        return tables, None
+    chosen = np.random.default_rng(seed).choice(codes, size=max_customers, replace=False)
+    keep = np.zeros(len(tables.customers), dtype=bool)
+    keep[chosen] = True
+    log.info("uplift: learning from a random sample of %s of %s contacted customers (training.uplift.max_customers)",
+             f"{max_customers:,}", f"{len(codes):,}")
+    return tables.subset(keep), {"customers": int(max_customers), "contacted_customers": int(len(codes))}
+
+
 def _too_little(data: pd.DataFrame, min_group: int) -> str | None:
     nt, nc = int(data["treated"].sum()), int((data["treated"] == 0).sum())
     if nt < min_group or nc < min_group:
@@ -226,6 +244,7 @@ def train_uplift(tables: Tables, cfg: Config, playbooks: list[str], risk_model: 
 
     ucfg, tcfg = cfg.training.uplift, cfg.training
     t0 = time.perf_counter()
+    tables, sample = contacted_sample(tables, ucfg.max_customers, tcfg.seed) if ucfg.enabled else (tables, None)
     built = campaign_dataset(tables, cfg, playbooks, tables.data_end) if ucfg.enabled else None
     if built is None:
         return {"status": "cold_start", "note": COLD_START_NOTE}
@@ -242,7 +261,7 @@ def train_uplift(tables: Tables, cfg: Config, playbooks: list[str], risk_model: 
                         ucfg.n_boot)
     model.fit(data)
     model.meta = {"campaigns": sorted(data["campaign_id"].unique().tolist()), "n_rows": len(data),
-                  "horizon_days": window, "input_hash": tables.input_hash}
+                  "horizon_days": window, "input_hash": tables.input_hash, "customer_sample": sample}
     metrics = _evaluation_metrics(evaluation)
     model.meta["use_for_decisions"], model.meta["gate"] = _gate(metrics)
     setup_mlflow(cfg.mlflow)
@@ -251,7 +270,8 @@ def train_uplift(tables: Tables, cfg: Config, playbooks: list[str], risk_model: 
     seconds = time.perf_counter() - t0
     log.info("uplift (%s-learner) on %d contacts from %d campaigns: out-of-time Qini %s, in %.1fs", model.learner,
              len(data), data["campaign_id"].nunique(), metrics.get("oot_qini_uplift"), seconds)
-    return {"status": "trained", "learner": model.learner, "n_contacts": len(data), "metrics": metrics,
+    return {"status": "trained", "learner": model.learner, "n_contacts": len(data), "customer_sample": sample,
+            "metrics": metrics,
             "use_for_decisions": model.meta["use_for_decisions"], "gate": model.meta["gate"],
             "evaluation": evaluation.to_dict("records"), "calibration": calibration.to_dict("records"),
             "seconds": round(seconds, 2), **reg}

@@ -369,3 +369,31 @@ def test_typed_columns_with_bad_values_are_still_reported(tmp_path):
     with pytest.raises(DataError, match="non-numeric values") as info:
         load_tables(tmp_path / "data", make_config().data)
     assert info.value.count == 1 and "n/a" in str(info.value)
+
+
+def test_a_customer_subset_keeps_their_rows_and_their_features():
+    """``Tables.subset``: the kept customers' child rows, codes renumbered to the new customer rows, the data's end
+    unchanged; features built on the subset equal the full set's rows of those customers."""
+    from tests.features.conftest import CUTOFF, tables_from_frames
+
+    cfg = make_config()
+    tables = tables_from_frames(raw_frames(), cfg)
+    ids = tables.customers["customer_id"].astype(str).tolist()
+    keep = np.isin(ids, ["A", "C", "F"])
+    sub = tables.subset(keep)
+    assert sub.customers["customer_id"].astype(str).tolist() == ["A", "C", "F"]
+    assert sub.data_end == tables.data_end
+    for role in ("events", "transactions", "interactions"):
+        full, part = getattr(tables, role), getattr(sub, role)
+        kept = full[full["customer_id"].astype(str).isin(["A", "C", "F"])].reset_index(drop=True)
+        assert part["customer_id"].astype(str).tolist() == kept["customer_id"].astype(str).tolist()  # order kept
+        assert (sub.customers["customer_id"].astype(str).to_numpy()[part["_code"]] == part["customer_id"].astype(str)
+                ).all()
+    f_full = FeatureBuilder(tables, cfg, scorer=KeywordScorer()).build(CUTOFF).frame.set_index("customer_id")
+    f_sub = FeatureBuilder(sub, cfg, scorer=KeywordScorer()).build(CUTOFF).frame.set_index("customer_id")
+    f_full = f_full.loc[f_sub.index]
+    differ = [c for c in f_sub.columns if not f_sub[c].astype(str).equals(f_full[c].astype(str))]
+    # relative to the customer base by design (a quintile, a fitted retention curve, value tiers by quantile)
+    assert differ == ["rfm_recency_score", "lifetime_value", "value_tier"]
+    same = [c for c in f_sub.columns if c not in differ]
+    pd.testing.assert_frame_equal(f_sub[same], f_full[same], check_dtype=False, check_categorical=False)

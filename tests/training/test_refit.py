@@ -175,3 +175,20 @@ def test_embargoed_rows_of_an_unordered_frame_are_ordered_by_cutoff_like_the_ord
     assert ordered["label"].dtype == frame["label"].dtype and ordered.attrs["censored"] == [FEB]
     pd.testing.assert_frame_equal(shuffled.sort_values(["cutoff", "customer_id"]).reset_index(drop=True),
                                   ordered.sort_values(["cutoff", "customer_id"]).reset_index(drop=True))
+
+
+def test_a_large_table_calibrates_on_the_latest_fold_only():
+    """Once the later folds give more out-of-time predictions than ``training.sampling.min_rows``, no earlier
+    fold is refitted (each fold is a fit on almost every row); below it every configured fold is kept."""
+    cutoffs, frame, tables, cfg, refitter = _five_monthly_cutoffs(seed=0)
+    small = cfg.model_copy(update={"training": cfg.training.model_copy(update={
+        "sampling": cfg.training.sampling.model_copy(update={"min_rows": 150})})})
+    oof = cross_fitted_predictions(frame, cutoffs[-1], tables, small, refitter)
+    assert sorted(oof["cutoff"].unique()) == [cutoffs[3]]  # 200 rows at 2024-04-01 > 150: 2024-03-01 not fitted
+    assert [f["cutoffs"] for f in refitter.fits] == [["2024-01-01", "2024-02-01", "2024-03-01"]]
+    assert len(oof) == 200
+    refitter.fits.clear()
+    at_limit = small.model_copy(update={"training": small.training.model_copy(update={
+        "sampling": small.training.sampling.model_copy(update={"min_rows": 200})})})  # 200 is not more than 200
+    assert sorted(cross_fitted_predictions(frame, cutoffs[-1], tables, at_limit, refitter)["cutoff"].unique()) \
+        == cutoffs[2:4]

@@ -179,3 +179,27 @@ def test_an_uplift_model_saved_before_bagging_still_loads(tmp_path: Path) -> Non
     probe = pd.DataFrame({"x": [0.9, 0.1], "noise": 0.5})
     assert len(again.replicates_) == 1
     pd.testing.assert_frame_equal(again.effects(probe), m.effects(probe))
+
+
+def test_a_large_campaign_history_is_learned_from_a_random_sample_of_whole_customers(demo_data_dir: Path) -> None:
+    """``training.uplift.max_customers``: above it, a seeded uniform sample of contacted customers with every one of
+    their contacts (treated and control alike, so the randomisation holds); at or below it, the tables as given."""
+    from churn.config import load_config
+    from features.contract import load_tables
+    from training.uplift import contacted_sample
+
+    tables = load_tables(demo_data_dir, load_config(None))
+    tr = tables.treatments
+    contacted = tr["customer_id"].astype(str).nunique()
+    same, info = contacted_sample(tables, contacted, 42)
+    assert same is tables and info is None
+    sub, info = contacted_sample(tables, 300, 42)
+    assert info == {"customers": 300, "contacted_customers": contacted}
+    assert len(sub.customers) == 300 and sub.treatments["customer_id"].astype(str).nunique() == 300
+    chosen = set(sub.customers["customer_id"].astype(str))
+    assert len(sub.treatments) == int(tr["customer_id"].astype(str).isin(chosen).sum())  # all their contacts
+    assert set(sub.events["customer_id"].astype(str)) <= chosen and sub.data_end == tables.data_end
+    treated_share = (tr["group"] == "treated").mean()
+    assert abs((sub.treatments["group"] == "treated").mean() - treated_share) < 0.06
+    again, _ = contacted_sample(tables, 300, 42)
+    assert again.customers["customer_id"].tolist() == sub.customers["customer_id"].tolist()  # seeded
