@@ -22,6 +22,7 @@ missing value is a reason only where missingness means something ("No purchase o
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from features.catalogue import FeatureSpec, missing_is_meaningful, render_reason
 log = logging.getLogger(__name__)
 
 Calibrate = Callable[[np.ndarray], np.ndarray]
+TENURE = "tenure_days"  # the profile/behavioural feature: days since signup at the cutoff
 
 # Phrases that say why a same-direction value on the other side of typical matters (checked by the demo audit).
 FROM_LEVEL = ", from {level}: "
@@ -110,6 +112,7 @@ class _Row:
 
     contrib: np.ndarray
     values: _Values
+    tenure_days: float | None = None  # days as a customer, when the frame has it (windows longer than it say so)
 
 
 def explain_rows(frame: pd.DataFrame, contrib: np.ndarray, p_calibrated: np.ndarray, features: list[str],
@@ -125,9 +128,10 @@ def explain_rows(frame: pd.DataFrame, contrib: np.ndarray, p_calibrated: np.ndar
     gi = group_impacts(contrib, features, specs, p_calibrated, calibrate)
     members = [np.flatnonzero(gi.group_of == j) for j in range(len(gi.groups))]
     cols = {f: frame[f].to_numpy() for f in features}
+    tenure = frame[TENURE].to_numpy(dtype=float) if TENURE in frame else None
     rows = []
     for i in range(len(frame)):
-        row = _Row(contrib[i, :-1], _Values(cols, i))
+        row = _Row(contrib[i, :-1], _Values(cols, i), None if tenure is None else float(tenure[i]))
         reasons = _pick(gi, i, members, row, features, specs, typical, currency, top_k, min_impact, +1)
         prot = _pick(gi, i, members, row, features, specs, typical, currency, 1, min_impact, -1)
         rows.append(_row_record(reasons, prot, float(gi.base[i]), float(p_calibrated[i]), top_k))
@@ -169,7 +173,8 @@ def _story(cols: np.ndarray, row: _Row, features: list[str], specs: dict[str, Fe
 
     def clause(c: int) -> str:
         f = features[c]
-        return render_reason(specs[f], row.values[f], typical.get(f), currency)
+        return within_tenure(render_reason(specs[f], row.values[f], typical.get(f), currency), specs[f],
+                             row.tenure_days)
 
     def level(c: int) -> str:
         v, t = row.values[features[c]], typical.get(features[c])
@@ -202,6 +207,19 @@ def _story(cols: np.ndarray, row: _Row, features: list[str], specs: dict[str, Fe
             "quoted": [{"feature": features[c], "value": _num(row.values[features[c]]),
                         "typical": _num(typical.get(features[c])), "side": sides[c]} for c in quoted],
             "flags": [features[c] for c in quoted + flags if specs[features[c]].unit == "flag"]}
+
+
+def within_tenure(text: str, spec: FeatureSpec, tenure_days: float | None) -> str:
+    """A window longer than the customer has been one says so, where the sentence names it: "Active on 13 of the
+    last 90 days, a customer for only 22 of them (typical customer: 36)" (the typical customer had all 90)."""
+    w = spec.window_days
+    if not w or tenure_days is None or not math.isfinite(tenure_days) or tenure_days >= w:
+        return text
+    key = f"last {w} days"
+    if key not in text:
+        return text
+    days = max(int(tenure_days), 0)
+    return text.replace(key, f"{key}, a customer for only {days} of them", 1)
 
 
 def _quotable(spec: FeatureSpec, value: object) -> bool:

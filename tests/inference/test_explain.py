@@ -193,6 +193,19 @@ def test_a_fall_from_a_high_level_is_told_as_the_fall() -> None:
                                     "over the customer's tenure (typical customer: 16.5) (+")
 
 
+def test_a_window_longer_than_the_customer_s_tenure_says_so() -> None:
+    """A 40-day-old customer's 90-day count is not compared with a 90-day typical silently; a customer of 120 days
+    (or a frame without tenure) reads as before."""
+    values = {"events_per_month": 16.5, "activity_trend": np.nan, "purchases_90d": 1.0, "purchase_drop_flag": 0.0,
+              "days_since_last_purchase": np.nan}
+    contrib = [0.0, 0.0, 0.5, 0.0, 0.0, -2.0]
+    young = _one({**values, "tenure_days": 40.0}, contrib)
+    assert young["reason_1"].startswith("1 purchase in the last 90 days, a customer for only 40 of them "
+                                        "(typical customer: 3) (+")
+    for old in (_one({**values, "tenure_days": 120.0}, contrib), _one(values, contrib)):
+        assert old["reason_1"].startswith("1 purchase in the last 90 days (typical customer: 3) (+")
+
+
 def test_flag_is_named_in_its_words_and_unrecorded_values_are_never_reasons() -> None:
     # purchases group: count below typical drives it, the flag is on; recency is missing and means nothing here
     r = _one({"events_per_month": 16.5, "activity_trend": np.nan, "purchases_90d": 1.0, "purchase_drop_flag": 1.0,
