@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -209,17 +210,26 @@ def _story(cols: np.ndarray, row: _Row, features: list[str], specs: dict[str, Fe
             "flags": [features[c] for c in quoted + flags if specs[features[c]].unit == "flag"]}
 
 
+_BASELINE = re.compile(r"compared with the previous (\d+)")
+
+
 def within_tenure(text: str, spec: FeatureSpec, tenure_days: float | None) -> str:
     """A window longer than the customer has been one says so, where the sentence names it: "Active on 13 of the
-    last 90 days, a customer for only 22 of them (typical customer: 36)" (the typical customer had all 90)."""
+    last 90 days, a customer for only 22 of them (typical customer: 36)" (the typical customer had all 90); a
+    change against a baseline the customer was there for only in part too ("... compared with the previous 60, a
+    customer for only 36 of those 90 days": the baseline's daily rate counts the days before signup as quiet)."""
     w = spec.window_days
-    if not w or tenure_days is None or not math.isfinite(tenure_days) or tenure_days >= w:
-        return text
-    key = f"last {w} days"
-    if key not in text:
+    if not w or tenure_days is None or not math.isfinite(tenure_days):
         return text
     days = max(int(tenure_days), 0)
-    return text.replace(key, f"{key}, a customer for only {days} of them", 1)
+    key = f"last {w} days"
+    if days < w and key in text:
+        return text.replace(key, f"{key}, a customer for only {days} of them", 1)
+    base = _BASELINE.search(text) if spec.unit == "rate_change" else None
+    if base is not None and days < w + int(base.group(1)):
+        return text[:base.end()] + f", a customer for only {days} of those {w + int(base.group(1))} days" \
+            + text[base.end():]
+    return text
 
 
 def _quotable(spec: FeatureSpec, value: object) -> bool:

@@ -206,6 +206,23 @@ def test_a_window_longer_than_the_customer_s_tenure_says_so() -> None:
         assert old["reason_1"].startswith("1 purchase in the last 90 days (typical customer: 3) (+")
 
 
+def test_a_change_against_a_baseline_before_signup_says_so() -> None:
+    """A 50-day-old customer's 30-vs-60-day change compares with a baseline it was there for 20 days of."""
+    values = {"events_per_month": 16.5, "activity_trend": -0.5, "purchases_90d": 3.0, "purchase_drop_flag": 0.0,
+              "days_since_last_purchase": 20.0}
+    spec = FeatureSpec("activity_trend_30_60", "behavioral", "activity", "Change in daily activity", "rate_change", 30,
+                       reason="Activity {change} {abs_pct}% in the last 30 days compared with the previous 60")
+    from inference.explain import within_tenure
+
+    text = "Activity fell 50% in the last 30 days compared with the previous 60 (typical: 0%)"
+    assert within_tenure(text, spec, 50.0) == ("Activity fell 50% in the last 30 days compared with the previous 60, "
+                                               "a customer for only 50 of those 90 days (typical: 0%)")
+    assert within_tenure(text, spec, 90.0) == text and within_tenure(text, spec, None) == text
+    # a sentence that names no baseline (this test's template) is left as it is
+    r = _one({**values, "tenure_days": 45.0}, [0.0, 0.5, 0.0, 0.0, 0.0, -2.0])
+    assert r["reason_1"].startswith("Activity fell 50% in the last 30 days (+")
+
+
 def test_flag_is_named_in_its_words_and_unrecorded_values_are_never_reasons() -> None:
     # purchases group: count below typical drives it, the flag is on; recency is missing and means nothing here
     r = _one({"events_per_month": 16.5, "activity_trend": np.nan, "purchases_90d": 1.0, "purchase_drop_flag": 1.0,
