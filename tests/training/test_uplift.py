@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,29 @@ def test_a_large_campaign_history_is_learned_from_a_random_sample_of_whole_custo
     assert abs((sub.treatments["group"] == "treated").mean() - treated_share) < 0.06
     again, _ = contacted_sample(tables, 300, 42)
     assert again.customers["customer_id"].tolist() == sub.customers["customer_id"].tolist()  # seeded
+
+
+def test_train_uplift_learns_from_the_sample_it_draws(demo_data_dir: Path) -> None:
+    """The wiring: with ``max_customers`` below the contacted count, ``train_uplift`` sees only the sampled customers'
+    contacts (here stopped at the cold-start gate, whose message counts what it was given; no store needed)."""
+    from churn.config import load_config
+    from features.contract import load_tables
+    from training.uplift import contacted_sample
+
+    cfg = load_config(None)
+    tables = load_tables(demo_data_dir, cfg)
+    gated = cfg.model_copy(update={"training": cfg.training.model_copy(update={
+        "uplift": cfg.training.uplift.model_copy(update={"min_group": 10**6, "max_customers": 300})})})
+    ids = sorted(set(tables.treatments["playbook_id"]))
+    counts = re.search(r"\((\d+) treated and (\d+) control", train_uplift(tables, gated, ids)["note"])
+    sub, _ = contacted_sample(tables, 300, cfg.training.seed)
+    tr = sub.treatments
+    observed = int(tr["customer_id"].astype(str).nunique())
+    assert observed == 300
+    n_seen = int(counts.group(1)) + int(counts.group(2))
+    unsampled = gated.model_copy(update={"training": gated.training.model_copy(update={
+        "uplift": gated.training.uplift.model_copy(update={"max_customers": None})})})
+    full = re.search(r"\((\d+) treated and (\d+) control", train_uplift(tables, unsampled, ids)["note"])
+    n_full = int(full.group(1)) + int(full.group(2))
+    assert 0 < n_seen <= len(tr) < len(tables.treatments)  # the sample's contacts (with an observed outcome)
+    assert n_seen < n_full
