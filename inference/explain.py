@@ -222,9 +222,11 @@ def within_tenure(text: str, spec: FeatureSpec, tenure_days: float | None) -> st
     if not w or tenure_days is None or not math.isfinite(tenure_days):
         return text
     days = max(int(tenure_days), 0)
-    key = f"last {w} days"
-    if days < w and key in text:
-        return text.replace(key, f"{key}, a customer for only {days} of them", 1)
+    if days < w:
+        phrases = {f"last {w} days": "of them", **({"last year": "days of it"} if w == 365 else {})}
+        for key, part in phrases.items():
+            if key in text:
+                return text.replace(key, f"{key}, a customer for only {days} {part}", 1)
     base = _BASELINE.search(text) if spec.unit == "rate_change" else None
     if base is not None and days < w + int(base.group(1)):
         return text[:base.end()] + f", a customer for only {days} of those {w + int(base.group(1))} days" \

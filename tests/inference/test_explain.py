@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from features.catalogue import FeatureSpec
-from inference.explain import explain_rows, global_group_importance, group_impacts, typical_values
+from inference.explain import (
+    explain_rows,
+    global_group_importance,
+    group_impacts,
+    typical_values,
+    within_tenure,
+)
 
 
 def sigmoid(z: float) -> float:
@@ -204,6 +210,11 @@ def test_a_window_longer_than_the_customer_s_tenure_says_so() -> None:
                                         "(typical customer: 3) (+")
     for old in (_one({**values, "tenure_days": 120.0}, contrib), _one(values, contrib)):
         assert old["reason_1"].startswith("1 purchase in the last 90 days (typical customer: 3) (+")
+    year = FeatureSpec("spend_365d", "value", "spend", "Spend in the last 365 days", "currency", 365)
+    assert within_tenure("Spent EUR 9 in the last year (typical customer: EUR 156)", year, 39.0) == \
+        "Spent EUR 9 in the last year, a customer for only 39 days of it (typical customer: EUR 156)"
+    assert within_tenure("Spent EUR 9 in the last year (typical customer: EUR 156)", year, 400.0) == \
+        "Spent EUR 9 in the last year (typical customer: EUR 156)"
 
 
 def test_a_change_against_a_baseline_before_signup_says_so() -> None:
@@ -212,8 +223,6 @@ def test_a_change_against_a_baseline_before_signup_says_so() -> None:
               "days_since_last_purchase": 20.0}
     spec = FeatureSpec("activity_trend_30_60", "behavioral", "activity", "Change in daily activity", "rate_change", 30,
                        reason="Activity {change} {abs_pct}% in the last 30 days compared with the previous 60")
-    from inference.explain import within_tenure
-
     text = "Activity fell 50% in the last 30 days compared with the previous 60 (typical: 0%)"
     assert within_tenure(text, spec, 50.0) == ("Activity fell 50% in the last 30 days compared with the previous 60, "
                                                "a customer for only 50 of those 90 days (typical: 0%)")
